@@ -1,0 +1,41 @@
+"""Environment workarounds for the pinned libraries, kept in one place (DESIGN §6)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import torch
+
+_torchvision_fragment = None
+
+
+def _import_torchvision() -> None:
+    """Import torchvision, patching over a CUDA wheel that sits beside a CPU torch.
+
+    PyPI's torchvision wheel is a CUDA build whose C++ ops fail to register next to the CPU
+    torch, so `import torchvision` (pulled in by open_clip and timm) dies on the missing
+    `torchvision::nms` schema. Declaring the two schemas and importing again makes everything
+    but those C++ ops work; edgeclip never calls them. A working torchvision is left alone.
+    """
+    global _torchvision_fragment
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as err:
+        if "torchvision::nms" not in str(err):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        _torchvision_fragment = torch.library.Library("torchvision", "FRAGMENT")
+        _torchvision_fragment.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _torchvision_fragment.define("qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor")
+        import torchvision  # noqa: F401
+
+
+@functools.cache
+def open_clip():
+    """Return the `open_clip` module, importable beside a CPU torch."""
+    _import_torchvision()
+    import open_clip as oc
+
+    return oc

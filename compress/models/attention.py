@@ -1,0 +1,173 @@
+"""Multi-head self-attention with pluggable probabilities and gates (Quantizable Transformers, Bondarenko et al. 2023).
+
+Three registered variants, chosen per tower in the recipe:
+- ``softmax``: plain scaled dot-product attention.
+- ``clipped``: clip((ζ − γ)·softmax(x) + γ, 0, 1); a head can output exact zeros without pushing
+  its logits to extremes. γ is given directly, or per sequence length as γ = −α/T.
+- ``gated``: each head's output is scaled by σ(G(x)); a head that wants to do nothing closes its
+  gate instead of creating activation outliers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from compress.registry import Registry
+
+attention = Registry("attention")
+
+
+class Softmax(nn.Module):
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.softmax(dim=-1)
+
+
+class ClippedSoftmax(nn.Module):
+    """clip((ζ − γ)·softmax(x) + γ, 0, 1) with γ ≤ 0 ≤ 1 ≤ ζ; γ = 0, ζ = 1 is the softmax."""
+
+    def __init__(self, gamma: float, zeta: float) -> None:
+        super().__init__()
+        if gamma > 0 or zeta < 1:
+            raise ValueError(f"clipped softmax needs gamma <= 0 <= 1 <= zeta, got gamma={gamma}, zeta={zeta}")
+        self.gamma, self.zeta = float(gamma), float(zeta)
+        self.stretch = self.zeta - self.gamma  # computed here, not in forward (FX QAT traps floats)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return (scores.softmax(dim=-1) * self.stretch + self.gamma).clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma:.4g}, zeta={self.zeta:.4g}"
+
+
+class TokenGate(nn.Module):
+    """Conditional gate: one sigmoid per head and token, a linear map of the token's features."""
+
+    def __init__(self, dim: int, heads: int, bias_init: float) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, heads)
+        nn.init.normal_(self.proj.weight, std=dim**-0.5 * 0.1)
+        nn.init.constant_(self.proj.bias, bias_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, dim)
+        return self.proj(x).sigmoid().transpose(1, 2).unsqueeze(-1)  # (B, heads, T, 1)
+
+
+class HeadGate(nn.Module):
+    """Unconditional gate: one learnable sigmoid per head, the same for every input."""
+
+    def __init__(self, dim: int, heads: int, bias_init: float) -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.full((heads,), float(bias_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit.sigmoid().view(1, -1, 1, 1)  # (1, heads, 1, 1)
+
+
+class PooledGate(nn.Module):
+    """Per-head gate from the mean of the sequence's features: one sigmoid per head and input."""
+
+    def __init__(self, dim: int, heads: int, bias_init: float) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, heads)
+        nn.init.normal_(self.proj.weight, std=dim**-0.5 * 0.1)
+        nn.init.constant_(self.proj.bias, bias_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.mean(dim=1)).sigmoid().unsqueeze(-1).unsqueeze(-1)  # (B, heads, 1, 1)
+
+
+GATES = {"token": TokenGate, "head": HeadGate, "pooled": PooledGate}
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a fixed-length sequence.
+
+    Args:
+        dim: token width.
+        heads: number of heads; must divide ``dim``.
+        seq_len: the sequence length the tower always feeds (fixed shapes export cleanly).
+        causal: mask future tokens (text towers).
+        probs: maps scores (B, heads, T, T) to attention probabilities.
+        gate: optional module mapping x (B, T, dim) to per-head output gates.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        seq_len: int,
+        causal: bool = False,
+        probs: nn.Module | None = None,
+        gate: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim**-0.5  # computed here, not in forward (FX QAT traps floats)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.probs = probs if probs is not None else Softmax()
+        self.gate = gate
+        if causal:
+            mask = torch.full((seq_len, seq_len), float("-inf")).triu(1)
+            self.register_buffer("mask", mask, persistent=False)
+        else:
+            self.mask = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, T, T)
+        if self.mask is not None:
+            scores = scores + self.mask
+        y = self.probs(scores) @ v  # (B, heads, T, head_dim)
+        if self.gate is not None:
+            y = y * self.gate(x)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))  # (B, T, dim)
+
+
+@attention.register("softmax")
+def softmax_attention(dim: int, heads: int, seq_len: int, causal: bool = False) -> Attention:
+    return Attention(dim, heads, seq_len, causal)
+
+
+@attention.register("clipped")
+def clipped_attention(
+    dim: int,
+    heads: int,
+    seq_len: int,
+    causal: bool = False,
+    gamma: float | None = None,
+    zeta: float = 1.0,
+    alpha: float | None = None,
+) -> Attention:
+    """Clipped softmax; give ``gamma`` directly or ``alpha`` for γ = −α/T (T = ``seq_len``)."""
+    if (gamma is None) == (alpha is None):
+        raise ValueError("clipped attention needs exactly one of gamma or alpha")
+    if alpha is not None:
+        gamma = -alpha / seq_len
+    return Attention(dim, heads, seq_len, causal, probs=ClippedSoftmax(gamma, zeta))
+
+
+@attention.register("gated")
+def gated_attention(
+    dim: int, heads: int, seq_len: int, causal: bool = False, gate: str = "token", gate_init: float = 0.5
+) -> Attention:
+    """Gated attention; ``gate_init`` is the initial gate value p, so the bias starts at logit(p)."""
+    if gate not in GATES:
+        raise ValueError(f"unknown gate {gate!r}; expected one of: {', '.join(GATES)}")
+    if not 0 < gate_init < 1:
+        raise ValueError(f"gate_init must be in (0, 1), got {gate_init}")
+    bias = math.log(gate_init / (1 - gate_init))
+    return Attention(dim, heads, seq_len, causal, gate=GATES[gate](dim, heads, bias))
+
+
+def build_attention(dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None) -> Attention:
+    """Build the variant named by ``spec["kind"]`` with the rest of ``spec`` as its options."""
+    options = dict(spec or {"kind": "softmax"})
+    return attention.get(options.pop("kind"))(dim, heads, seq_len, causal, **options)

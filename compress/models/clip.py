@@ -1,0 +1,45 @@
+"""A CLIP model: image tower + text tower + learnable logit scale (Radford et al. 2021)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CLIP(nn.Module):
+    """Two towers mapping images and token ids into one L2-normalised embedding space.
+
+    Example:
+        >>> model = build_model("tiny")  # doctest: +SKIP
+        >>> image_emb, text_emb, scale = model(images, tokens)  # doctest: +SKIP
+    """
+
+    def __init__(self, visual: nn.Module, text: nn.Module, init_logit_scale: float = math.log(1 / 0.07)):
+        super().__init__()
+        self.visual = visual
+        self.text = text
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.visual(images), dim=-1)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(tokens), dim=-1)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (image embeddings (B, D), text embeddings (B, D), logit scale s = exp(logit_scale))."""
+        return self.encode_image(images), self.encode_text(tokens), self.logit_scale.exp()
+
+
+class NormalizedTower(nn.Module):
+    """One tower plus the L2 normalisation: what an exported image or text model computes."""
+
+    def __init__(self, tower: nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.tower(x), dim=-1)

@@ -1,0 +1,120 @@
+"""Transformer towers of a CLIP model: a ViT image tower and a causal text tower (Radford et al. 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.models.attention import build_attention
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, seq_len: int, causal: bool, attention: dict | None):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = build_attention(dim, heads, seq_len, causal, attention)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patchify, prepend a class token, transformer blocks, project the class token.
+
+    Args:
+        image_size: square input side in pixels.
+        patch_size: square patch side; must divide ``image_size``.
+        width, layers, heads, mlp_ratio: transformer shape.
+        embed_dim: output embedding width.
+        attention: attention variant spec, e.g. ``{"kind": "clipped", "alpha": 4}``.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: float,
+        embed_dim: int,
+        attention: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
+        self.image_size = image_size
+        self.seq_len = (image_size // patch_size) ** 2 + 1
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.class_token = nn.Parameter(torch.randn(width) * width**-0.5)
+        self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
+        self.ln_pre = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            Block(width, heads, mlp_ratio, self.seq_len, False, attention) for _ in range(layers)
+        )
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, embed_dim, bias=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # images: (B, 3, H, W)
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, width)
+        cls = self.class_token.expand(x.shape[0], 1, -1)  # (B, 1, width)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N + 1, width)
+        x = self.ln_pre(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.proj(self.ln_post(x[:, 0]))  # (B, embed_dim)
+
+
+class TextTransformer(nn.Module):
+    """Causal text transformer pooled at the end-of-text token.
+
+    The EOT position is found by token id (not by the largest id, which breaks when the
+    tokenizer differs), on int32 ids: ONNX Runtime has no int64 ArgMax.
+    """
+
+    def __init__(
+        self,
+        context_length: int,
+        vocab_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: float,
+        embed_dim: int,
+        eot_id: int,
+        attention: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.context_length, self.eot_id = context_length, eot_id
+        self.token_embed = nn.Embedding(vocab_size, width)
+        self.pos_embed = nn.Parameter(torch.randn(context_length, width) * 0.01)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(width, heads, mlp_ratio, context_length, True, attention) for _ in range(layers)
+        )
+        self.ln_final = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, embed_dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, context_length)
+        x = self.token_embed(tokens) + self.pos_embed  # (B, T, width)
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_final(x)
+        eot = (tokens.to(torch.int32) == self.eot_id).to(torch.int32).argmax(dim=-1)  # (B,)
+        return self.proj(x[torch.arange(x.shape[0]), eot])  # (B, embed_dim)

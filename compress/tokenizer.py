@@ -1,0 +1,50 @@
+"""The CLIP byte-pair-encoding tokenizer, from open_clip (it ships its vocabulary, so it works offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# Ids of the start/end-of-text tokens in the BPE vocabulary; models use EOT to find the pooled token.
+SOT_ID = 49406
+EOT_ID = 49407
+VOCAB_SIZE = 49408
+
+
+class Tokenizer:
+    """Text → int64 token ids of a fixed context length (padded with 0, truncated to end in EOT).
+
+    Example:
+        >>> tokenize = Tokenizer(context_length=32)
+        >>> tokenize(["a red circle"]).shape
+        torch.Size([1, 32])
+    """
+
+    def __init__(self, context_length: int = 77) -> None:
+        self.context_length = context_length
+        self._bpe = None
+
+    @property
+    def bpe(self):
+        if self._bpe is None:  # open_clip imports slowly; load it on first use
+            from compress.compat import open_clip
+
+            self._bpe = open_clip().tokenizer.SimpleTokenizer(context_length=self.context_length)
+            assert (self._bpe.sot_token_id, self._bpe.eot_token_id) == (SOT_ID, EOT_ID)
+        return self._bpe
+
+    @property
+    def vocab_path(self) -> Path:
+        """The BPE merges file, shipped beside exported text towers."""
+        from compress.compat import open_clip
+
+        return Path(open_clip().tokenizer.default_bpe())
+
+    def __call__(self, texts: str | list[str]) -> torch.Tensor:
+        if isinstance(texts, str):
+            return self.bpe([texts])[0]
+        return self.bpe(list(texts))
+
+    def __getstate__(self) -> dict:  # DataLoader workers rebuild the BPE themselves
+        return {"context_length": self.context_length, "_bpe": None}

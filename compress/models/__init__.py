@@ -61,3 +61,28 @@ def build_model(name: str, image_attention: dict | None = None, text_attention: 
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def save_model(model: CLIP, path: Path, name: str, image_attention: dict, text_attention: dict) -> None:
+    """Write a trained model as its architecture name, attention choices and weights (atomically)."""
+    from compress.io import atomic_save
+
+    arch = {"name": name, "image_attention": image_attention, "text_attention": text_attention}
+    atomic_save({"arch": arch, "state_dict": model.state_dict()}, path)
+
+
+def load_model(path: str | Path) -> tuple[CLIP, dict]:
+    """Rebuild a model written by :func:`save_model`; weights-only loading runs no code from the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        arch = state["arch"]
+        model = build_model(arch["name"], arch["image_attention"], arch["text_attention"])
+        model.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not an edgeclip model file ({str(err).splitlines()[0]})") from None
+    return model.eval(), arch

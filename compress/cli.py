@@ -1,0 +1,181 @@
+"""The `edgeclip` command: a thin layer over the library (run, validate, ls, eval, report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  edgeclip run recipes/demo.yaml                      # the embedded default, nothing downloaded
+  edgeclip run recipes/demo.yaml pretrain.steps=200   # a.b=c overrides any recipe key
+  edgeclip run recipes/demo.yaml --from export        # redo export and what follows
+  edgeclip validate recipes/demo.yaml
+  edgeclip ls models
+  edgeclip eval runs/demo/pretrain/model.pt --zeroshot my_labels.csv --retrieval my_pairs.csv
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user: one line, exit code 2."""
+
+
+def _split_overrides(args: list[str]) -> list[str]:
+    for a in args:
+        if "=" not in a:
+            raise UserError(f"unexpected argument {a!r}; overrides look like key.path=value")
+    return args
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from compress.recipe import load_recipe
+    from compress.stages import enabled_stages
+
+    recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
+    print(f"{args.recipe}: ok (recipe hash {recipe.hash}; stages: {', '.join(enabled_stages(recipe))})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from compress.pipeline import run_pipeline
+    from compress.recipe import load_recipe
+    from compress.stages import STAGES
+    from compress.train import init_distributed
+
+    recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
+    names = [s.name for s in STAGES]
+    if args.from_stage is not None and args.from_stage not in names:
+        raise UserError(f"--from {args.from_stage}: unknown stage; expected one of: {', '.join(names)}")
+    rank, world = init_distributed()
+    ctx = run_pipeline(recipe, STAGES, from_stage=args.from_stage, rank=rank, world=world)
+    if rank == 0:
+        print(f"run folder: {ctx.run_dir}  (report: {ctx.run_dir / 'report.md'})")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from compress.models import build_model, count_params, model_config, model_names
+
+        print(f"{'model':<22}{'image':>10}{'text':>10}{'total':>10}  description")
+        for name in model_names():
+            m = build_model(name)
+            counts = [count_params(m.visual), count_params(m.text), count_params(m)]
+            print(f"{name:<22}" + "".join(f"{c / 1e6:>9.2f}M" for c in counts) + f"  {model_config(name).get('description', '')}")
+    elif args.what == "recipes":
+        folder = Path("recipes")
+        files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+        if not files:
+            raise UserError("recipes/: no recipe files here; run from the edgeclip checkout")
+        for path in files:
+            first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+            print(f"{str(path):<32}{first}")
+    else:
+        from compress.stages import STAGES
+
+        for s in STAGES:
+            print(f"{s.name:<10}{s.about}  (depends on: {', '.join(s.needs) or 'every earlier stage'})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from compress.data.datasets import CsvDataset
+    from compress.data.transforms import image_transform
+    from compress.evaluate import retrieval, zeroshot
+    from compress.io import write_json
+    from compress.models import load_model
+    from compress.tokenizer import Tokenizer
+
+    if not args.zeroshot and not args.retrieval:
+        raise UserError("eval: give at least one --zeroshot or --retrieval CSV")
+    try:
+        model, _ = load_model(args.model)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    transform, tokenize = image_transform(model.visual.image_size), Tokenizer(model.text.context_length)
+    templates = args.template or ["a {}.", "a picture of a {}."]
+    results = {"model": str(args.model), "zeroshot": {}, "retrieval": {}}
+    for path in args.zeroshot:
+        data = CsvDataset(path, transform, label_key=args.label_key, skip_bad=args.skip_bad)
+        results["zeroshot"][path] = zeroshot(model, data, tokenize, templates, args.batch_size)
+    for path in args.retrieval:
+        results["retrieval"][path] = retrieval(model, CsvDataset(path, transform, skip_bad=args.skip_bad), tokenize, args.batch_size)
+    if args.out:
+        write_json(Path(args.out), results)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from compress.pipeline import Context
+    from compress.recipe import load_recipe
+    from compress.report import write_report
+
+    run_dir = Path(args.run_dir)
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no recipe.yaml)")
+    recipe = load_recipe(recipe_file)
+    print(write_report(Context(recipe, run_dir))["report"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeclip",
+        description="Compress CLIP-style image-text models for phones and edge boards, from one recipe.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a recipe's stages (skipping finished ones)", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key.path=value")
+    p.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe without running it")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key.path=value")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("ls", help="list models, recipes or stages")
+    p.add_argument("what", choices=["models", "recipes", "stages"])
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")
+    p.add_argument("model", help="a model.pt written by a training stage")
+    p.add_argument("--zeroshot", action="append", default=[], metavar="CSV", help="filepath,label CSV (repeatable)")
+    p.add_argument("--retrieval", action="append", default=[], metavar="CSV", help="filepath,caption CSV (repeatable)")
+    p.add_argument("--template", action="append", metavar="TEXT", help="prompt template with {} (repeatable)")
+    p.add_argument("--label-key", default="label")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable samples")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="rewrite report.md and report.json of a run folder")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from compress.data.datasets import DataError
+    from compress.recipe import RecipeError
+
+    try:
+        return args.func(args)
+    except (UserError, RecipeError, DataError) as err:
+        print(f"edgeclip: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgeclip: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

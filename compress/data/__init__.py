@@ -1,0 +1,1 @@
+"""Data: the embedded scenes dataset, image transforms and the CSV / webdataset readers."""

@@ -1,0 +1,74 @@
+"""Image preprocessing for CLIP towers: resize, centre-crop, normalise (PIL + torch, no torchvision)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ImageTransform:
+    """PIL image → float32 (3, S, S) tensor: shorter side to S (bicubic), centre crop, normalise.
+
+    Matches open_clip's eval preprocessing (torchvision `Resize(S)` + `CenterCrop(S)` +
+    `ToTensor` + `Normalize`) without importing torchvision. A plain class so DataLoader
+    workers can pickle it.
+
+    Example:
+        >>> t = ImageTransform(32)
+        >>> t(Image.new("RGB", (64, 48))).shape
+        torch.Size([3, 32, 32])
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: tuple[float, float, float] = OPENAI_MEAN,
+        std: tuple[float, float, float] = OPENAI_STD,
+    ) -> None:
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = img.convert("RGB")
+        s = self.image_size
+        w, h = img.size
+        if (w, h) != (s, s):
+            # Like torchvision: the shorter side becomes s, the longer one is truncated.
+            if w <= h:
+                new_w, new_h = s, int(s * h / w)
+            else:
+                new_w, new_h = int(s * w / h), s
+            if (new_w, new_h) != (w, h):
+                img = img.resize((new_w, new_h), Image.BICUBIC)
+            if (new_w, new_h) != (s, s):
+                left, top = round((new_w - s) / 2), round((new_h - s) / 2)
+                img = img.crop((left, top, left + s, top + s))
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)  # (S, S, 3)
+        x = x.permute(2, 0, 1)  # (3, S, S)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return ((x - mean) / std).contiguous()
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(image_size={self.image_size}, mean={self.mean}, std={self.std})"
+
+
+def image_transform(
+    image_size: int,
+    mean: tuple[float, float, float] = OPENAI_MEAN,
+    std: tuple[float, float, float] = OPENAI_STD,
+) -> ImageTransform:
+    """The eval/training-time image transform for a tower with `image_size` inputs.
+
+    Example:
+        >>> image_transform(64)(Image.new("RGB", (64, 64))).dtype
+        torch.float32
+    """
+    return ImageTransform(image_size, mean, std)

@@ -1,0 +1,82 @@
+"""Zero-shot classification (prompt-template ensembles) and image↔text retrieval (Radford et al. 2021)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from compress.data.datasets import collate
+from compress.models import CLIP
+
+
+@torch.no_grad()
+def embed_images(model: CLIP, dataset: Dataset, batch_size: int) -> tuple[torch.Tensor, list[dict]]:
+    """Image embeddings (N, D) of a dataset, with its captions and labels, in dataset order."""
+    model.eval()
+    embeddings, rows = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        embeddings.append(model.encode_image(batch["image"]))
+        for i in range(len(batch["caption"])):
+            rows.append({k: batch[k][i] for k in ("caption", "label") if k in batch})
+    return torch.cat(embeddings), rows
+
+
+@torch.no_grad()
+def embed_texts(model: CLIP, tokenize: Callable, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.encode_text(tokenize(list(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)])
+
+
+def classifier(model: CLIP, tokenize: Callable, classnames: Sequence[str], templates: Sequence[str], batch_size: int):
+    """Class embeddings (C, D): each class's prompts embedded, averaged over templates, renormalised."""
+    prompts = [t.format(c) for c in classnames for t in templates]
+    emb = embed_texts(model, tokenize, prompts, batch_size).view(len(classnames), len(templates), -1)
+    return F.normalize(emb.mean(dim=1), dim=-1)
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
+    return hits.float().mean().item()
+
+
+def zeroshot(model: CLIP, dataset: Dataset, tokenize: Callable, templates: Sequence[str], batch_size: int = 256) -> dict:
+    """Top-1/top-5 of classifying each image among the dataset's labels (sorted, as class names)."""
+    start = time.perf_counter()
+    image_emb, rows = embed_images(model, dataset, batch_size)
+    classnames = sorted({r["label"] for r in rows})
+    index = {c: i for i, c in enumerate(classnames)}
+    targets = torch.tensor([index[r["label"]] for r in rows])
+    logits = image_emb @ classifier(model, tokenize, classnames, templates, batch_size).T
+    seconds = time.perf_counter() - start
+    return {
+        "top1": topk_accuracy(logits, targets, 1),
+        "top5": topk_accuracy(logits, targets, 5),
+        "classes": len(classnames),
+        "images": len(rows),
+        "images_per_s": len(rows) / seconds,
+    }
+
+
+def recall_at(similarity: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    """Row i's match is column i; the fraction of rows whose match ranks in the top k."""
+    true = similarity.diagonal()[:, None]
+    rank = (similarity > true).sum(dim=1)  # strictly better candidates; ties go to the query
+    return {k: (rank < k).float().mean().item() for k in ks}
+
+
+def retrieval(model: CLIP, dataset: Dataset, tokenize: Callable, batch_size: int = 256, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image→text and text→image recall@k where image i's caption is caption i."""
+    start = time.perf_counter()
+    image_emb, rows = embed_images(model, dataset, batch_size)
+    text_emb = embed_texts(model, tokenize, [r["caption"] for r in rows], batch_size)
+    similarity = image_emb @ text_emb.T  # (N images, N captions)
+    i2t, t2i = recall_at(similarity, ks), recall_at(similarity.T, ks)
+    seconds = time.perf_counter() - start
+    out = {f"image_to_text_r{k}": v for k, v in i2t.items()}
+    out |= {f"text_to_image_r{k}": v for k, v in t2i.items()}
+    return out | {"pairs": len(rows), "pairs_per_s": len(rows) / seconds}

@@ -1,0 +1,117 @@
+"""Named stages, each writing one folder of the run folder, with done markers, resume and `--from`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.distributed as dist
+import yaml
+
+from compress.io import write_json, write_text
+from compress.recipe import Recipe
+
+DONE = "done.json"
+STARTED = "started.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a run.
+
+    Attributes:
+        name: the stage's folder name inside the run folder, and its name for ``--from``.
+        needs: recipe sections its output depends on; a change to any of them reruns it.
+        run: ``run(ctx, out_dir) -> summary`` writes the stage's outputs into ``out_dir``.
+        enabled: whether this recipe runs the stage.
+        distributed: runs on every process under torchrun (others run on rank 0 only).
+        about: one line for ``edgeclip ls stages``.
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[[Context, Path], dict]
+    enabled: Callable[[Recipe], bool]
+    about: str
+    distributed: bool = False
+
+
+@dataclass
+class Context:
+    """What a stage sees: the recipe, the run folder and this process's place in the job."""
+
+    recipe: Recipe
+    run_dir: Path
+    rank: int = 0
+    world: int = 1
+
+    def stage_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def summary(self, name: str) -> dict | None:
+        """The summary a finished stage left in its done marker."""
+        marker = self.stage_dir(name) / DONE
+        return json.loads(marker.read_text())["summary"] if marker.exists() else None
+
+
+def _barrier(ctx: Context) -> None:
+    if ctx.world > 1:
+        dist.barrier()
+
+
+def run_pipeline(
+    recipe: Recipe, stages: list[Stage], *, from_stage: str | None = None, rank: int = 0, world: int = 1
+) -> Context:
+    """Run the recipe's stages in order, skipping those already done with the same inputs.
+
+    A stage reruns when its done marker is missing, when the recipe sections it depends on
+    changed, from ``from_stage`` on, or after an earlier stage reran. An unfinished stage with unchanged inputs keeps its folder,
+    so training resumes from its last checkpoint; otherwise the folder is cleared first.
+    """
+    names = [s.name for s in stages]
+    if from_stage is not None and from_stage not in names:
+        raise ValueError(f"--from {from_stage}: unknown stage; expected one of: {', '.join(names)}")
+    ctx = Context(recipe, Path(recipe.runs_dir) / recipe.name, rank, world)
+    if rank == 0:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(ctx.run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        write_json(ctx.run_dir / "recipe.json", {"hash": recipe.hash, "recipe": recipe.to_dict()})
+    forced = False
+    for stage in stages:
+        forced = forced or stage.name == from_stage
+        if not stage.enabled(recipe):
+            continue
+        out = ctx.stage_dir(stage.name)
+        digest = recipe.section_hash(*stage.needs)
+        done = out / DONE
+        if not forced and done.exists() and json.loads(done.read_text()).get("hash") == digest:
+            _log(rank, f"[{stage.name}] done already (inputs {digest}); skipping")
+            continue
+        if rank == 0:
+            started = out / STARTED
+            resumable = started.exists() and json.loads(started.read_text()).get("hash") == digest
+            if out.exists() and (forced or not resumable):
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            done.unlink(missing_ok=True)
+            write_json(started, {"hash": digest})
+        _barrier(ctx)
+        if stage.distributed or rank == 0:
+            _log(rank, f"[{stage.name}] {stage.about}")
+            begin = time.perf_counter()
+            summary = stage.run(ctx, out) or {}
+            if rank == 0:
+                summary = {**summary, "seconds": round(time.perf_counter() - begin, 2)}
+                write_json(done, {"hash": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary})
+        _barrier(ctx)
+        forced = True  # later stages consumed the old outputs: redo them too
+    return ctx
+
+
+def _log(rank: int, message: str) -> None:
+    if rank == 0:
+        print(message, flush=True)

@@ -1,0 +1,137 @@
+"""The stages of an edgeclip run, in order: data → pretrain → eval → export → report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from compress.data.datasets import CsvDataset, WdsDataset, expand_shards
+from compress.data.transforms import OPENAI_MEAN, OPENAI_STD, image_transform
+from compress.models import build_model, load_model, save_model
+from compress.pipeline import Context, Stage
+from compress.recipe import Recipe
+from compress.tokenizer import Tokenizer
+
+SCENES = "scenes"
+
+
+def _scenes_dir(ctx: Context) -> Path:
+    return ctx.stage_dir("data") / "scenes"
+
+
+def resolve_csv(ctx: Context, name: str) -> Path:
+    """A task name of the scenes dataset (``zs_colour_shape``) or a CSV path of the user's."""
+    return Path(name) if name.endswith(".csv") else _scenes_dir(ctx) / f"{name}.csv"
+
+
+def final_model(ctx: Context):
+    """The model the last training stage wrote."""
+    return load_model(ctx.stage_dir("pretrain") / "model.pt")
+
+
+def train_dataset(ctx: Context, image_size: int, context_length: int, rank: int, world: int):
+    data = ctx.recipe.data
+    transform, tokenize = image_transform(image_size), Tokenizer(context_length)
+    source = data.train
+    if source == SCENES:
+        root = _scenes_dir(ctx)
+        source = str(root / "train.csv") if data.format == "csv" else sorted(map(str, (root / "wds").glob("train-*.tar")))
+    if isinstance(source, str) and source.endswith(".csv"):
+        kw = {"image_key": data.image_key, "caption_key": data.caption_key}
+        return CsvDataset(source, transform, tokenize, skip_bad=data.skip_bad, **kw)
+    shards = source if isinstance(source, list) else expand_shards(source)
+    return WdsDataset(shards, transform, tokenize, shuffle_buffer=2000, seed=ctx.recipe.seed, rank=rank, world_size=world, skip_bad=data.skip_bad)
+
+
+# --- stage bodies ---------------------------------------------------------------------------
+
+
+def make_data(ctx: Context, out: Path) -> dict:
+    from compress.data.scenes import write_scenes
+
+    s = ctx.recipe.data.scenes
+    sizes = {"train": s.train, "val": s.val, "retrieval": s.retrieval}
+    sizes |= {task: s.zeroshot for task in ("zs_shape", "zs_colour", "zs_colour_shape", "zs_count")}
+    index = write_scenes(_scenes_dir(ctx), seed=ctx.recipe.seed, image_size=s.image_size, sizes=sizes, shard_size=s.shard_size)
+    return {"splits": index.get("counts", sizes)}
+
+
+def pretrain(ctx: Context, out: Path) -> dict:
+    from compress.train import batch_stream, train
+
+    cfg = ctx.recipe.pretrain
+    torch.manual_seed(ctx.recipe.seed)
+    image_attn, text_attn = cfg.attention.image.spec(), cfg.attention.text.spec()
+    model = build_model(cfg.model, image_attn, text_attn)
+    dataset = train_dataset(ctx, model.visual.image_size, model.text.context_length, ctx.rank, ctx.world)
+    if cfg.batch_size % ctx.world:
+        raise ValueError(f"pretrain.batch_size: {cfg.batch_size} does not split evenly across {ctx.world} processes")
+
+    def batches(start: int):
+        return batch_stream(dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers)
+
+    summary = train(model, batches, cfg, out, rank=ctx.rank, world=ctx.world, desc="pretrain")
+    if ctx.rank == 0:
+        save_model(model, out / "model.pt", cfg.model, image_attn, text_attn)
+        (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model replaces the resumable state
+    summary["skipped_samples"] += getattr(dataset, "skipped", 0)  # rows dropped when the CSV was read
+    return {k: summary[k] for k in ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")}
+
+
+def evaluate(ctx: Context, out: Path) -> dict:
+    from compress.evaluate import retrieval, zeroshot
+    from compress.io import write_json
+
+    cfg = ctx.recipe.eval
+    model, _ = final_model(ctx)
+    transform, tokenize = image_transform(model.visual.image_size), Tokenizer(model.text.context_length)
+    results = {"zeroshot": {}, "retrieval": {}}
+    for task in cfg.zeroshot:
+        data = CsvDataset(resolve_csv(ctx, task), transform, label_key=cfg.label_key, skip_bad=ctx.recipe.data.skip_bad)
+        results["zeroshot"][task] = zeroshot(model, data, tokenize, cfg.templates, cfg.batch_size)
+    for task in cfg.retrieval:
+        data = CsvDataset(resolve_csv(ctx, task), transform, skip_bad=ctx.recipe.data.skip_bad)
+        results["retrieval"][task] = retrieval(model, data, tokenize, cfg.batch_size)
+    write_json(out / "metrics.json", results)
+    return results
+
+
+def export(ctx: Context, out: Path) -> dict:
+    from export.onnx import export_onnx
+
+    cfg = ctx.recipe.export
+    model, arch = final_model(ctx)
+    size, ctx_len = model.visual.image_size, model.text.context_length
+    transform, tokenize = image_transform(size), Tokenizer(ctx_len)
+    samples = CsvDataset(resolve_csv(ctx, ctx.recipe.eval.retrieval[0] if ctx.recipe.eval else "retrieval"), transform)
+    n = min(cfg.samples, len(samples))
+    images = torch.stack([samples[i]["image"] for i in range(n)])
+    tokens = tokenize([samples[i]["caption"] for i in range(n)])
+    preprocessing = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
+    result = {}
+    for fmt in cfg.formats:
+        result[fmt] = export_onnx(
+            model, out / fmt, model_name=arch["name"], batch_size=cfg.batch_size, recipe_hash=ctx.recipe.hash,
+            preprocessing=preprocessing, sample_images=images, sample_tokens=tokens, tolerance=cfg.tolerance,
+        )  # fmt: skip
+    return result
+
+
+def report(ctx: Context, out: Path) -> dict:
+    from compress.report import write_report
+
+    return write_report(ctx)
+
+
+STAGES = [
+    Stage("data", ("data",), make_data, lambda r: r.data.train == SCENES, "write the scenes dataset (CSV + webdataset shards)"),
+    Stage("pretrain", ("data", "pretrain"), pretrain, lambda r: r.pretrain is not None, "train a CLIP model with the contrastive loss", distributed=True),
+    Stage("eval", ("data", "pretrain", "eval"), evaluate, lambda r: r.eval is not None and r.pretrain is not None, "zero-shot classification and retrieval"),
+    Stage("export", ("data", "pretrain", "export"), export, lambda r: r.export is not None and r.pretrain is not None, "export the towers and check them against PyTorch"),
+    Stage("report", (), report, lambda r: True, "write report.md and report.json"),
+]  # fmt: skip
+
+
+def enabled_stages(recipe: Recipe) -> list[str]:
+    return [s.name for s in STAGES if s.enabled(recipe)]

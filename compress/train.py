@@ -1,0 +1,191 @@
+"""The one training loop: AdamW, warm-up + cosine, clipping, resumable checkpoints, DDP-ready."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from tqdm import tqdm
+
+from compress.data.datasets import collate
+from compress.io import atomic_save, write_json
+from compress.losses import losses
+from compress.recipe import TrainConfig
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when started by torchrun (gloo on CPU, NCCL on GPU); (rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+class GlobalOrderSampler(Sampler[int]):
+    """This rank's slice of a seeded, endless sample order, starting at a given step.
+
+    Global step s covers positions [s·B, (s+1)·B) of the concatenated per-epoch permutations;
+    rank r takes the r-th of ``world`` equal slices. The order depends only on the seed and the
+    global batch, so a resumed run and a DDP run see exactly what a single process would.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int, world: int, start_step: int) -> None:
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.world, self.start_step = rank, world, start_step
+        self.local = global_batch // world
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+
+    def __iter__(self) -> Iterator[int]:
+        cached = (-1, None)
+        for step in itertools.count(self.start_step):
+            first = step * self.global_batch + self.rank * self.local
+            for pos in range(first, first + self.local):
+                epoch = pos // self.n
+                if cached[0] != epoch:
+                    cached = (epoch, self._perm(epoch))
+                yield int(cached[1][pos % self.n])
+
+
+def batch_stream(
+    dataset: Dataset, global_batch: int, seed: int, rank: int, world: int, start_step: int, num_workers: int = 0
+) -> Iterator[dict]:
+    """Endless batches of this rank's share, resumable at ``start_step``."""
+    local = global_batch // world
+    if isinstance(dataset, IterableDataset):  # webdataset shards: each rank streams its own shards
+        skip = start_step
+        for epoch in itertools.count():
+            dataset.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_size=local, collate_fn=collate, num_workers=num_workers, drop_last=True)
+            for batch in loader:
+                if skip:
+                    skip -= 1
+                    continue
+                yield batch
+    else:
+        sampler = GlobalOrderSampler(len(dataset), global_batch, seed, rank, world, start_step)
+        yield from DataLoader(dataset, batch_size=local, sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases, norms, gains, the class token and the logit scale are left alone."""
+    decay, rest = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0."""
+    warmup = min(warmup, total)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(
+    model: nn.Module,
+    batches: Callable[[int], Iterator[dict]],
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    loss: str = "clip",
+    rank: int = 0,
+    world: int = 1,
+    desc: str = "train",
+    stop_after: int | None = None,
+) -> dict:
+    """Train ``model`` in place with checkpoints in ``out_dir``; resumes from the last one.
+
+    Args:
+        model: a CLIP model (returns image embeddings, text embeddings, scale).
+        batches: ``batches(start_step)`` yields this rank's batches from that step on.
+        cfg: optimisation settings.
+        out_dir: holds ``checkpoint.pt`` (resumable state) and ``train.json`` (curve, speed).
+        loss: a registered loss name.
+        stop_after: stop (as if killed) after this many steps of this call; for tests.
+
+    Returns:
+        The training summary also written to ``train.json``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "checkpoint.pt"
+    loss_fn = losses.get(loss)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+    step, history, seconds, skipped = 0, [], 0.0, 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, history, seconds, skipped = state["step"], state["history"], state["seconds"], state["skipped"]
+
+    def save_checkpoint() -> None:
+        if rank == 0:
+            atomic_save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                 "step": step, "history": history, "seconds": seconds, "skipped": skipped},
+                ckpt_path,
+            )  # fmt: skip
+        if world > 1:
+            dist.barrier()
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=rank != 0, dynamic_ncols=True, mininterval=1.0)
+    stream = batches(step)
+    window_loss, window_n, tick, start_step = 0.0, 0, time.perf_counter(), step
+    while step < cfg.steps:
+        batch = next(stream)
+        skipped += batch.get("skipped", 0)
+        image_emb, text_emb, scale = net(batch["image"], batch["text"])
+        value = loss_fn(image_emb, text_emb, scale)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():  # as in CLIP: the temperature may not go below 1/100
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        window_loss, window_n = window_loss + value.item(), window_n + 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            seconds += now - tick
+            rate = window_n * cfg.batch_size / (now - tick)
+            history.append({"step": step, "loss": window_loss / window_n, "samples_per_s": rate, "lr": schedule.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{window_loss / window_n:.3f}", samples_s=f"{rate:.0f}", refresh=False)
+            window_loss, window_n, tick = 0.0, 0, now
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint()
+        if stop_after is not None and step - start_step >= stop_after:
+            break
+    bar.close()
+    timed = [h for h in history if h["samples_per_s"] > 0]
+    summary = {
+        "steps": step,
+        "finished": step >= cfg.steps,
+        "final_loss": history[-1]["loss"] if history else None,
+        "samples_per_s": sum(h["samples_per_s"] for h in timed) / len(timed) if timed else None,
+        "train_seconds": seconds,
+        "skipped_samples": skipped,  # unreadable samples dropped from batches (skip_bad: true)
+        "world_size": world,
+        "history": history,
+    }
+    if rank == 0:
+        write_json(out_dir / "train.json", summary)
+    return summary

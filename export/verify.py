@@ -1,0 +1,154 @@
+"""Parity of an exported model with the eager PyTorch model: cosine, max-abs difference, zero-shot agreement."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+# fp32 exports should match eager PyTorch to float rounding; quantized backends pass looser ones.
+DEFAULT_THRESHOLDS: dict[str, float] = {"min_cosine": 0.999, "max_abs": 1e-4}
+THRESHOLD_KEYS = ("min_cosine", "max_abs", "min_zero_shot_agreement")
+
+
+class ParityError(RuntimeError):
+    """An exported model's outputs differ from the PyTorch model's by more than the thresholds allow."""
+
+
+def run_batched(
+    fn: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Run a fixed-batch model over any number of rows.
+
+    The last batch is padded by repeating its last row (a real input, so padding cannot hit a
+    path that real data never takes) and the padding rows are dropped from the result.
+
+    Example:
+        >>> run_batched(lambda x: x * 2, np.arange(5.0).reshape(5, 1), batch_size=2).ravel()
+        array([0., 2., 4., 6., 8.])
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(inputs) == 0:
+        raise ValueError("no inputs to run")
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        real = len(batch)
+        if real < batch_size:
+            pad = np.repeat(batch[-1:], batch_size - real, axis=0)
+            batch = np.concatenate([batch, pad], axis=0)
+        outputs.append(np.asarray(fn(batch))[:real])
+    return np.concatenate(outputs, axis=0)
+
+
+def run_onnx(
+    path: str | os.PathLike,
+    inputs: np.ndarray,
+    batch_size: int,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> np.ndarray:
+    """Run a single-input, single-output ONNX model in ONNX Runtime over ``inputs``, ``batch_size`` rows at a time.
+
+    Example:
+        >>> run_onnx("export/image/model.onnx", images.numpy(), batch_size=1)  # doctest: +SKIP
+    """
+    import onnxruntime as ort  # lazy: importing edgeclip must not load a runtime
+
+    options = ort.SessionOptions()
+    options.log_severity_level = (
+        3  # errors only; ORT's graph-optimizer notes are not actionable here
+    )
+    session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=list(providers))
+    (input_name,) = [i.name for i in session.get_inputs()]
+    return run_batched(lambda batch: session.run(None, {input_name: batch})[0], inputs, batch_size)
+
+
+@torch.no_grad()
+def run_torch(module: nn.Module, inputs: torch.Tensor | np.ndarray, batch_size: int) -> np.ndarray:
+    """The eager reference, fed the same fixed-size (padded) batches as the exported model."""
+    module.eval()
+    array = inputs.numpy() if isinstance(inputs, torch.Tensor) else inputs
+    return run_batched(
+        lambda batch: module(torch.from_numpy(batch)).float().numpy(), array, batch_size
+    )
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """Row-wise agreement of two (N, D) embedding matrices.
+
+    Returns ``{"rows", "cosine_min", "cosine_mean", "max_abs"}``; cosine is per row, computed in
+    float64 so the measurement itself adds no rounding.
+
+    Example:
+        >>> a = np.eye(2, dtype=np.float32)
+        >>> compare(a, a)["cosine_min"]
+        1.0
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape or ref.ndim != 2:
+        raise ValueError(
+            f"compare needs two (N, D) arrays of one shape, got {ref.shape} and {cand.shape}"
+        )
+    dots = (ref * cand).sum(axis=1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = dots / np.maximum(norms, 1e-12)
+    return {
+        "rows": int(ref.shape[0]),
+        "cosine_min": float(cosine.min()),
+        "cosine_mean": float(cosine.mean()),
+        "max_abs": float(np.abs(ref - cand).max()),
+    }
+
+
+def zero_shot_agreement(
+    reference_images: np.ndarray,
+    reference_texts: np.ndarray,
+    candidate_images: np.ndarray,
+    candidate_texts: np.ndarray,
+) -> float:
+    """Fraction of images whose best-matching text (argmax of image·textᵀ) is the same in both runtimes.
+
+    The embeddings are L2-normalised tower outputs, so the logit scale does not change the argmax.
+    """
+    reference = (np.asarray(reference_images) @ np.asarray(reference_texts).T).argmax(axis=1)
+    candidate = (np.asarray(candidate_images) @ np.asarray(candidate_texts).T).argmax(axis=1)
+    return float((reference == candidate).mean())
+
+
+def check(parity: Mapping[str, Any], thresholds: Mapping[str, float], artifact_name: str) -> None:
+    """Raise :class:`ParityError` if ``parity`` (from :func:`compare`) misses a threshold.
+
+    Args:
+        parity: measured numbers; ``zero_shot_agreement`` is only checked when present.
+        thresholds: ``min_cosine``, ``max_abs`` and optionally ``min_zero_shot_agreement``.
+        artifact_name: names the artifact in the one-line error message.
+
+    Example:
+        >>> check({"cosine_min": 0.99, "max_abs": 0.1}, DEFAULT_THRESHOLDS, "image/model.onnx")
+        Traceback (most recent call last):
+        ...
+        export.verify.ParityError: image/model.onnx: parity check failed: cosine min 0.990000 < 0.999; max-abs 0.1 > 0.0001
+    """
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown parity thresholds {unknown}; expected some of {list(THRESHOLD_KEYS)}"
+        )
+    # Written as `not (measured within bound)` so a NaN measurement fails instead of slipping through.
+    failures = []
+    if "min_cosine" in thresholds and not parity["cosine_min"] >= thresholds["min_cosine"]:
+        failures.append(f"cosine min {parity['cosine_min']:.6f} < {thresholds['min_cosine']:g}")
+    if "max_abs" in thresholds and not parity["max_abs"] <= thresholds["max_abs"]:
+        failures.append(f"max-abs {parity['max_abs']:.3g} > {thresholds['max_abs']:g}")
+    agreement = parity.get("zero_shot_agreement")
+    bound = thresholds.get("min_zero_shot_agreement")
+    if agreement is not None and bound is not None and not agreement >= bound:
+        failures.append(f"zero-shot agreement {agreement:.4f} < {bound:g}")
+    if failures:
+        raise ParityError(f"{artifact_name}: parity check failed: {'; '.join(failures)}")

@@ -1,0 +1,232 @@
+"""ONNX export of both towers: graph validity, parity with eager PyTorch, manifests, atomicity, lean imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compress.models import build_model
+from compress.models.clip import NormalizedTower
+from compress.tokenizer import EOT_ID, SOT_ID, Tokenizer
+from export.manifest import atomic_dir, read_manifest, sha256_file, write_manifest
+from export.onnx import export_onnx
+from export.verify import (
+    DEFAULT_THRESHOLDS,
+    ParityError,
+    check,
+    compare,
+    run_batched,
+    run_onnx,
+    zero_shot_agreement,
+)
+
+PREPROCESSING = {
+    "mean": [0.48145466, 0.4578275, 0.40821073],
+    "std": [0.26862954, 0.26130258, 0.27577711],
+}
+CAPTIONS = [
+    "a red circle",
+    "two blue squares",
+    "a large green triangle left of a small yellow star",
+    "three purple hexagons",
+    "a striped orange circle above a blue square",
+    "a tiny white cross",
+    "a caption long enough to be cut at the end of the sixteen token context window",
+]
+VARIANTS = {
+    "softmax": {"kind": "softmax"},
+    "clipped": {"kind": "clipped", "alpha": 4.0},
+    "gated_token": {"kind": "gated", "gate": "token", "gate_init": 0.5},
+    "gated_head": {"kind": "gated", "gate": "head", "gate_init": 0.5},
+    "gated_pooled": {"kind": "gated", "gate": "pooled", "gate_init": 0.5},
+}
+BATCH = 2  # with 5 images and 7 captions, the last batch of each tower is padded
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer(context_length=16)
+
+
+@pytest.fixture(scope="module")
+def samples(tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = (images - torch.tensor(PREPROCESSING["mean"]).view(3, 1, 1)) / torch.tensor(
+        PREPROCESSING["std"]
+    ).view(3, 1, 1)
+    return images, tokenizer(CAPTIONS)
+
+
+def _export(model, out_dir, samples, **kwargs):
+    images, tokens = samples
+    return export_onnx(
+        model, out_dir, model_name="tiny", preprocessing=PREPROCESSING, sample_images=images,
+        sample_tokens=tokens, batch_size=BATCH, recipe_hash="abc123", **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_export_matches_pytorch(variant, samples, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    spec = VARIANTS[variant]
+    model = build_model("tiny", image_attention=spec, text_attention=spec).train()
+    summary = _export(model, tmp_path / "onnx", samples)
+    assert model.training, "export must give the model back in the mode it came in"
+    assert sorted(os.listdir(tmp_path / "onnx")) == ["image", "text"]  # no temp folders left behind
+
+    images, tokens = samples
+    model.eval()
+    with torch.no_grad():  # one unpadded full batch: an independent check of the padded ORT runs
+        reference = {
+            "image": NormalizedTower(model.visual)(images).numpy(),
+            "text": NormalizedTower(model.text)(tokens).numpy(),
+        }
+    inputs = {"image": images.numpy(), "text": tokens.numpy()}
+    for tower in ("image", "text"):
+        path = summary[tower]["model"]
+        onnx.checker.check_model(path, full_check=True)
+        assert not [
+            f for f in os.listdir(summary[tower]["dir"]) if f.endswith(".data")
+        ]  # self-contained
+        onnx_out = run_onnx(path, inputs[tower], batch_size=BATCH)
+        parity = compare(reference[tower], onnx_out)
+        # Measured on torch 2.13 / ORT 1.31: cosine ≥ 1 − 1e-13, max-abs ≤ 2e-7 for every variant.
+        assert parity["rows"] == len(inputs[tower])
+        assert parity["cosine_min"] >= 0.9999
+        assert parity["max_abs"] <= 1e-6
+        assert summary[tower]["parity"]["max_abs"] <= 1e-6
+        assert summary[tower]["bytes"] == os.path.getsize(path)
+
+        manifest = read_manifest(summary[tower]["dir"])
+        assert manifest["model"] == "tiny" and manifest["tower"] == tower
+        assert (manifest["backend"], manifest["precision"], manifest["file"]) == (
+            "onnx",
+            "fp32",
+            "model.onnx",
+        )
+        assert manifest["sha256"] == sha256_file(path)
+        assert manifest["embed_dim"] == 32
+        assert manifest["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()))
+        assert manifest["recipe_hash"] == "abc123"
+        assert {"torch", "onnx", "onnxruntime", "numpy"} <= set(manifest["libraries"])
+        assert manifest["outputs"] == [
+            {"name": "embedding", "shape": [BATCH, 32], "dtype": "float32", "l2_normalized": True}
+        ]
+        assert manifest["parity"]["zero_shot_agreement"] == 1.0
+        assert manifest["parity"]["thresholds"] == DEFAULT_THRESHOLDS
+
+    image_manifest = read_manifest(summary["image"]["dir"])
+    assert image_manifest["inputs"] == [
+        {"name": "image", "shape": [BATCH, 3, 32, 32], "dtype": "float32"}
+    ]
+    prep = image_manifest["preprocessing"]
+    assert (
+        prep["size"] == [32, 32]
+        and prep["mean"] == PREPROCESSING["mean"]
+        and prep["std"] == PREPROCESSING["std"]
+    )
+    assert (prep["crop"], prep["color"], prep["value_range"]) == ("center", "rgb", [0.0, 1.0])
+
+    text_manifest = read_manifest(summary["text"]["dir"])
+    assert text_manifest["inputs"] == [{"name": "tokens", "shape": [BATCH, 16], "dtype": "int64"}]
+    tok = text_manifest["tokenizer"]
+    assert (tok["context_length"], tok["sot_id"], tok["eot_id"], tok["pad_id"]) == (
+        16,
+        SOT_ID,
+        EOT_ID,
+        0,
+    )
+    vocab = os.path.join(summary["text"]["dir"], tok["vocab_file"])
+    assert sha256_file(vocab) == sha256_file(tokenizer.vocab_path)
+
+
+def test_failed_parity_keeps_previous_export(samples, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    out = tmp_path / "onnx"
+    first = _export(model, out, samples)
+    before = read_manifest(out / "image")["sha256"]
+    with pytest.raises(ParityError, match=r"tiny image tower .*max-abs .* > 1e-12"):
+        _export(model, out, samples, tolerance=1e-12)  # float rounding alone exceeds this
+    assert read_manifest(out / "image")["sha256"] == before == sha256_file(first["image"]["model"])
+    assert sorted(os.listdir(out)) == ["image", "text"]
+
+
+def test_check_rejects_perturbed_candidate():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((6, 32)).astype(np.float32)
+    check(compare(reference, reference.copy()), DEFAULT_THRESHOLDS, "same")  # no error
+
+    perturbed = reference + 0.05 * rng.standard_normal(reference.shape).astype(np.float32)
+    with pytest.raises(ParityError) as err:
+        check(compare(reference, perturbed), DEFAULT_THRESHOLDS, "text/model.onnx")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("text/model.onnx: ")
+    assert "max-abs" in message and "> 0.0001" in message
+
+    flipped = reference.copy()
+    flipped[2] *= -1  # one row pointing the other way: cosine -1
+    with pytest.raises(ParityError, match=r"cosine min -1\.000000 < 0\.999"):
+        check(compare(reference, flipped), {"min_cosine": 0.999}, "image")
+
+    broken = reference.copy()
+    broken[0, 0] = np.nan  # NaN must fail, not slip through comparisons
+    with pytest.raises(ParityError):
+        check(compare(reference, broken), DEFAULT_THRESHOLDS, "nan")
+
+    with pytest.raises(ValueError, match="unknown parity thresholds"):
+        check(compare(reference, reference), {"min_cos": 0.9}, "typo")
+
+
+def test_zero_shot_agreement_counts_changed_argmax():
+    images = np.eye(4, dtype=np.float32)
+    texts = np.eye(4, dtype=np.float32)
+    swapped = texts[[1, 0, 2, 3]]  # images 0 and 1 now match each other's text
+    assert zero_shot_agreement(images, texts, images, texts) == 1.0
+    assert zero_shot_agreement(images, texts, images, swapped) == 0.5
+
+
+def test_run_batched_pads_and_drops_padding():
+    seen = []
+
+    def fixed_batch_model(batch: np.ndarray) -> np.ndarray:
+        assert batch.shape[0] == 2, "a fixed-shape model only ever sees full batches"
+        seen.append(batch.copy())
+        return batch * 10
+
+    out = run_batched(fixed_batch_model, np.arange(5, dtype=np.float32).reshape(5, 1), batch_size=2)
+    np.testing.assert_array_equal(out.ravel(), [0, 10, 20, 30, 40])
+    np.testing.assert_array_equal(seen[-1].ravel(), [4, 4])  # padded with the last real row
+
+
+def test_atomic_dir_replaces_on_success_and_keeps_old_on_error(tmp_path):
+    final = tmp_path / "image"
+    with atomic_dir(final) as tmp:
+        write_manifest(tmp, {"version": 1})
+        assert not final.exists()
+    assert read_manifest(final) == {"version": 1}
+
+    with pytest.raises(RuntimeError, match="boom"), atomic_dir(final) as tmp:
+        write_manifest(tmp, {"version": 2})
+        raise RuntimeError("boom")
+    assert read_manifest(final) == {"version": 1}
+
+    with atomic_dir(final) as tmp:
+        write_manifest(tmp, {"version": 3})
+    assert read_manifest(final) == {"version": 3}
+    assert os.listdir(tmp_path) == ["image"]
+
+
+def test_imports_stay_lean():
+    code = (
+        "import sys, compress, compress.models, export, export.manifest, export.verify, export.onnx\n"
+        "loaded = [m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,83 @@
+"""Recipes: every file validates; each kind of bad input gives one line with the place and exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.recipe import RecipeError, load_recipe, parse_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.name
+
+
+def test_recipes_exist():
+    assert any(p.name == "demo.yaml" for p in RECIPES)
+
+
+def test_overrides_and_types():
+    recipe = load_recipe(ROOT / "recipes/demo.yaml", ["pretrain.steps=7", "pretrain.lr=2e-4", "eval.templates=['{}']"])
+    assert recipe.pretrain.steps == 7 and recipe.pretrain.lr == 2e-4 and recipe.eval.templates == ("{}",)
+    assert recipe.hash != load_recipe(ROOT / "recipes/demo.yaml").hash
+
+
+def test_configs_are_frozen():
+    recipe = load_recipe(ROOT / "recipes/demo.yaml")
+    with pytest.raises(AttributeError):
+        recipe.pretrain.lr = 1.0
+
+
+def test_section_hash_tracks_only_its_sections():
+    a = parse_recipe("name: x\npretrain: {model: tiny}\neval: {batch_size: 8}\n")
+    b = parse_recipe("name: x\npretrain: {model: tiny}\neval: {batch_size: 9}\n")
+    assert a.section_hash("data", "pretrain") == b.section_hash("data", "pretrain")
+    assert a.section_hash("eval") != b.section_hash("eval")
+
+
+BASE = "name: demo\npretrain:\n  model: tiny\n"
+BAD = [
+    ("missing-file", None, [], r"nope\.yaml: no such recipe file"),
+    ("yaml-syntax", BASE + "   steps: 3\n", [], r"bad\.yaml:4: YAML syntax error"),
+    ("unknown-key", BASE + "  lrr: 1\n", [], r"bad\.yaml:4: pretrain\.lrr: unknown key; expected one of: model, "),
+    ("wrong-type", BASE + "  steps: ten\n", [], r"bad\.yaml:4: pretrain\.steps: expected an integer, got str 'ten'"),
+    ("out-of-range", BASE + "  lr: -1\n", [], r"bad\.yaml:4: pretrain\.lr: must be > 0, got -1"),
+    ("unknown-model", "name: demo\npretrain:\n  model: vit_huge\n", [], r"bad\.yaml:3: pretrain\.model: unknown model 'vit_huge'; expected one of: .*tiny"),
+    ("bad-choice", BASE + "  attention: {image: {kind: fancy}}\n", [], r"bad\.yaml:4: pretrain\.attention\.image\.kind: expected one of 'softmax', 'clipped', 'gated', got 'fancy'"),
+    ("missing-key", "pretrain:\n  model: tiny\n", [], r"bad\.yaml:1: name: missing; expected a string"),
+    ("bad-override", BASE, ["pretrain.steps=-3"], r"bad\.yaml \(command-line override\): pretrain\.steps: must be >= 1, got -3"),
+    ("unknown-override", BASE, ["pretrain.nope=1"], r"bad\.yaml \(command-line override\): pretrain\.nope: unknown key"),
+]
+
+
+@pytest.mark.parametrize("case,text,overrides,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_recipe_raises_one_line(tmp_path, case, text, overrides, message):
+    path = tmp_path / ("nope.yaml" if text is None else "bad.yaml")
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(RecipeError, match=message) as err:
+        load_recipe(path, overrides)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("case,text,overrides,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_recipe_cli_exit_code_2(tmp_path, case, text, overrides, message):
+    path = tmp_path / ("nope.yaml" if text is None else "bad.yaml")
+    if text is not None:
+        path.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "validate", str(path), *overrides], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("edgeclip: error: ")
+    import re
+
+    assert re.search(message, lines[0])

@@ -1,4 +1,7 @@
-"""Spine benchmark: prints JSON figures for the demo pipeline's stages (scenes data so far)."""
+"""Spine benchmark: prints JSON figures for the demo pipeline: scenes rate, pretrain and eval throughput.
+
+Run: python benchmarks/spine.py
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from typing import Any
 import torch
 
 from compress.data.scenes import iter_split
+from compress.losses import clip_loss
+from compress.models import build_model
+from compress.train import param_groups
 
 
 def bench_scenes(n: int = 4000, image_size: int = 64, seed: int = 0) -> dict[str, Any]:
@@ -42,9 +48,60 @@ def bench_scenes(n: int = 4000, image_size: int = 64, seed: int = 0) -> dict[str
     }
 
 
-# Each section is one benchmark; later stages (pretrain, eval) add theirs here.
+def _demo_model():
+    torch.manual_seed(0)
+    return build_model("demo_teacher", {"kind": "clipped", "alpha": 4.0}, {"kind": "gated"})
+
+
+def _demo_batch(model, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    size, ctx = model.visual.image_size, model.text.context_length
+    tokens = torch.randint(1, 49000, (batch, ctx))
+    tokens[:, 12] = model.text.eot_id
+    return torch.randn(batch, 3, size, size), tokens
+
+
+def bench_pretrain(batch: int = 128, steps: int = 8) -> dict[str, Any]:
+    """Training steps per second of the demo teacher (forward, CLIP loss, backward, AdamW), all cores."""
+    model = _demo_model().train()
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
+    images, tokens = _demo_batch(model, batch)
+
+    def step() -> None:
+        loss = clip_loss(*model(images, tokens))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - start
+    return {"model": "demo_teacher", "batch": batch, "samples_per_s": round(batch * steps / elapsed, 1), "threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def bench_eval(batch: int = 256, batches: int = 8) -> dict[str, Any]:
+    """Inference throughput of the demo teacher's towers, as the eval stage runs them."""
+    model = _demo_model().eval()
+    images, tokens = _demo_batch(model, batch)
+    model.encode_image(images)
+    start = time.perf_counter()
+    for _ in range(batches):
+        model.encode_image(images)
+    image_rate = batch * batches / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(batches):
+        model.encode_text(tokens)
+    text_rate = batch * batches / (time.perf_counter() - start)
+    return {"model": "demo_teacher", "batch": batch, "images_per_s": round(image_rate, 1), "texts_per_s": round(text_rate, 1)}
+
+
+# Each section is one benchmark.
 SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "scenes": bench_scenes,
+    "pretrain": bench_pretrain,
+    "eval": bench_eval,
 }
 
 

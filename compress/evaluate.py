@@ -62,21 +62,29 @@ def zeroshot(model: CLIP, dataset: Dataset, tokenize: Callable, templates: Seque
     }
 
 
-def recall_at(similarity: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
-    """Row i's match is column i; the fraction of rows whose match ranks in the top k."""
-    true = similarity.diagonal()[:, None]
-    rank = (similarity > true).sum(dim=1)  # strictly better candidates; ties go to the query
+def recall_at(similarity: torch.Tensor, correct: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    """The fraction of queries (rows) with a correct candidate among their top k columns.
+
+    ``correct`` (Q, C) marks every right answer: an image whose caption is word-for-word another
+    image's caption matches both, so duplicate captions cannot make a perfect model miss.
+    """
+    best = similarity.masked_fill(~correct, float("-inf")).max(dim=1, keepdim=True).values
+    rank = (similarity > best).sum(dim=1)  # wrong candidates scored above the best right one
     return {k: (rank < k).float().mean().item() for k in ks}
 
 
 def retrieval(model: CLIP, dataset: Dataset, tokenize: Callable, batch_size: int = 256, ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Image→text and text→image recall@k where image i's caption is caption i."""
+    """Image→text and text→image recall@k; image i's caption is caption i (and any identical one)."""
     start = time.perf_counter()
     image_emb, rows = embed_images(model, dataset, batch_size)
-    text_emb = embed_texts(model, tokenize, [r["caption"] for r in rows], batch_size)
+    captions = [r["caption"] for r in rows]
+    text_emb = embed_texts(model, tokenize, captions, batch_size)
+    group = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    ids = torch.tensor([group[c] for c in captions])
+    correct = ids[:, None] == ids[None, :]  # symmetric: (images, captions) and (captions, images)
     similarity = image_emb @ text_emb.T  # (N images, N captions)
-    i2t, t2i = recall_at(similarity, ks), recall_at(similarity.T, ks)
+    i2t, t2i = recall_at(similarity, correct, ks), recall_at(similarity.T, correct, ks)
     seconds = time.perf_counter() - start
     out = {f"image_to_text_r{k}": v for k, v in i2t.items()}
     out |= {f"text_to_image_r{k}": v for k, v in t2i.items()}
-    return out | {"pairs": len(rows), "pairs_per_s": len(rows) / seconds}
+    return out | {"pairs": len(rows), "unique_captions": len(group), "pairs_per_s": len(rows) / seconds}

@@ -259,7 +259,7 @@ class _Loader:
                 return tuple(self.convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
             if len(value) != len(args):
                 raise self.error(path, f"expected a list of {len(args)} items, got {len(value)}")
-            return tuple(self.convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(self.convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
         if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if tp is int and isinstance(value, int) and not isinstance(value, bool):

@@ -21,10 +21,14 @@ def _mb(n_bytes: float) -> str:
 def collect(ctx: Context) -> dict:
     """Everything the report shows, read from the stages' done markers and outputs."""
     recipe = ctx.recipe
+    from compress.stages import STAGES
+
     stages = {}
-    for folder in sorted(p for p in ctx.run_dir.iterdir() if (p / DONE).is_file()):
-        done = json.loads((folder / DONE).read_text())
-        stages[folder.name] = {"finished": done["finished"], "summary": done["summary"]}
+    for stage in STAGES:  # in pipeline order
+        marker = ctx.stage_dir(stage.name) / DONE
+        if marker.is_file():
+            done = json.loads(marker.read_text())
+            stages[stage.name] = {"finished": done["finished"], "summary": done["summary"]}
     out = {"name": recipe.name, "recipe_hash": recipe.hash, "recipe": recipe.to_dict(), "stages": stages}
     if recipe.pretrain is not None:
         from compress.models import build_model

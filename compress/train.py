@@ -132,6 +132,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, history, seconds, skipped = state["step"], state["history"], state["seconds"], state["skipped"]
+        if rank == 0:
+            print(f"{desc}: resuming from the checkpoint at step {step}", flush=True)
 
     def save_checkpoint() -> None:
         if rank == 0:
@@ -150,6 +152,10 @@ def train(
     while step < cfg.steps:
         batch = next(stream)
         skipped += batch.get("skipped", 0)
+        if len(batch["image"]) < 2:  # every sample (but one) was unreadable and skipped
+            if world > 1:  # the other processes are already waiting in this step's all-gather
+                raise RuntimeError(f"rank {rank}: a batch with fewer than 2 readable samples; fix or drop the bad data")
+            continue
         image_emb, text_emb, scale = net(batch["image"], batch["text"])
         value = loss_fn(image_emb, text_emb, scale)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,83 @@
+"""The `edgeclip` command: ls, validate, eval and report on real (tiny) runs, and its error contract."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.cli import main
+from compress.models import model_names
+from compress.pipeline import run_pipeline
+from compress.recipe import load_recipe
+from compress.stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ls_models_prints_every_model_with_counts(capsys):
+    assert main(["ls", "models"]) == 0
+    out = capsys.readouterr().out
+    for name in model_names():
+        assert name in out
+    assert "149.62M" in out  # vit_b16, equal to open_clip's ViT-B-16
+
+
+def test_ls_recipes_and_stages(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["ls", "recipes"]) == 0
+    assert "recipes/demo.yaml" in capsys.readouterr().out
+    assert main(["ls", "stages"]) == 0
+    out = capsys.readouterr().out
+    assert all(s.name in out for s in STAGES)
+
+
+def test_validate_ok(capsys):
+    assert main(["validate", str(ROOT / "recipes/demo.yaml"), "pretrain.steps=5"]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_help_shows_an_example():
+    out = subprocess.run([sys.executable, "-m", "compress.cli", "--help"], capture_output=True, text=True).stdout
+    assert "edgeclip run recipes/demo.yaml" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.conftest import write_tiny_recipe
+
+    folder = tmp_path_factory.mktemp("run")
+    return run_pipeline(load_recipe(write_tiny_recipe(folder, steps=2)), STAGES).run_dir
+
+
+def test_eval_command_on_csv_datasets(tiny_run, tmp_path, capsys):
+    scenes = tiny_run / "data" / "scenes"
+    out = tmp_path / "metrics.json"
+    code = main(["eval", str(tiny_run / "pretrain/model.pt"), "--zeroshot", str(scenes / "zs_shape.csv"),
+                 "--retrieval", str(scenes / "retrieval.csv"), "--out", str(out)])  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["zeroshot"][str(scenes / "zs_shape.csv")]["classes"] == 6
+    assert "text_to_image_r1" in result["retrieval"][str(scenes / "retrieval.csv")]
+
+
+def test_eval_bad_inputs_exit_2(tiny_run, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.pt"), "--zeroshot", "x.csv"]) == 2
+    assert "missing.pt: no such model file" in capsys.readouterr().err
+    bad = tmp_path / "labels.csv"
+    bad.write_text("filepath,caption\nimg.png,a cat\n")
+    assert main(["eval", str(tiny_run / "pretrain/model.pt"), "--zeroshot", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgeclip: error: ") and "labels.csv" in err and "label" in err and "\n" not in err
+
+
+def test_report_command_rewrites_report(tiny_run, capsys):
+    (tiny_run / "report.md").unlink()
+    assert main(["report", str(tiny_run)]) == 0
+    assert "## Zero-shot classification" in (tiny_run / "report.md").read_text()
+
+
+def test_run_bad_from_stage_exit_2(capsys):
+    assert main(["run", str(ROOT / "recipes/demo.yaml"), "--from", "nope"]) == 2
+    assert "--from nope: unknown stage" in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""The pipeline end to end on a tiny recipe: outputs, skipping, --from, resume after a kill, DDP."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.pipeline import run_pipeline
+from compress.recipe import load_recipe
+from compress.stages import STAGES
+from tests.conftest import write_tiny_recipe
+
+EDGECLIP = [sys.executable, "-m", "compress.cli"]
+
+
+def _weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "pretrain" / "model.pt", weights_only=True)["state_dict"]
+
+
+def _finished(run_dir: Path) -> dict:
+    return {p.name: json.loads((p / "done.json").read_text())["finished"] for p in run_dir.iterdir() if (p / "done.json").exists()}
+
+
+@pytest.mark.parametrize("format", ["csv", "wds"])
+def test_run_writes_every_stage_and_report(tmp_path, format):
+    recipe = load_recipe(write_tiny_recipe(tmp_path, format=format))
+    ctx = run_pipeline(recipe, STAGES)
+    run_dir = ctx.run_dir
+    assert sorted(_finished(run_dir)) == ["data", "eval", "export", "pretrain", "report"]
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["zeroshot"]["zs_colour_shape"]["classes"] == 36
+    assert 0 <= metrics["retrieval"]["retrieval"]["text_to_image_r1"] <= 1
+    for tower in ("image", "text"):
+        manifest = json.loads((run_dir / "export" / "onnx" / tower / "manifest.json").read_text())
+        assert manifest["recipe_hash"] == recipe.hash and manifest["parity"]["cosine_min"] > 0.9999
+    report = (run_dir / "report.md").read_text()
+    assert "zs_colour_shape" in report and "text→image" in report and "onnx/image/model.onnx" in report
+    assert json.loads((run_dir / "report.json").read_text())["recipe_hash"] == recipe.hash
+    saved = json.loads((run_dir / "recipe.json").read_text())
+    assert saved["hash"] == recipe.hash and saved["recipe"]["data"]["format"] == format
+
+
+def test_rerun_skips_done_stages_and_from_reruns(tmp_path):
+    path = write_tiny_recipe(tmp_path, steps=2)
+    run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
+    first = _finished(run_dir)
+    time.sleep(1.1)
+    run_pipeline(load_recipe(path), STAGES)
+    assert _finished(run_dir) == first  # nothing reran
+    run_pipeline(load_recipe(path), STAGES, from_stage="export")
+    again = _finished(run_dir)
+    assert again["pretrain"] == first["pretrain"] and again["export"] != first["export"]
+    time.sleep(1.1)
+    run_pipeline(load_recipe(path, ["eval.templates=['a photo of a {}.']"]), STAGES)
+    changed = _finished(run_dir)  # an eval-only change reruns eval (and what follows), not training
+    assert changed["pretrain"] == first["pretrain"] and changed["eval"] != again["eval"]
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
+    from compress import train as train_module
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = run_pipeline(load_recipe(write_tiny_recipe(tmp_path / "a", steps=6)), STAGES).run_dir
+
+    real_train = train_module.train
+    calls = []
+
+    def interrupted(*args, **kwargs):  # the first attempt dies after 3 steps, as if killed
+        calls.append(1)
+        if len(calls) == 1:
+            real_train(*args, **kwargs, stop_after=3)
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    path = write_tiny_recipe(tmp_path / "b", steps=6)
+    train_module.train = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(load_recipe(path), STAGES)
+        resumed_dir = tmp_path / "b" / "runs" / "tiny"
+        assert torch.load(resumed_dir / "pretrain" / "checkpoint.pt", weights_only=True)["step"] == 2
+        run_pipeline(load_recipe(path), STAGES)
+    finally:
+        train_module.train = real_train
+    a, b = _weights(straight), _weights(resumed_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from uninterrupted training"
+
+
+def test_killed_process_resumes_from_checkpoint(tmp_path):
+    path = write_tiny_recipe(tmp_path, steps=40)
+    run_dir = tmp_path / "runs" / "tiny"
+    proc = subprocess.Popen([*EDGECLIP, "run", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpt = run_dir / "pretrain" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (run_dir / "pretrain" / "done.json").exists()
+    done = subprocess.run([*EDGECLIP, "run", str(path)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "data] done already" in done.stdout and "resuming from the checkpoint at step" in done.stdout
+    assert json.loads((run_dir / "pretrain" / "train.json").read_text())["steps"] == 40
+
+
+def test_two_process_torchrun_matches_single_process(tmp_path):
+    """2-process gloo DDP with the global batch split in two gives the single-process result."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    single = write_tiny_recipe(tmp_path / "one", steps=3)
+    double = write_tiny_recipe(tmp_path / "two", steps=3)
+    run_pipeline(load_recipe(single), STAGES)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "compress.cli", "run", str(double)],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((tmp_path / "two/runs/tiny/pretrain/train.json").read_text())["world_size"] == 2
+    a, b = _weights(tmp_path / "one/runs/tiny"), _weights(tmp_path / "two/runs/tiny")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -97,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     templates = args.template or ["a {}.", "a picture of a {}."]
     results = {"model": str(args.model), "zeroshot": {}, "retrieval": {}}
     for path in args.zeroshot:
-        data = CsvDataset(path, transform, label_key=args.label_key, skip_bad=args.skip_bad)
+        data = CsvDataset(path, transform, caption_key=None, label_key=args.label_key, skip_bad=args.skip_bad)
         results["zeroshot"][path] = zeroshot(model, data, tokenize, templates, args.batch_size)
     for path in args.retrieval:
         results["retrieval"][path] = retrieval(model, CsvDataset(path, transform, skip_bad=args.skip_bad), tokenize, args.batch_size)

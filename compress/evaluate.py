@@ -69,7 +69,7 @@ def recall_at(similarity: torch.Tensor, correct: torch.Tensor, ks: Sequence[int]
     image's caption matches both, so duplicate captions cannot make a perfect model miss.
     """
     best = similarity.masked_fill(~correct, float("-inf")).max(dim=1, keepdim=True).values
-    rank = (similarity > best).sum(dim=1)  # wrong candidates scored above the best right one
+    rank = ((similarity >= best) & ~correct).sum(dim=1)  # wrong candidates scored at least as high
     return {k: (rank < k).float().mean().item() for k in ks}
 
 

@@ -88,7 +88,7 @@ def evaluate(ctx: Context, out: Path) -> dict:
     transform, tokenize = image_transform(model.visual.image_size), Tokenizer(model.text.context_length)
     results = {"zeroshot": {}, "retrieval": {}}
     for task in cfg.zeroshot:
-        data = CsvDataset(resolve_csv(ctx, task), transform, label_key=cfg.label_key, skip_bad=ctx.recipe.data.skip_bad)
+        data = CsvDataset(resolve_csv(ctx, task), transform, caption_key=None, label_key=cfg.label_key, skip_bad=ctx.recipe.data.skip_bad)
         results["zeroshot"][task] = zeroshot(model, data, tokenize, cfg.templates, cfg.batch_size)
     for task in cfg.retrieval:
         data = CsvDataset(resolve_csv(ctx, task), transform, skip_bad=ctx.recipe.data.skip_bad)

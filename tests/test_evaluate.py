@@ -15,7 +15,8 @@ def test_topk_accuracy_hand_case():
 
 
 def test_recall_at_hand_case():
-    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.1, 0.7, 0.2]])
+    # the right answers rank 1st, 2nd and 3rd
+    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.9, 0.7, 0.2]])
     correct = torch.eye(3, dtype=torch.bool)
     assert recall_at(similarity, correct, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
 
@@ -27,3 +28,9 @@ def test_recall_counts_identical_captions_as_matches():
     correct = ids[:, None] == ids[None, :]
     assert recall_at(similarity, correct, (1,)) == {1: 1.0}
     assert recall_at(similarity, torch.eye(3, dtype=torch.bool), (1,))[1] == pytest.approx(2 / 3)
+
+
+def test_recall_ties_count_against_the_query():
+    """A collapsed model (every score equal) must score chance, not perfect recall."""
+    similarity = torch.zeros(4, 4)
+    assert recall_at(similarity, torch.eye(4, dtype=torch.bool), (1, 4)) == {1: 0.0, 4: 1.0}

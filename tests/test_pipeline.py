@@ -128,4 +128,9 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
     assert json.loads((tmp_path / "two/runs/tiny/pretrain/train.json").read_text())["world_size"] == 2
     a, b = _weights(tmp_path / "one/runs/tiny"), _weights(tmp_path / "two/runs/tiny")
     for k in a:
+        if k.endswith("qkv.bias"):
+            # The key bias cannot change attention (softmax ignores a per-row constant), so its
+            # true gradient is 0 and AdamW turns the float noise it gets into lr-sized steps that
+            # differ run to run. Compare the query and value biases only.
+            a[k], b[k] = a[k].view(3, -1)[[0, 2]], b[k].view(3, -1)[[0, 2]]
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

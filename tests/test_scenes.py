@@ -246,19 +246,20 @@ def test_write_scenes_layout(tmp_path):
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for info in tar:
                 members.append((info.name, tar.extractfile(info).read()))
-    assert [n for n, _ in members[:3]] == [
+    assert [n for n, _ in members[:4]] == [
         "train-000000.png",
         "train-000000.txt",
+        "train-000000.syn.json",
         "train-000000.json",
     ]
-    assert len(members) == 3 * 7
-    for (png_name, png), (_, txt), (_, meta) in zip(
-        members[0::3], members[1::3], members[2::3], strict=True
+    assert len(members) == 4 * 7
+    for (png_name, png), (_, txt), (_, syn), (_, meta) in zip(
+        members[0::4], members[1::4], members[2::4], members[3::4], strict=True
     ):
-        meta = json.loads(meta)
+        meta, syn = json.loads(meta), json.loads(syn)
         assert png_name == f"{meta['uid']}.png"
         assert meta["sha256"] == hashlib.sha256(png).hexdigest()
-        assert txt.decode() not in meta["paraphrases"] and meta["paraphrases"]
+        assert txt.decode() not in syn["syn_text"] and syn["syn_text"]
 
 
 def test_write_scenes_reuses_matching_output_and_replaces_stale(tmp_path):

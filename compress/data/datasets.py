@@ -90,7 +90,7 @@ class CsvDataset(Dataset):
         tokenize: Tokenize | None = None,
         *,
         image_key: str = "filepath",
-        caption_key: str = "caption",
+        caption_key: str | None = "caption",
         label_key: str | None = None,
         skip_bad: bool = False,
     ) -> None:
@@ -103,7 +103,7 @@ class CsvDataset(Dataset):
         self.skipped = 0  # rows dropped at load (skip_bad=True)
         # (line, image path as written, caption, label or None)
         self._rows: list[tuple[int, str, str, str | None]] = []
-        keys = [image_key, caption_key] + ([label_key] if label_key else [])
+        keys = [image_key, caption_key, label_key]  # caption is optional for zero-shot sets
         try:
             with open(self.csv_path, newline="", encoding="utf-8-sig") as f:
                 reader = csv.reader(f)
@@ -126,16 +126,16 @@ class CsvDataset(Dataset):
         header = next(reader, None)
         if header is None:
             raise DataError(
-                f"{self.csv_path}: empty file; expected a header with columns {', '.join(keys)}"
+                f"{self.csv_path}: empty file; expected a header with columns {', '.join(k for k in keys if k)}"
             )
         header = [h.strip() for h in header]
-        missing = [k for k in keys if k not in header]
+        missing = [k for k in keys if k and k not in header]
         if missing:
             raise DataError(
                 f"{self.csv_path}:1: missing column {', '.join(map(repr, missing))}; "
                 f"found columns: {', '.join(header)}"
             )
-        cols = [header.index(k) for k in keys]
+        cols = [header.index(k) if k else None for k in keys]
         for row in reader:
             if not row:  # blank line
                 continue
@@ -144,7 +144,7 @@ class CsvDataset(Dataset):
             if len(row) != len(header):
                 problem = f"expected {len(header)} fields, got {len(row)}"
             else:
-                values = [row[c] for c in cols]
+                values = [row[c] if c is not None else "" for c in cols]
                 if not values[0].strip():
                     problem = "empty image path"
                 elif self.label_key and not values[2].strip():

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-VERSION = 1
+VERSION = 2
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "diamond")
 PLURALS = {
@@ -506,14 +506,14 @@ def _write_split(
             (root / rel).write_bytes(png)
             writer.writerow([rel, text, label] if is_zs else [rel, text])
             if shards is not None:
-                meta = {
-                    "uid": key,
-                    "sha256": hashlib.sha256(png).hexdigest(),
-                    "paraphrases": paraphrases(scene),
-                }
+                meta = {"uid": key, "sha256": hashlib.sha256(png).hexdigest()}
+                # Paraphrases go where reinforced datasets keep synthetic captions (DESIGN §3).
+                syn = {"syn_text": paraphrases(scene)}
                 shards.add(
-                    key, [("png", png), ("txt", text.encode()), ("json", json.dumps(meta).encode())]
-                )
+                    key,
+                    [("png", png), ("txt", text.encode()), ("syn.json", json.dumps(syn).encode()),
+                     ("json", json.dumps(meta).encode())],
+                )  # fmt: skip
     return shards.close() if shards is not None else []
 
 
@@ -555,7 +555,8 @@ def write_scenes(
 
     Layout under `out_dir`: `images/<split>/<key>.png`; `<split>.csv` (`filepath,caption`, plus
     `label` for zs_* splits; paths relative to the CSV); `wds/<split>-NNNNNN.tar` for train and
-    val (`<key>.png`, `<key>.txt`, `<key>.json` with uid, sha256 and paraphrases); and
+    val (`<key>.png`, `<key>.txt`, `<key>.syn.json` with the paraphrases as `syn_text`,
+    `<key>.json` with uid and sha256); and
     `scenes.json`, the index. Written into a temporary sibling folder and renamed into place;
     an `out_dir` whose index already matches these arguments is returned as is.
 

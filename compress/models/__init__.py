@@ -50,7 +50,7 @@ def build_model(name: str, image_attention: dict | None = None, text_attention: 
     v, t = cfg["vision"], cfg["text"]
     visual = VisionTransformer(
         v["image_size"], v["patch_size"], v["width"], v["layers"], v["heads"], v.get("mlp_ratio", 4.0),
-        cfg["embed_dim"], image_attention,
+        cfg["embed_dim"], image_attention, v.get("stem", "patch"),
     )  # fmt: skip
     text = TextTransformer(
         t["context_length"], t["vocab_size"], t["width"], t["layers"], t["heads"], t.get("mlp_ratio", 4.0),

@@ -34,6 +34,27 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class ConvStem(nn.Module):
+    """Stride-2 3×3 convolutions, then a 1×1 projection: a patchifier that converges faster
+    than one large-stride convolution (Xiao et al. 2021, "Early convolutions help transformers see better").
+
+    Its batch norms use per-process statistics under DDP; they fold into the convolutions at export.
+    """
+
+    def __init__(self, patch_size: int, width: int) -> None:
+        super().__init__()
+        layers, channels = [], 3
+        for i in range(patch_size.bit_length() - 1):  # log2(patch_size) halvings
+            out = max(width // 2 ** (patch_size.bit_length() - 2 - i), 16)
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)  # (B, width, H / patch, W / patch)
+
+
 class VisionTransformer(nn.Module):
     """ViT: patchify, prepend a class token, transformer blocks, project the class token.
 
@@ -43,6 +64,8 @@ class VisionTransformer(nn.Module):
         width, layers, heads, mlp_ratio: transformer shape.
         embed_dim: output embedding width.
         attention: attention variant spec, e.g. ``{"kind": "clipped", "alpha": 4}``.
+        stem: ``"patch"`` (one strided convolution, as in CLIP) or ``"conv"`` (:class:`ConvStem`;
+            ``patch_size`` must be a power of two).
     """
 
     def __init__(
@@ -55,13 +78,21 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float,
         embed_dim: int,
         attention: dict | None = None,
+        stem: str = "patch",
     ) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
+        if stem == "conv" and patch_size & (patch_size - 1):
+            raise ValueError(f"a conv stem needs a power-of-two patch_size, got {patch_size}")
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"unknown stem {stem!r}; expected 'patch' or 'conv'")
         self.image_size = image_size
         self.seq_len = (image_size // patch_size) ** 2 + 1
-        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        if stem == "conv":
+            self.patch_embed = ConvStem(patch_size, width)
+        else:
+            self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
         self.class_token = nn.Parameter(torch.randn(width) * width**-0.5)
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
         self.ln_pre = nn.LayerNorm(width)

@@ -77,7 +77,12 @@ def bench_pretrain(batch: int = 128, steps: int = 8) -> dict[str, Any]:
     for _ in range(steps):
         step()
     elapsed = time.perf_counter() - start
-    return {"model": "demo_teacher", "batch": batch, "samples_per_s": round(batch * steps / elapsed, 1), "threads": torch.get_num_threads()}
+    return {
+        "model": "demo_teacher",
+        "batch": batch,
+        "samples_per_s": round(batch * steps / elapsed, 1),
+        "threads": torch.get_num_threads(),
+    }
 
 
 @torch.no_grad()
@@ -94,7 +99,12 @@ def bench_eval(batch: int = 256, batches: int = 8) -> dict[str, Any]:
     for _ in range(batches):
         model.encode_text(tokens)
     text_rate = batch * batches / (time.perf_counter() - start)
-    return {"model": "demo_teacher", "batch": batch, "images_per_s": round(image_rate, 1), "texts_per_s": round(text_rate, 1)}
+    return {
+        "model": "demo_teacher",
+        "batch": batch,
+        "images_per_s": round(image_rate, 1),
+        "texts_per_s": round(text_rate, 1),
+    }
 
 
 # Each section is one benchmark.

@@ -33,7 +33,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from compress.stages import enabled_stages
 
     recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
-    print(f"{args.recipe}: ok (recipe hash {recipe.hash}; stages: {', '.join(enabled_stages(recipe))})")
+    print(
+        f"{args.recipe}: ok (recipe hash {recipe.hash}; stages: {', '.join(enabled_stages(recipe))})"
+    )
     return 0
 
 
@@ -46,7 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
     names = [s.name for s in STAGES]
     if args.from_stage is not None and args.from_stage not in names:
-        raise UserError(f"--from {args.from_stage}: unknown stage; expected one of: {', '.join(names)}")
+        raise UserError(
+            f"--from {args.from_stage}: unknown stage; expected one of: {', '.join(names)}"
+        )
     rank, world = init_distributed()
     ctx = run_pipeline(recipe, STAGES, from_stage=args.from_stage, rank=rank, world=world)
     if rank == 0:
@@ -62,20 +66,33 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for name in model_names():
             m = build_model(name)
             counts = [count_params(m.visual), count_params(m.text), count_params(m)]
-            print(f"{name:<22}" + "".join(f"{c / 1e6:>9.2f}M" for c in counts) + f"  {model_config(name).get('description', '')}")
+            print(
+                f"{name:<22}"
+                + "".join(f"{c / 1e6:>9.2f}M" for c in counts)
+                + f"  {model_config(name).get('description', '')}"
+            )
     elif args.what == "recipes":
         folder = Path("recipes")
         files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
         if not files:
             raise UserError("recipes/: no recipe files here; run from the edgeclip checkout")
         for path in files:
-            first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+            first = next(
+                (
+                    ln.lstrip("# ").strip()
+                    for ln in path.read_text().splitlines()
+                    if ln.startswith("#")
+                ),
+                "",
+            )
             print(f"{str(path):<32}{first}")
     else:
         from compress.stages import STAGES
 
         for s in STAGES:
-            print(f"{s.name:<10}{s.about}  (depends on: {', '.join(s.needs) or 'every earlier stage'})")
+            print(
+                f"{s.name:<10}{s.about}  (depends on: {', '.join(s.needs) or 'every earlier stage'})"
+            )
     return 0
 
 
@@ -93,14 +110,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model, _ = load_model(args.model)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
-    transform, tokenize = image_transform(model.visual.image_size), Tokenizer(model.text.context_length)
+    transform, tokenize = (
+        image_transform(model.visual.image_size),
+        Tokenizer(model.text.context_length),
+    )
     templates = args.template or ["a {}.", "a picture of a {}."]
     results = {"model": str(args.model), "zeroshot": {}, "retrieval": {}}
     for path in args.zeroshot:
-        data = CsvDataset(path, transform, caption_key=None, label_key=args.label_key, skip_bad=args.skip_bad)
+        data = CsvDataset(
+            path, transform, caption_key=None, label_key=args.label_key, skip_bad=args.skip_bad
+        )
         results["zeroshot"][path] = zeroshot(model, data, tokenize, templates, args.batch_size)
     for path in args.retrieval:
-        results["retrieval"][path] = retrieval(model, CsvDataset(path, transform, skip_bad=args.skip_bad), tokenize, args.batch_size)
+        results["retrieval"][path] = retrieval(
+            model, CsvDataset(path, transform, skip_bad=args.skip_bad), tokenize, args.batch_size
+        )
     if args.out:
         write_json(Path(args.out), results)
     print(json.dumps(results, indent=2))
@@ -130,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run a recipe's stages (skipping finished ones)", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run a recipe's stages (skipping finished ones)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="key.path=value")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
@@ -147,9 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")
     p.add_argument("model", help="a model.pt written by a training stage")
-    p.add_argument("--zeroshot", action="append", default=[], metavar="CSV", help="filepath,label CSV (repeatable)")
-    p.add_argument("--retrieval", action="append", default=[], metavar="CSV", help="filepath,caption CSV (repeatable)")
-    p.add_argument("--template", action="append", metavar="TEXT", help="prompt template with {} (repeatable)")
+    p.add_argument(
+        "--zeroshot",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="filepath,label CSV (repeatable)",
+    )
+    p.add_argument(
+        "--retrieval",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="filepath,caption CSV (repeatable)",
+    )
+    p.add_argument(
+        "--template", action="append", metavar="TEXT", help="prompt template with {} (repeatable)"
+    )
     p.add_argument("--label-key", default="label")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable samples")

@@ -27,8 +27,12 @@ def _import_torchvision() -> None:
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         _torchvision_fragment = torch.library.Library("torchvision", "FRAGMENT")
-        _torchvision_fragment.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _torchvision_fragment.define("qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor")
+        _torchvision_fragment.define(
+            "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+        )
+        _torchvision_fragment.define(
+            "qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor"
+        )
         import torchvision  # noqa: F401
 
 

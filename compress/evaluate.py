@@ -26,15 +26,30 @@ def embed_images(model: CLIP, dataset: Dataset, batch_size: int) -> tuple[torch.
 
 
 @torch.no_grad()
-def embed_texts(model: CLIP, tokenize: Callable, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+def embed_texts(
+    model: CLIP, tokenize: Callable, texts: Sequence[str], batch_size: int
+) -> torch.Tensor:
     model.eval()
-    return torch.cat([model.encode_text(tokenize(list(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)])
+    return torch.cat(
+        [
+            model.encode_text(tokenize(list(texts[i : i + batch_size])))
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
 
 
-def classifier(model: CLIP, tokenize: Callable, classnames: Sequence[str], templates: Sequence[str], batch_size: int):
+def classifier(
+    model: CLIP,
+    tokenize: Callable,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int,
+):
     """Class embeddings (C, D): each class's prompts embedded, averaged over templates, renormalised."""
     prompts = [t.format(c) for c in classnames for t in templates]
-    emb = embed_texts(model, tokenize, prompts, batch_size).view(len(classnames), len(templates), -1)
+    emb = embed_texts(model, tokenize, prompts, batch_size).view(
+        len(classnames), len(templates), -1
+    )
     return F.normalize(emb.mean(dim=1), dim=-1)
 
 
@@ -44,7 +59,13 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     return hits.float().mean().item()
 
 
-def zeroshot(model: CLIP, dataset: Dataset, tokenize: Callable, templates: Sequence[str], batch_size: int = 256) -> dict:
+def zeroshot(
+    model: CLIP,
+    dataset: Dataset,
+    tokenize: Callable,
+    templates: Sequence[str],
+    batch_size: int = 256,
+) -> dict:
     """Top-1/top-5 of classifying each image among the dataset's labels (sorted, as class names)."""
     start = time.perf_counter()
     image_emb, rows = embed_images(model, dataset, batch_size)
@@ -62,7 +83,9 @@ def zeroshot(model: CLIP, dataset: Dataset, tokenize: Callable, templates: Seque
     }
 
 
-def recall_at(similarity: torch.Tensor, correct: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+def recall_at(
+    similarity: torch.Tensor, correct: torch.Tensor, ks: Sequence[int]
+) -> dict[int, float]:
     """The fraction of queries (rows) with a correct candidate among their top k columns.
 
     ``correct`` (Q, C) marks every right answer: an image whose caption is word-for-word another
@@ -73,7 +96,13 @@ def recall_at(similarity: torch.Tensor, correct: torch.Tensor, ks: Sequence[int]
     return {k: (rank < k).float().mean().item() for k in ks}
 
 
-def retrieval(model: CLIP, dataset: Dataset, tokenize: Callable, batch_size: int = 256, ks: Sequence[int] = (1, 5, 10)) -> dict:
+def retrieval(
+    model: CLIP,
+    dataset: Dataset,
+    tokenize: Callable,
+    batch_size: int = 256,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict:
     """Image→text and text→image recall@k; image i's caption is caption i (and any identical one)."""
     start = time.perf_counter()
     image_emb, rows = embed_images(model, dataset, batch_size)
@@ -87,4 +116,8 @@ def retrieval(model: CLIP, dataset: Dataset, tokenize: Callable, batch_size: int
     seconds = time.perf_counter() - start
     out = {f"image_to_text_r{k}": v for k, v in i2t.items()}
     out |= {f"text_to_image_r{k}": v for k, v in t2i.items()}
-    return out | {"pairs": len(rows), "unique_captions": len(group), "pairs_per_s": len(rows) / seconds}
+    return out | {
+        "pairs": len(rows),
+        "unique_captions": len(group),
+        "pairs_per_s": len(rows) / seconds,
+    }

@@ -64,7 +64,12 @@ def _barrier(ctx: Context) -> None:
 
 
 def run_pipeline(
-    recipe: Recipe, stages: list[Stage], *, from_stage: str | None = None, rank: int = 0, world: int = 1
+    recipe: Recipe,
+    stages: list[Stage],
+    *,
+    from_stage: str | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Context:
     """Run the recipe's stages in order, skipping those already done with the same inputs.
 
@@ -106,7 +111,14 @@ def run_pipeline(
             summary = stage.run(ctx, out) or {}
             if rank == 0:
                 summary = {**summary, "seconds": round(time.perf_counter() - begin, 2)}
-                write_json(done, {"hash": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary})
+                write_json(
+                    done,
+                    {
+                        "hash": digest,
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "summary": summary,
+                    },
+                )
         _barrier(ctx)
         forced = True  # later stages consumed the old outputs: redo them too
     return ctx

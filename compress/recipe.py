@@ -48,11 +48,23 @@ class AttentionConfig:
 
     def __post_init__(self) -> None:
         if self.kind != "clipped":
-            require(self.gamma is None and self.alpha is None, "gamma", f"only applies to kind: clipped, not {self.kind}")
+            require(
+                self.gamma is None and self.alpha is None,
+                "gamma",
+                f"only applies to kind: clipped, not {self.kind}",
+            )
         else:
-            require((self.gamma is None) != (self.alpha is None), "gamma", "give exactly one of gamma or alpha")
-            require(self.gamma is None or self.gamma <= 0, "gamma", f"must be <= 0, got {self.gamma}")
-            require(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
+            require(
+                (self.gamma is None) != (self.alpha is None),
+                "gamma",
+                "give exactly one of gamma or alpha",
+            )
+            require(
+                self.gamma is None or self.gamma <= 0, "gamma", f"must be <= 0, got {self.gamma}"
+            )
+            require(
+                self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}"
+            )
             require(self.zeta >= 1, "zeta", f"must be >= 1, got {self.zeta}")
         require(0 < self.gate_init < 1, "gate_init", f"must be in (0, 1), got {self.gate_init}")
 
@@ -83,7 +95,11 @@ class ScenesConfig:
     shard_size: int = 2000
 
     def __post_init__(self) -> None:
-        require(16 <= self.image_size <= 512, "image_size", f"must be in [16, 512], got {self.image_size}")
+        require(
+            16 <= self.image_size <= 512,
+            "image_size",
+            f"must be in [16, 512], got {self.image_size}",
+        )
         for key in ("train", "val", "retrieval", "zeroshot", "shard_size"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
 
@@ -92,7 +108,9 @@ class ScenesConfig:
 class DataConfig:
     """Training data: the embedded scenes dataset, or a CSV file / webdataset shards of your own."""
 
-    train: str = "scenes"  # "scenes", a CSV path (filepath,caption) or a shard pattern (x-{000..009}.tar)
+    train: str = (
+        "scenes"  # "scenes", a CSV path (filepath,caption) or a shard pattern (x-{000..009}.tar)
+    )
     format: Literal["csv", "wds"] = "wds"  # scenes only: which written copy training reads
     skip_bad: bool = False  # true: skip (and count) malformed samples instead of stopping
     image_key: str = "filepath"  # CSV column names
@@ -101,7 +119,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         ok = self.train == "scenes" or self.train.endswith((".csv", ".tar"))
-        require(ok, "train", f"expected 'scenes', a .csv file or a .tar shard pattern, got {self.train!r}")
+        require(
+            ok,
+            "train",
+            f"expected 'scenes', a .csv file or a .tar shard pattern, got {self.train!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -124,15 +146,31 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from compress.models import model_names
 
-        require(self.model in model_names(), "model", f"unknown model {self.model!r}; expected one of: {', '.join(model_names())}")
+        require(
+            self.model in model_names(),
+            "model",
+            f"unknown model {self.model!r}; expected one of: {', '.join(model_names())}",
+        )
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-        require(self.batch_size >= 2, "batch_size", f"must be >= 2 (contrastive loss needs negatives), got {self.batch_size}")
+        require(
+            self.batch_size >= 2,
+            "batch_size",
+            f"must be >= 2 (contrastive loss needs negatives), got {self.batch_size}",
+        )
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(all(0 <= b < 1 for b in self.betas), "betas", f"must be in [0, 1), got {list(self.betas)}")
+        require(
+            all(0 <= b < 1 for b in self.betas),
+            "betas",
+            f"must be in [0, 1), got {list(self.betas)}",
+        )
         require(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
-        require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        require(
+            self.checkpoint_every >= 1,
+            "checkpoint_every",
+            f"must be >= 1, got {self.checkpoint_every}",
+        )
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
 
@@ -143,13 +181,18 @@ class EvalConfig:
 
     zeroshot: tuple[str, ...] = ("zs_shape", "zs_colour", "zs_colour_shape", "zs_count")
     retrieval: tuple[str, ...] = ("retrieval",)
-    templates: tuple[str, ...] = ("a {}.", "a picture of a {}.")  # class name → prompt; embeddings averaged
+    templates: tuple[str, ...] = (
+        "a {}.",
+        "a picture of a {}.",
+    )  # class name → prompt; embeddings averaged
     label_key: str = "label"  # CSV column holding the class name
     batch_size: int = 256
 
     def __post_init__(self) -> None:
         for i, t in enumerate(self.templates):
-            require("{}" in t, f"templates[{i}]", f"must contain '{{}}' for the class name, got {t!r}")
+            require(
+                "{}" in t, f"templates[{i}]", f"must contain '{{}}' for the class name, got {t!r}"
+            )
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
 
@@ -180,7 +223,11 @@ class Recipe:
 
     def __post_init__(self) -> None:
         ok = self.name and all(c.isalnum() or c in "-_." for c in self.name)
-        require(bool(ok), "name", f"must be a non-empty folder name (letters, digits, - _ .), got {self.name!r}")
+        require(
+            bool(ok),
+            "name",
+            f"must be a non-empty folder name (letters, digits, - _ .), got {self.name!r}",
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -200,7 +247,11 @@ class Recipe:
 
 
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
+    return (
+        f"{type(value).__name__} {value!r}"
+        if not isinstance(value, dict | list)
+        else type(value).__name__
+    )
 
 
 def _type_name(tp: Any) -> str:
@@ -213,7 +264,13 @@ def _type_name(tp: Any) -> str:
         return "a list"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {type(None): "null", float: "a number", int: "an integer", bool: "true or false", str: "a string"}.get(tp, str(tp))
+    return {
+        type(None): "null",
+        float: "a number",
+        int: "an integer",
+        bool: "true or false",
+        str: "a string",
+    }.get(tp, str(tp))
 
 
 class _Loader:
@@ -259,7 +316,10 @@ class _Loader:
                 return tuple(self.convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
             if len(value) != len(args):
                 raise self.error(path, f"expected a list of {len(args)} items, got {len(value)}")
-            return tuple(self.convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+            return tuple(
+                self.convert(a, v, f"{path}[{i}]")
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
         if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if tp is int and isinstance(value, int) and not isinstance(value, bool):
@@ -283,7 +343,9 @@ class _Loader:
         prefix = f"{path}." if path else ""
         for key in data:
             if key not in fields:
-                raise self.error(f"{prefix}{key}", f"unknown key; expected one of: {', '.join(fields)}")
+                raise self.error(
+                    f"{prefix}{key}", f"unknown key; expected one of: {', '.join(fields)}"
+                )
         kwargs = {}
         for name, f in fields.items():
             if name in data:
@@ -296,7 +358,9 @@ class _Loader:
             raise self.error(f"{prefix}{err.key}", str(err)) from None
 
 
-def _line_numbers(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+def _line_numbers(
+    node: yaml.Node, path: str = "", out: dict[str, int] | None = None
+) -> dict[str, int]:
     """Map every key path ("pretrain.lr", "eval.templates[0]") to its 1-based line in the file."""
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
@@ -346,7 +410,9 @@ def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] = ())
     overridden = {o.split("=", 1)[0].strip() for o in overrides}
     loader = _Loader(source, lines, overridden)
     if not isinstance(data, dict):
-        raise loader.error("", f"expected a mapping of sections at the top level, got {_describe(data)}")
+        raise loader.error(
+            "", f"expected a mapping of sections at the top level, got {_describe(data)}"
+        )
     for override in overrides:
         _apply_override(data, override, source)
     return loader.build(Recipe, data, "")

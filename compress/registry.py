@@ -32,7 +32,9 @@ class Registry:
 
     def get(self, name: str) -> Any:
         if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}")
+            raise KeyError(
+                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}"
+            )
         return self._entries[name]
 
     def names(self) -> list[str]:

@@ -29,13 +29,22 @@ def collect(ctx: Context) -> dict:
         if marker.is_file():
             done = json.loads(marker.read_text())
             stages[stage.name] = {"finished": done["finished"], "summary": done["summary"]}
-    out = {"name": recipe.name, "recipe_hash": recipe.hash, "recipe": recipe.to_dict(), "stages": stages}
+    out = {
+        "name": recipe.name,
+        "recipe_hash": recipe.hash,
+        "recipe": recipe.to_dict(),
+        "stages": stages,
+    }
     if recipe.pretrain is not None:
         from compress.models import build_model
 
         cfg = recipe.pretrain
         model = build_model(cfg.model, cfg.attention.image.spec(), cfg.attention.text.spec())
-        params = {"image": count_params(model.visual), "text": count_params(model.text), "total": count_params(model)}
+        params = {
+            "image": count_params(model.visual),
+            "text": count_params(model.text),
+            "total": count_params(model),
+        }
         out["model"] = {
             "name": cfg.model,
             "architecture": model_config(cfg.model),
@@ -47,10 +56,18 @@ def collect(ctx: Context) -> dict:
 
 
 def render_markdown(info: dict) -> str:
-    lines = [f"# edgeclip run `{info['name']}`", "", f"Recipe hash `{info['recipe_hash']}` · resolved recipe in `recipe.yaml`.", ""]
+    lines = [
+        f"# edgeclip run `{info['name']}`",
+        "",
+        f"Recipe hash `{info['recipe_hash']}` · resolved recipe in `recipe.yaml`.",
+        "",
+    ]
     stages = info["stages"]
     lines += ["## Stages", "", "| stage | finished | seconds |", "|---|---|---:|"]
-    lines += [f"| {name} | {s['finished']} | {s['summary'].get('seconds', '')} |" for name, s in stages.items()]
+    lines += [
+        f"| {name} | {s['finished']} | {s['summary'].get('seconds', '')} |"
+        for name, s in stages.items()
+    ]
     if "model" in info:
         m = info["model"]
         p = m["parameters"]
@@ -59,19 +76,41 @@ def render_markdown(info: dict) -> str:
                   f"(image {p['image'] / 1e6:.2f} M, text {p['text'] / 1e6:.2f} M), {_mb(m['fp32_bytes'])} in fp32; attention {attn}."]  # fmt: skip
     if "data" in stages:
         splits = stages["data"]["summary"].get("splits", {})
-        lines += ["", "## Data", "", "Scenes splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()) + "."]
+        lines += [
+            "",
+            "## Data",
+            "",
+            "Scenes splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()) + ".",
+        ]
     if "pretrain" in stages:
         t = stages["pretrain"]["summary"]
         lines += ["", "## Training", "", f"{t['steps']} steps, final loss {t['final_loss']:.4f}, "
                   f"{t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s; skipped samples: {t['skipped_samples']}."]  # fmt: skip
     if "eval" in stages:
         ev = stages["eval"]["summary"]
-        lines += ["", "## Zero-shot classification", "", "| task | classes | images | top-1 | top-5 |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {task} | {r['classes']} | {r['images']} | {_pct(r['top1'])} | {_pct(r['top5'])} |" for task, r in ev["zeroshot"].items()]
-        lines += ["", "## Retrieval", "", "| split | pairs | direction | R@1 | R@5 | R@10 |", "|---|---:|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Zero-shot classification",
+            "",
+            "| task | classes | images | top-1 | top-5 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {task} | {r['classes']} | {r['images']} | {_pct(r['top1'])} | {_pct(r['top5'])} |"
+            for task, r in ev["zeroshot"].items()
+        ]
+        lines += [
+            "",
+            "## Retrieval",
+            "",
+            "| split | pairs | direction | R@1 | R@5 | R@10 |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
         for task, r in ev["retrieval"].items():
             for key, label in (("image_to_text", "image→text"), ("text_to_image", "text→image")):
-                lines.append(f"| {task} | {r['pairs']} | {label} | {_pct(r[key + '_r1'])} | {_pct(r[key + '_r5'])} | {_pct(r[key + '_r10'])} |")
+                lines.append(
+                    f"| {task} | {r['pairs']} | {label} | {_pct(r[key + '_r1'])} | {_pct(r[key + '_r5'])} | {_pct(r[key + '_r10'])} |"
+                )
     if "export" in stages:
         lines += ["", "## Exports (checked against PyTorch)", "",
                   "| artifact | size | min cosine | max abs diff | zero-shot agreement |", "|---|---:|---:|---:|---:|"]  # fmt: skip

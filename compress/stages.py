@@ -36,12 +36,25 @@ def train_dataset(ctx: Context, image_size: int, context_length: int, rank: int,
     source = data.train
     if source == SCENES:
         root = _scenes_dir(ctx)
-        source = str(root / "train.csv") if data.format == "csv" else sorted(map(str, (root / "wds").glob("train-*.tar")))
+        source = (
+            str(root / "train.csv")
+            if data.format == "csv"
+            else sorted(map(str, (root / "wds").glob("train-*.tar")))
+        )
     if isinstance(source, str) and source.endswith(".csv"):
         kw = {"image_key": data.image_key, "caption_key": data.caption_key}
         return CsvDataset(source, transform, tokenize, skip_bad=data.skip_bad, **kw)
     shards = source if isinstance(source, list) else expand_shards(source)
-    return WdsDataset(shards, transform, tokenize, shuffle_buffer=2000, seed=ctx.recipe.seed, rank=rank, world_size=world, skip_bad=data.skip_bad)
+    return WdsDataset(
+        shards,
+        transform,
+        tokenize,
+        shuffle_buffer=2000,
+        seed=ctx.recipe.seed,
+        rank=rank,
+        world_size=world,
+        skip_bad=data.skip_bad,
+    )
 
 
 # --- stage bodies ---------------------------------------------------------------------------
@@ -53,7 +66,13 @@ def make_data(ctx: Context, out: Path) -> dict:
     s = ctx.recipe.data.scenes
     sizes = {"train": s.train, "val": s.val, "retrieval": s.retrieval}
     sizes |= {task: s.zeroshot for task in ("zs_shape", "zs_colour", "zs_colour_shape", "zs_count")}
-    index = write_scenes(_scenes_dir(ctx), seed=ctx.recipe.seed, image_size=s.image_size, sizes=sizes, shard_size=s.shard_size)
+    index = write_scenes(
+        _scenes_dir(ctx),
+        seed=ctx.recipe.seed,
+        image_size=s.image_size,
+        sizes=sizes,
+        shard_size=s.shard_size,
+    )
     return {"splits": index.get("counts", sizes)}
 
 
@@ -64,19 +83,32 @@ def pretrain(ctx: Context, out: Path) -> dict:
     torch.manual_seed(ctx.recipe.seed)
     image_attn, text_attn = cfg.attention.image.spec(), cfg.attention.text.spec()
     model = build_model(cfg.model, image_attn, text_attn)
-    dataset = train_dataset(ctx, model.visual.image_size, model.text.context_length, ctx.rank, ctx.world)
+    dataset = train_dataset(
+        ctx, model.visual.image_size, model.text.context_length, ctx.rank, ctx.world
+    )
     if cfg.batch_size % ctx.world:
-        raise ValueError(f"pretrain.batch_size: {cfg.batch_size} does not split evenly across {ctx.world} processes")
+        raise ValueError(
+            f"pretrain.batch_size: {cfg.batch_size} does not split evenly across {ctx.world} processes"
+        )
 
     def batches(start: int):
-        return batch_stream(dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers)
+        return batch_stream(
+            dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
+        )
 
     summary = train(model, batches, cfg, out, rank=ctx.rank, world=ctx.world, desc="pretrain")
     if ctx.rank == 0:
         save_model(model, out / "model.pt", cfg.model, image_attn, text_attn)
-        (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model replaces the resumable state
-    summary["skipped_samples"] += getattr(dataset, "skipped", 0)  # rows dropped when the CSV was read
-    return {k: summary[k] for k in ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")}
+        (out / "checkpoint.pt").unlink(
+            missing_ok=True
+        )  # the finished model replaces the resumable state
+    summary["skipped_samples"] += getattr(
+        dataset, "skipped", 0
+    )  # rows dropped when the CSV was read
+    return {
+        k: summary[k]
+        for k in ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")
+    }
 
 
 def evaluate(ctx: Context, out: Path) -> dict:
@@ -85,10 +117,19 @@ def evaluate(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.recipe.eval
     model, _ = final_model(ctx)
-    transform, tokenize = image_transform(model.visual.image_size), Tokenizer(model.text.context_length)
+    transform, tokenize = (
+        image_transform(model.visual.image_size),
+        Tokenizer(model.text.context_length),
+    )
     results = {"zeroshot": {}, "retrieval": {}}
     for task in cfg.zeroshot:
-        data = CsvDataset(resolve_csv(ctx, task), transform, caption_key=None, label_key=cfg.label_key, skip_bad=ctx.recipe.data.skip_bad)
+        data = CsvDataset(
+            resolve_csv(ctx, task),
+            transform,
+            caption_key=None,
+            label_key=cfg.label_key,
+            skip_bad=ctx.recipe.data.skip_bad,
+        )
         results["zeroshot"][task] = zeroshot(model, data, tokenize, cfg.templates, cfg.batch_size)
     for task in cfg.retrieval:
         data = CsvDataset(resolve_csv(ctx, task), transform, skip_bad=ctx.recipe.data.skip_bad)
@@ -104,7 +145,10 @@ def export(ctx: Context, out: Path) -> dict:
     model, arch = final_model(ctx)
     size, ctx_len = model.visual.image_size, model.text.context_length
     transform, tokenize = image_transform(size), Tokenizer(ctx_len)
-    samples = CsvDataset(resolve_csv(ctx, ctx.recipe.eval.retrieval[0] if ctx.recipe.eval else "retrieval"), transform)
+    samples = CsvDataset(
+        resolve_csv(ctx, ctx.recipe.eval.retrieval[0] if ctx.recipe.eval else "retrieval"),
+        transform,
+    )
     n = min(cfg.samples, len(samples))
     images = torch.stack([samples[i]["image"] for i in range(n)])
     tokens = tokenize([samples[i]["caption"] for i in range(n)])

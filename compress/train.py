@@ -37,13 +37,17 @@ class GlobalOrderSampler(Sampler[int]):
     global batch, so a resumed run and a DDP run see exactly what a single process would.
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int, world: int, start_step: int) -> None:
+    def __init__(
+        self, n: int, global_batch: int, seed: int, rank: int, world: int, start_step: int
+    ) -> None:
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.rank, self.world, self.start_step = rank, world, start_step
         self.local = global_batch // world
 
     def _perm(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+        return torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        )
 
     def __iter__(self) -> Iterator[int]:
         cached = (-1, None)
@@ -57,7 +61,13 @@ class GlobalOrderSampler(Sampler[int]):
 
 
 def batch_stream(
-    dataset: Dataset, global_batch: int, seed: int, rank: int, world: int, start_step: int, num_workers: int = 0
+    dataset: Dataset,
+    global_batch: int,
+    seed: int,
+    rank: int,
+    world: int,
+    start_step: int,
+    num_workers: int = 0,
 ) -> Iterator[dict]:
     """Endless batches of this rank's share, resumable at ``start_step``."""
     local = global_batch // world
@@ -65,7 +75,13 @@ def batch_stream(
         skip = start_step
         for epoch in itertools.count():
             dataset.set_epoch(epoch)
-            loader = DataLoader(dataset, batch_size=local, collate_fn=collate, num_workers=num_workers, drop_last=True)
+            loader = DataLoader(
+                dataset,
+                batch_size=local,
+                collate_fn=collate,
+                num_workers=num_workers,
+                drop_last=True,
+            )
             for batch in loader:
                 if skip:
                     skip -= 1
@@ -73,7 +89,9 @@ def batch_stream(
                 yield batch
     else:
         sampler = GlobalOrderSampler(len(dataset), global_batch, seed, rank, world, start_step)
-        yield from DataLoader(dataset, batch_size=local, sampler=sampler, collate_fn=collate, num_workers=num_workers)
+        yield from DataLoader(
+            dataset, batch_size=local, sampler=sampler, collate_fn=collate, num_workers=num_workers
+        )
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -124,14 +142,21 @@ def train(
     loss_fn = losses.get(loss)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps)
+    )
     step, history, seconds, skipped = 0, [], 0.0, 0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        step, history, seconds, skipped = state["step"], state["history"], state["seconds"], state["skipped"]
+        step, history, seconds, skipped = (
+            state["step"],
+            state["history"],
+            state["seconds"],
+            state["skipped"],
+        )
         if rank == 0:
             print(f"{desc}: resuming from the checkpoint at step {step}", flush=True)
 
@@ -146,7 +171,14 @@ def train(
             dist.barrier()
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=rank != 0, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=desc,
+        disable=rank != 0,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     stream = batches(step)
     window_loss, window_n, tick, start_step = 0.0, 0, time.perf_counter(), step
     while step < cfg.steps:
@@ -154,7 +186,9 @@ def train(
         skipped += batch.get("skipped", 0)
         if len(batch["image"]) < 2:  # every sample (but one) was unreadable and skipped
             if world > 1:  # the other processes are already waiting in this step's all-gather
-                raise RuntimeError(f"rank {rank}: a batch with fewer than 2 readable samples; fix or drop the bad data")
+                raise RuntimeError(
+                    f"rank {rank}: a batch with fewer than 2 readable samples; fix or drop the bad data"
+                )
             continue
         image_emb, text_emb, scale = net(batch["image"], batch["text"])
         value = loss_fn(image_emb, text_emb, scale)
@@ -172,8 +206,17 @@ def train(
             now = time.perf_counter()
             seconds += now - tick
             rate = window_n * cfg.batch_size / (now - tick)
-            history.append({"step": step, "loss": window_loss / window_n, "samples_per_s": rate, "lr": schedule.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{window_loss / window_n:.3f}", samples_s=f"{rate:.0f}", refresh=False)
+            history.append(
+                {
+                    "step": step,
+                    "loss": window_loss / window_n,
+                    "samples_per_s": rate,
+                    "lr": schedule.get_last_lr()[0],
+                }
+            )
+            bar.set_postfix(
+                loss=f"{window_loss / window_n:.3f}", samples_s=f"{rate:.0f}", refresh=False
+            )
             window_loss, window_n, tick = 0.0, 0, now
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:

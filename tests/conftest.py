@@ -35,7 +35,9 @@ export:
 
 def write_tiny_recipe(folder: Path, *, steps: int = 6, format: str = "csv") -> Path:
     path = folder / "tiny.yaml"
-    path.write_text(textwrap.dedent(TINY_RECIPE.format(runs=folder / "runs", steps=steps, format=format)))
+    path.write_text(
+        textwrap.dedent(TINY_RECIPE.format(runs=folder / "runs", steps=steps, format=format))
+    )
     return path
 
 

@@ -39,7 +39,9 @@ def test_validate_ok(capsys):
 
 
 def test_help_shows_an_example():
-    out = subprocess.run([sys.executable, "-m", "compress.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "--help"], capture_output=True, text=True
+    ).stdout
     assert "edgeclip run recipes/demo.yaml" in out
 
 
@@ -69,7 +71,12 @@ def test_eval_bad_inputs_exit_2(tiny_run, tmp_path, capsys):
     bad.write_text("filepath,caption\nimg.png,a cat\n")
     assert main(["eval", str(tiny_run / "pretrain/model.pt"), "--zeroshot", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("edgeclip: error: ") and "labels.csv" in err and "label" in err and "\n" not in err
+    assert (
+        err.startswith("edgeclip: error: ")
+        and "labels.csv" in err
+        and "label" in err
+        and "\n" not in err
+    )
 
 
 def test_report_command_rewrites_report(tiny_run, capsys):

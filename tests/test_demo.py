@@ -19,7 +19,14 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "demo"
     report = json.loads((run_dir / "report.json").read_text())
-    assert set(report["stages"]) == {"data", "pretrain", "eval", "export"}  # written by the report stage itself
+    assert set(report["stages"]) == {
+        "data",
+        "pretrain",
+        "eval",
+        "export",
+    }  # written by the report stage itself
     assert report["stages"]["pretrain"]["summary"]["steps"] == 30
-    assert (run_dir / "export/onnx/image/model.onnx").is_file() and (run_dir / "export/onnx/text/model.onnx").is_file()
+    assert (run_dir / "export/onnx/image/model.onnx").is_file() and (
+        run_dir / "export/onnx/text/model.onnx"
+    ).is_file()
     assert "## Retrieval" in (run_dir / "report.md").read_text()

@@ -18,7 +18,11 @@ def test_recall_at_hand_case():
     # the right answers rank 1st, 2nd and 3rd
     similarity = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.9, 0.7, 0.2]])
     correct = torch.eye(3, dtype=torch.bool)
-    assert recall_at(similarity, correct, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    assert recall_at(similarity, correct, (1, 2, 3)) == {
+        1: pytest.approx(1 / 3),
+        2: pytest.approx(2 / 3),
+        3: 1.0,
+    }
 
 
 def test_recall_counts_identical_captions_as_matches():

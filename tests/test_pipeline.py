@@ -25,7 +25,11 @@ def _weights(run_dir: Path) -> dict:
 
 
 def _finished(run_dir: Path) -> dict:
-    return {p.name: json.loads((p / "done.json").read_text())["finished"] for p in run_dir.iterdir() if (p / "done.json").exists()}
+    return {
+        p.name: json.loads((p / "done.json").read_text())["finished"]
+        for p in run_dir.iterdir()
+        if (p / "done.json").exists()
+    }
 
 
 @pytest.mark.parametrize("format", ["csv", "wds"])
@@ -41,7 +45,9 @@ def test_run_writes_every_stage_and_report(tmp_path, format):
         manifest = json.loads((run_dir / "export" / "onnx" / tower / "manifest.json").read_text())
         assert manifest["recipe_hash"] == recipe.hash and manifest["parity"]["cosine_min"] > 0.9999
     report = (run_dir / "report.md").read_text()
-    assert "zs_colour_shape" in report and "text→image" in report and "onnx/image/model.onnx" in report
+    assert (
+        "zs_colour_shape" in report and "text→image" in report and "onnx/image/model.onnx" in report
+    )
     assert json.loads((run_dir / "report.json").read_text())["recipe_hash"] == recipe.hash
     saved = json.loads((run_dir / "recipe.json").read_text())
     assert saved["hash"] == recipe.hash and saved["recipe"]["data"]["format"] == format
@@ -86,18 +92,27 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             run_pipeline(load_recipe(path), STAGES)
         resumed_dir = tmp_path / "b" / "runs" / "tiny"
-        assert torch.load(resumed_dir / "pretrain" / "checkpoint.pt", weights_only=True)["step"] == 2
+        assert (
+            torch.load(resumed_dir / "pretrain" / "checkpoint.pt", weights_only=True)["step"] == 2
+        )
         run_pipeline(load_recipe(path), STAGES)
     finally:
         train_module.train = real_train
     a, b = _weights(straight), _weights(resumed_dir)
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from uninterrupted training"
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "resumed training differs from uninterrupted training"
+    )
 
 
 def test_killed_process_resumes_from_checkpoint(tmp_path):
     path = write_tiny_recipe(tmp_path, steps=40)
     run_dir = tmp_path / "runs" / "tiny"
-    proc = subprocess.Popen([*EDGECLIP, "run", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*EDGECLIP, "run", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     ckpt = run_dir / "pretrain" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -105,9 +120,14 @@ def test_killed_process_resumes_from_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not (run_dir / "pretrain" / "done.json").exists()
-    done = subprocess.run([*EDGECLIP, "run", str(path)], cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [*EDGECLIP, "run", str(path)], cwd=tmp_path, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "data] done already" in done.stdout and "resuming from the checkpoint at step" in done.stdout
+    assert (
+        "data] done already" in done.stdout
+        and "resuming from the checkpoint at step" in done.stdout
+    )
     assert json.loads((run_dir / "pretrain" / "train.json").read_text())["steps"] == 40
 
 
@@ -125,7 +145,9 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert json.loads((tmp_path / "two/runs/tiny/pretrain/train.json").read_text())["world_size"] == 2
+    assert (
+        json.loads((tmp_path / "two/runs/tiny/pretrain/train.json").read_text())["world_size"] == 2
+    )
     a, b = _weights(tmp_path / "one/runs/tiny"), _weights(tmp_path / "two/runs/tiny")
     for k in a:
         if k.endswith("qkv.bias"):

@@ -23,8 +23,15 @@ def test_recipes_exist():
 
 
 def test_overrides_and_types():
-    recipe = load_recipe(ROOT / "recipes/demo.yaml", ["pretrain.steps=7", "pretrain.lr=2e-4", "eval.templates=['{}']"])
-    assert recipe.pretrain.steps == 7 and recipe.pretrain.lr == 2e-4 and recipe.eval.templates == ("{}",)
+    recipe = load_recipe(
+        ROOT / "recipes/demo.yaml",
+        ["pretrain.steps=7", "pretrain.lr=2e-4", "eval.templates=['{}']"],
+    )
+    assert (
+        recipe.pretrain.steps == 7
+        and recipe.pretrain.lr == 2e-4
+        and recipe.eval.templates == ("{}",)
+    )
     assert recipe.hash != load_recipe(ROOT / "recipes/demo.yaml").hash
 
 
@@ -45,14 +52,49 @@ BASE = "name: demo\npretrain:\n  model: tiny\n"
 BAD = [
     ("missing-file", None, [], r"nope\.yaml: no such recipe file"),
     ("yaml-syntax", BASE + "   steps: 3\n", [], r"bad\.yaml:4: YAML syntax error"),
-    ("unknown-key", BASE + "  lrr: 1\n", [], r"bad\.yaml:4: pretrain\.lrr: unknown key; expected one of: model, "),
-    ("wrong-type", BASE + "  steps: ten\n", [], r"bad\.yaml:4: pretrain\.steps: expected an integer, got str 'ten'"),
+    (
+        "unknown-key",
+        BASE + "  lrr: 1\n",
+        [],
+        r"bad\.yaml:4: pretrain\.lrr: unknown key; expected one of: model, ",
+    ),
+    (
+        "wrong-type",
+        BASE + "  steps: ten\n",
+        [],
+        r"bad\.yaml:4: pretrain\.steps: expected an integer, got str 'ten'",
+    ),
     ("out-of-range", BASE + "  lr: -1\n", [], r"bad\.yaml:4: pretrain\.lr: must be > 0, got -1"),
-    ("unknown-model", "name: demo\npretrain:\n  model: vit_huge\n", [], r"bad\.yaml:3: pretrain\.model: unknown model 'vit_huge'; expected one of: .*tiny"),
-    ("bad-choice", BASE + "  attention: {image: {kind: fancy}}\n", [], r"bad\.yaml:4: pretrain\.attention\.image\.kind: expected one of 'softmax', 'clipped', 'gated', got 'fancy'"),
-    ("missing-key", "pretrain:\n  model: tiny\n", [], r"bad\.yaml:1: name: missing; expected a string"),
-    ("bad-override", BASE, ["pretrain.steps=-3"], r"bad\.yaml \(command-line override\): pretrain\.steps: must be >= 1, got -3"),
-    ("unknown-override", BASE, ["pretrain.nope=1"], r"bad\.yaml \(command-line override\): pretrain\.nope: unknown key"),
+    (
+        "unknown-model",
+        "name: demo\npretrain:\n  model: vit_huge\n",
+        [],
+        r"bad\.yaml:3: pretrain\.model: unknown model 'vit_huge'; expected one of: .*tiny",
+    ),
+    (
+        "bad-choice",
+        BASE + "  attention: {image: {kind: fancy}}\n",
+        [],
+        r"bad\.yaml:4: pretrain\.attention\.image\.kind: expected one of 'softmax', 'clipped', 'gated', got 'fancy'",
+    ),
+    (
+        "missing-key",
+        "pretrain:\n  model: tiny\n",
+        [],
+        r"bad\.yaml:1: name: missing; expected a string",
+    ),
+    (
+        "bad-override",
+        BASE,
+        ["pretrain.steps=-3"],
+        r"bad\.yaml \(command-line override\): pretrain\.steps: must be >= 1, got -3",
+    ),
+    (
+        "unknown-override",
+        BASE,
+        ["pretrain.nope=1"],
+        r"bad\.yaml \(command-line override\): pretrain\.nope: unknown key",
+    ),
 ]
 
 
@@ -72,7 +114,9 @@ def test_bad_recipe_cli_exit_code_2(tmp_path, case, text, overrides, message):
     if text is not None:
         path.write_text(text)
     proc = subprocess.run(
-        [sys.executable, "-m", "compress.cli", "validate", str(path), *overrides], capture_output=True, text=True
+        [sys.executable, "-m", "compress.cli", "validate", str(path), *overrides],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -35,7 +35,9 @@ def model_config(name: str) -> dict:
     return json.loads(json.dumps(configs[name]))  # a private copy
 
 
-def build_model(name: str, image_attention: dict | None = None, text_attention: dict | None = None) -> CLIP:
+def build_model(
+    name: str, image_attention: dict | None = None, text_attention: dict | None = None
+) -> CLIP:
     """Build a randomly initialised named model.
 
     Args:
@@ -63,7 +65,9 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def save_model(model: CLIP, path: Path, name: str, image_attention: dict, text_attention: dict) -> None:
+def save_model(
+    model: CLIP, path: Path, name: str, image_attention: dict, text_attention: dict
+) -> None:
     """Write a trained model as its architecture name, attention choices and weights (atomically)."""
     from compress.io import atomic_save
 
@@ -84,5 +88,7 @@ def load_model(path: str | Path) -> tuple[CLIP, dict]:
         model = build_model(arch["name"], arch["image_attention"], arch["text_attention"])
         model.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not an edgeclip model file ({str(err).splitlines()[0]})") from None
+        raise ValueError(
+            f"{path}: not an edgeclip model file ({str(err).splitlines()[0]})"
+        ) from None
     return model.eval(), arch

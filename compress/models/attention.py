@@ -31,7 +31,9 @@ class ClippedSoftmax(nn.Module):
     def __init__(self, gamma: float, zeta: float) -> None:
         super().__init__()
         if gamma > 0 or zeta < 1:
-            raise ValueError(f"clipped softmax needs gamma <= 0 <= 1 <= zeta, got gamma={gamma}, zeta={zeta}")
+            raise ValueError(
+                f"clipped softmax needs gamma <= 0 <= 1 <= zeta, got gamma={gamma}, zeta={zeta}"
+            )
         self.gamma, self.zeta = float(gamma), float(zeta)
         self.stretch = self.zeta - self.gamma  # computed here, not in forward (FX QAT traps floats)
 
@@ -156,7 +158,12 @@ def clipped_attention(
 
 @attention.register("gated")
 def gated_attention(
-    dim: int, heads: int, seq_len: int, causal: bool = False, gate: str = "token", gate_init: float = 0.5
+    dim: int,
+    heads: int,
+    seq_len: int,
+    causal: bool = False,
+    gate: str = "token",
+    gate_init: float = 0.5,
 ) -> Attention:
     """Gated attention; ``gate_init`` is the initial gate value p, so the bias starts at logit(p)."""
     if gate not in GATES:
@@ -167,7 +174,9 @@ def gated_attention(
     return Attention(dim, heads, seq_len, causal, gate=GATES[gate](dim, heads, bias))
 
 
-def build_attention(dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None) -> Attention:
+def build_attention(
+    dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None
+) -> Attention:
     """Build the variant named by ``spec["kind"]`` with the rest of ``spec`` as its options."""
     options = dict(spec or {"kind": "softmax"})
     return attention.get(options.pop("kind"))(dim, heads, seq_len, causal, **options)

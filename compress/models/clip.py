@@ -17,7 +17,9 @@ class CLIP(nn.Module):
         >>> image_emb, text_emb, scale = model(images, tokens)  # doctest: +SKIP
     """
 
-    def __init__(self, visual: nn.Module, text: nn.Module, init_logit_scale: float = math.log(1 / 0.07)):
+    def __init__(
+        self, visual: nn.Module, text: nn.Module, init_logit_scale: float = math.log(1 / 0.07)
+    ):
         super().__init__()
         self.visual = visual
         self.text = text
@@ -29,7 +31,9 @@ class CLIP(nn.Module):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text(tokens), dim=-1)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (image embeddings (B, D), text embeddings (B, D), logit scale s = exp(logit_scale))."""
         return self.encode_image(images), self.encode_text(tokens), self.logit_scale.exp()
 

@@ -22,7 +22,15 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, seq_len: int, causal: bool, attention: dict | None):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float,
+        seq_len: int,
+        causal: bool,
+        attention: dict | None,
+    ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
         self.attn = build_attention(dim, heads, seq_len, causal, attention)
@@ -46,7 +54,11 @@ class ConvStem(nn.Module):
         layers, channels = [], 3
         for i in range(patch_size.bit_length() - 1):  # log2(patch_size) halvings
             out = max(width // 2 ** (patch_size.bit_length() - 2 - i), 16)
-            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+            ]
             channels = out
         layers.append(nn.Conv2d(channels, width, 1))
         self.layers = nn.Sequential(*layers)
@@ -92,7 +104,9 @@ class VisionTransformer(nn.Module):
         if stem == "conv":
             self.patch_embed = ConvStem(patch_size, width)
         else:
-            self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+            self.patch_embed = nn.Conv2d(
+                3, width, kernel_size=patch_size, stride=patch_size, bias=False
+            )
         self.class_token = nn.Parameter(torch.randn(width) * width**-0.5)
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
         self.ln_pre = nn.LayerNorm(width)

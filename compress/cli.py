@@ -209,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from compress.data.datasets import DataError
     from compress.recipe import RecipeError
+    from export.verify import ParityError
 
     try:
         return args.func(args)
     except (UserError, RecipeError, DataError) as err:
         print(f"edgeclip: error: {err}", file=sys.stderr)
         return 2
+    except ParityError as err:  # an artifact that disagrees with PyTorch is never called done
+        print(f"edgeclip: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("edgeclip: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -189,6 +189,16 @@ class EvalConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
+        from compress.data.scenes import SPLITS
+
+        for field_name in ("zeroshot", "retrieval"):
+            for i, task in enumerate(getattr(self, field_name)):
+                ok = task.endswith(".csv") or task in SPLITS
+                require(
+                    ok,
+                    f"{field_name}[{i}]",
+                    f"expected a scenes split ({', '.join(SPLITS)}) or a .csv path, got {task!r}",
+                )
         for i, t in enumerate(self.templates):
             require(
                 "{}" in t, f"templates[{i}]", f"must contain '{{}}' for the class name, got {t!r}"

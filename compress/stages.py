@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import torch
 
-from compress.data.datasets import CsvDataset, WdsDataset, expand_shards
+from compress.data.datasets import CsvDataset, WdsDataset
+from compress.data.scenes import SPLITS
 from compress.data.transforms import OPENAI_MEAN, OPENAI_STD, image_transform
 from compress.models import build_model, load_model, save_model
 from compress.pipeline import Context, Stage
-from compress.recipe import Recipe
+from compress.recipe import Recipe, RecipeError
 from compress.tokenizer import Tokenizer
 
 SCENES = "scenes"
+
+
+def uses_scenes(recipe: Recipe) -> bool:
+    """Whether the run trains or evaluates on the embedded scenes dataset (so must write it)."""
+    tasks = (*recipe.eval.zeroshot, *recipe.eval.retrieval) if recipe.eval else ()
+    return recipe.data.train == SCENES or any(task in SPLITS for task in tasks)
 
 
 def _scenes_dir(ctx: Context) -> Path:
@@ -26,11 +34,12 @@ def resolve_csv(ctx: Context, name: str) -> Path:
 
 
 def final_model(ctx: Context):
-    """The model the last training stage wrote."""
+    """The model the last training stage wrote, and its architecture record."""
     return load_model(ctx.stage_dir("pretrain") / "model.pt")
 
 
-def train_dataset(ctx: Context, image_size: int, context_length: int, rank: int, world: int):
+def train_dataset(ctx: Context, image_size: int, context_length: int):
+    """This process's training data: a CSV file or webdataset shards (the scenes' or the user's)."""
     data = ctx.recipe.data
     transform, tokenize = image_transform(image_size), Tokenizer(context_length)
     source = data.train
@@ -42,19 +51,12 @@ def train_dataset(ctx: Context, image_size: int, context_length: int, rank: int,
             else sorted(map(str, (root / "wds").glob("train-*.tar")))
         )
     if isinstance(source, str) and source.endswith(".csv"):
-        kw = {"image_key": data.image_key, "caption_key": data.caption_key}
-        return CsvDataset(source, transform, tokenize, skip_bad=data.skip_bad, **kw)
-    shards = source if isinstance(source, list) else expand_shards(source)
-    return WdsDataset(
-        shards,
-        transform,
-        tokenize,
-        shuffle_buffer=2000,
-        seed=ctx.recipe.seed,
-        rank=rank,
-        world_size=world,
-        skip_bad=data.skip_bad,
-    )
+        columns = {"image_key": data.image_key, "caption_key": data.caption_key}
+        return CsvDataset(source, transform, tokenize, skip_bad=data.skip_bad, **columns)
+    return WdsDataset(  # a list of shards, or a brace pattern it expands
+        source, transform, tokenize, shuffle_buffer=2000, seed=ctx.recipe.seed,
+        rank=ctx.rank, world_size=ctx.world, skip_bad=data.skip_bad,
+    )  # fmt: skip
 
 
 # --- stage bodies ---------------------------------------------------------------------------
@@ -66,30 +68,28 @@ def make_data(ctx: Context, out: Path) -> dict:
     s = ctx.recipe.data.scenes
     sizes = {"train": s.train, "val": s.val, "retrieval": s.retrieval}
     sizes |= {task: s.zeroshot for task in ("zs_shape", "zs_colour", "zs_colour_shape", "zs_count")}
-    index = write_scenes(
+    write_scenes(
         _scenes_dir(ctx),
         seed=ctx.recipe.seed,
         image_size=s.image_size,
         sizes=sizes,
         shard_size=s.shard_size,
     )
-    return {"splits": index.get("counts", sizes)}
+    return {"splits": sizes}
 
 
 def pretrain(ctx: Context, out: Path) -> dict:
     from compress.train import batch_stream, train
 
     cfg = ctx.recipe.pretrain
+    if cfg.batch_size % ctx.world:
+        raise RecipeError(
+            f"pretrain.batch_size: {cfg.batch_size} does not split evenly across {ctx.world} processes"
+        )
     torch.manual_seed(ctx.recipe.seed)
     image_attn, text_attn = cfg.attention.image.spec(), cfg.attention.text.spec()
     model = build_model(cfg.model, image_attn, text_attn)
-    dataset = train_dataset(
-        ctx, model.visual.image_size, model.text.context_length, ctx.rank, ctx.world
-    )
-    if cfg.batch_size % ctx.world:
-        raise ValueError(
-            f"pretrain.batch_size: {cfg.batch_size} does not split evenly across {ctx.world} processes"
-        )
+    dataset = train_dataset(ctx, model.visual.image_size, model.text.context_length)
 
     def batches(start: int):
         return batch_stream(
@@ -99,23 +99,17 @@ def pretrain(ctx: Context, out: Path) -> dict:
     summary = train(model, batches, cfg, out, rank=ctx.rank, world=ctx.world, desc="pretrain")
     if ctx.rank == 0:
         save_model(model, out / "model.pt", cfg.model, image_attn, text_attn)
-        (out / "checkpoint.pt").unlink(
-            missing_ok=True
-        )  # the finished model replaces the resumable state
-    summary["skipped_samples"] += getattr(
-        dataset, "skipped", 0
-    )  # rows dropped when the CSV was read
-    return {
-        k: summary[k]
-        for k in ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")
-    }
+        (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
+    summary["skipped_samples"] += getattr(dataset, "skipped", 0)  # CSV rows dropped at load
+    keys = ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")
+    return {k: summary[k] for k in keys}
 
 
 def evaluate(ctx: Context, out: Path) -> dict:
     from compress.evaluate import retrieval, zeroshot
     from compress.io import write_json
 
-    cfg = ctx.recipe.eval
+    cfg, skip_bad = ctx.recipe.eval, ctx.recipe.data.skip_bad
     model, _ = final_model(ctx)
     transform, tokenize = (
         image_transform(model.visual.image_size),
@@ -128,14 +122,28 @@ def evaluate(ctx: Context, out: Path) -> dict:
             transform,
             caption_key=None,
             label_key=cfg.label_key,
-            skip_bad=ctx.recipe.data.skip_bad,
+            skip_bad=skip_bad,
         )
         results["zeroshot"][task] = zeroshot(model, data, tokenize, cfg.templates, cfg.batch_size)
     for task in cfg.retrieval:
-        data = CsvDataset(resolve_csv(ctx, task), transform, skip_bad=ctx.recipe.data.skip_bad)
+        data = CsvDataset(resolve_csv(ctx, task), transform, skip_bad=skip_bad)
         results["retrieval"][task] = retrieval(model, data, tokenize, cfg.batch_size)
     write_json(out / "metrics.json", results)
     return results
+
+
+def _parity_samples(
+    ctx: Context, image_size: int, context_length: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real images and captions for the parity check: the first retrieval set's, else the training data's."""
+    retrieval = ctx.recipe.eval.retrieval if ctx.recipe.eval else ()
+    if retrieval:
+        data = CsvDataset(resolve_csv(ctx, retrieval[0]), image_transform(image_size))
+        items = [data[i] for i in range(min(n, len(data)))]
+    else:
+        items = list(islice(iter(train_dataset(ctx, image_size, context_length)), n))
+    tokens = Tokenizer(context_length)([item["caption"] for item in items])
+    return torch.stack([item["image"] for item in items]), tokens
 
 
 def export(ctx: Context, out: Path) -> dict:
@@ -143,23 +151,17 @@ def export(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.recipe.export
     model, arch = final_model(ctx)
-    size, ctx_len = model.visual.image_size, model.text.context_length
-    transform, tokenize = image_transform(size), Tokenizer(ctx_len)
-    samples = CsvDataset(
-        resolve_csv(ctx, ctx.recipe.eval.retrieval[0] if ctx.recipe.eval else "retrieval"),
-        transform,
+    images, tokens = _parity_samples(
+        ctx, model.visual.image_size, model.text.context_length, cfg.samples
     )
-    n = min(cfg.samples, len(samples))
-    images = torch.stack([samples[i]["image"] for i in range(n)])
-    tokens = tokenize([samples[i]["caption"] for i in range(n)])
     preprocessing = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
-    result = {}
-    for fmt in cfg.formats:
-        result[fmt] = export_onnx(
+    return {
+        fmt: export_onnx(
             model, out / fmt, model_name=arch["name"], batch_size=cfg.batch_size, recipe_hash=ctx.recipe.hash,
             preprocessing=preprocessing, sample_images=images, sample_tokens=tokens, tolerance=cfg.tolerance,
-        )  # fmt: skip
-    return result
+        )
+        for fmt in cfg.formats
+    }  # fmt: skip
 
 
 def report(ctx: Context, out: Path) -> dict:
@@ -169,7 +171,7 @@ def report(ctx: Context, out: Path) -> dict:
 
 
 STAGES = [
-    Stage("data", ("data",), make_data, lambda r: r.data.train == SCENES, "write the scenes dataset (CSV + webdataset shards)"),
+    Stage("data", ("data",), make_data, uses_scenes, "write the scenes dataset (CSV + webdataset shards)"),
     Stage("pretrain", ("data", "pretrain"), pretrain, lambda r: r.pretrain is not None, "train a CLIP model with the contrastive loss", distributed=True),
     Stage("eval", ("data", "pretrain", "eval"), evaluate, lambda r: r.eval is not None and r.pretrain is not None, "zero-shot classification and retrieval"),
     Stage("export", ("data", "pretrain", "export"), export, lambda r: r.export is not None and r.pretrain is not None, "export the towers and check them against PyTorch"),

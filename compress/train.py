@@ -152,21 +152,17 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, history, seconds, skipped = (
-            state["step"],
-            state["history"],
-            state["seconds"],
-            state["skipped"],
+            state[k] for k in ("step", "history", "seconds", "skipped")
         )
         if rank == 0:
             print(f"{desc}: resuming from the checkpoint at step {step}", flush=True)
 
     def save_checkpoint() -> None:
         if rank == 0:
-            atomic_save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "step": step, "history": history, "seconds": seconds, "skipped": skipped},
-                ckpt_path,
-            )  # fmt: skip
+            modules = {"model": model, "optimizer": optimizer, "schedule": schedule}
+            state = {name: m.state_dict() for name, m in modules.items()}
+            progress = {"step": step, "history": history, "seconds": seconds, "skipped": skipped}
+            atomic_save(state | progress, ckpt_path)
         if world > 1:
             dist.barrier()
 

@@ -88,3 +88,12 @@ def test_report_command_rewrites_report(tiny_run, capsys):
 def test_run_bad_from_stage_exit_2(capsys):
     assert main(["run", str(ROOT / "recipes/demo.yaml"), "--from", "nope"]) == 2
     assert "--from nope: unknown stage" in capsys.readouterr().err
+
+
+def test_parity_failure_is_an_error_not_a_warning(tiny_run, capsys):
+    """An export that misses its parity threshold stops the run with one line and exit code 1."""
+    recipe = tiny_run.parents[1] / "tiny.yaml"
+    assert main(["run", str(recipe), "export.tolerance=1e-12"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgeclip: error: ") and "parity check failed" in err and "\n" not in err
+    assert not (tiny_run / "export" / "done.json").exists()

@@ -10,6 +10,7 @@ import torch
 SOT_ID = 49406
 EOT_ID = 49407
 VOCAB_SIZE = 49408
+CACHE_SIZE = 1 << 20  # captions remembered (a few hundred MB at most for context 77)
 
 
 class Tokenizer:
@@ -24,6 +25,7 @@ class Tokenizer:
     def __init__(self, context_length: int = 77) -> None:
         self.context_length = context_length
         self._bpe = None
+        self._cache: dict[str, torch.Tensor] = {}
 
     @property
     def bpe(self):
@@ -41,10 +43,20 @@ class Tokenizer:
 
         return Path(open_clip().tokenizer.default_bpe())
 
+    def _one(self, text: str) -> torch.Tensor:
+        # Text cleaning (ftfy, HTML unescaping) costs ~0.5 ms a caption, as much as a training
+        # step's compute per sample on a small model: remember captions seen before (epochs).
+        tokens = self._cache.get(text)
+        if tokens is None:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            tokens = self._cache[text] = self.bpe([text])[0]
+        return tokens
+
     def __call__(self, texts: str | list[str]) -> torch.Tensor:
         if isinstance(texts, str):
-            return self.bpe([texts])[0]
-        return self.bpe(list(texts))
+            return self._one(texts).clone()
+        return torch.stack([self._one(t) for t in texts])
 
-    def __getstate__(self) -> dict:  # DataLoader workers rebuild the BPE themselves
-        return {"context_length": self.context_length, "_bpe": None}
+    def __getstate__(self) -> dict:  # DataLoader workers rebuild the BPE and the cache themselves
+        return {"context_length": self.context_length, "_bpe": None, "_cache": {}}

@@ -10,6 +10,9 @@ from typing import Any
 
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _atomic(path: Path, write) -> None:
     path = Path(path)
@@ -18,6 +21,9 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; artifacts get shared
+        with open(tmp, "rb") as f:  # on disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -29,8 +35,12 @@ def atomic_save(obj: Any, path: Path) -> None:
     _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+def write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
+    """JSON via a temp file and a rename; ``allow_nan=False`` refuses NaN/inf (not valid JSON)."""
+    _atomic(
+        path,
+        lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, allow_nan=allow_nan) + "\n"),
+    )
 
 
 def write_text(path: Path, text: str) -> None:

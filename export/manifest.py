@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from compress.io import write_json
+
 MANIFEST_NAME = "manifest.json"
 # Bumped when a field changes meaning, so apps can refuse manifests they do not understand.
 MANIFEST_VERSION = 1
@@ -152,20 +154,8 @@ def write_manifest(folder: str | os.PathLike, manifest: Mapping[str, Any]) -> Pa
         >>> write_manifest(tmp, {"model": "tiny", "tower": "image"})  # doctest: +SKIP
         PosixPath('.../manifest.json')
     """
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; artifacts get copied and shared
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = Path(folder) / MANIFEST_NAME
+    write_json(path, dict(manifest), allow_nan=False)  # apps parse it: strict JSON only
     return path
 
 

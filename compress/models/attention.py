@@ -44,14 +44,20 @@ class ClippedSoftmax(nn.Module):
         return f"gamma={self.gamma:.4g}, zeta={self.zeta:.4g}"
 
 
+def _gate_projection(dim: int, heads: int, bias_init: float) -> nn.Linear:
+    """Features → one gate logit per head; small weights, so every gate starts near σ(bias_init)."""
+    proj = nn.Linear(dim, heads)
+    nn.init.normal_(proj.weight, std=dim**-0.5 * 0.1)
+    nn.init.constant_(proj.bias, bias_init)
+    return proj
+
+
 class TokenGate(nn.Module):
     """Conditional gate: one sigmoid per head and token, a linear map of the token's features."""
 
     def __init__(self, dim: int, heads: int, bias_init: float) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, heads)
-        nn.init.normal_(self.proj.weight, std=dim**-0.5 * 0.1)
-        nn.init.constant_(self.proj.bias, bias_init)
+        self.proj = _gate_projection(dim, heads, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, dim)
         return self.proj(x).sigmoid().transpose(1, 2).unsqueeze(-1)  # (B, heads, T, 1)
@@ -73,9 +79,7 @@ class PooledGate(nn.Module):
 
     def __init__(self, dim: int, heads: int, bias_init: float) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, heads)
-        nn.init.normal_(self.proj.weight, std=dim**-0.5 * 0.1)
-        nn.init.constant_(self.proj.bias, bias_init)
+        self.proj = _gate_projection(dim, heads, bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.mean(dim=1)).sigmoid().unsqueeze(-1).unsqueeze(-1)  # (B, heads, 1, 1)

@@ -97,12 +97,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from compress.data.datasets import CsvDataset
-    from compress.data.transforms import image_transform
-    from compress.evaluate import retrieval, zeroshot
+    from compress.evaluate import evaluate_csvs
     from compress.io import write_json
     from compress.models import load_model
-    from compress.tokenizer import Tokenizer
+    from compress.recipe import EvalConfig
 
     if not args.zeroshot and not args.retrieval:
         raise UserError("eval: give at least one --zeroshot or --retrieval CSV")
@@ -110,21 +108,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model, _ = load_model(args.model)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
-    transform, tokenize = (
-        image_transform(model.visual.image_size),
-        Tokenizer(model.text.context_length),
+    results = evaluate_csvs(
+        model,
+        {path: Path(path) for path in args.zeroshot},
+        {path: Path(path) for path in args.retrieval},
+        templates=args.template or EvalConfig.templates,
+        label_key=args.label_key,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
     )
-    templates = args.template or ["a {}.", "a picture of a {}."]
-    results = {"model": str(args.model), "zeroshot": {}, "retrieval": {}}
-    for path in args.zeroshot:
-        data = CsvDataset(
-            path, transform, caption_key=None, label_key=args.label_key, skip_bad=args.skip_bad
-        )
-        results["zeroshot"][path] = zeroshot(model, data, tokenize, templates, args.batch_size)
-    for path in args.retrieval:
-        results["retrieval"][path] = retrieval(
-            model, CsvDataset(path, transform, skip_bad=args.skip_bad), tokenize, args.batch_size
-        )
+    results = {"model": str(args.model), **results}
     if args.out:
         write_json(Path(args.out), results)
     print(json.dumps(results, indent=2))

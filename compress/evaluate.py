@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from compress.data.datasets import collate
+from compress.data.datasets import CsvDataset, collate
+from compress.data.transforms import image_transform
 from compress.models import CLIP
+from compress.tokenizer import Tokenizer
 
 
 @torch.no_grad()
@@ -121,3 +124,28 @@ def retrieval(
         "unique_captions": len(group),
         "pairs_per_s": len(rows) / seconds,
     }
+
+
+def evaluate_csvs(
+    model: CLIP,
+    zeroshot_csvs: dict[str, Path],
+    retrieval_csvs: dict[str, Path],
+    *,
+    templates: Sequence[str],
+    label_key: str = "label",
+    batch_size: int = 256,
+    skip_bad: bool = False,
+) -> dict:
+    """Zero-shot metrics of labelled CSVs and retrieval metrics of captioned CSVs, keyed by task name."""
+    transform, tokenize = (
+        image_transform(model.visual.image_size),
+        Tokenizer(model.text.context_length),
+    )
+    results = {"zeroshot": {}, "retrieval": {}}
+    for task, path in zeroshot_csvs.items():
+        data = CsvDataset(path, transform, caption_key=None, label_key=label_key, skip_bad=skip_bad)
+        results["zeroshot"][task] = zeroshot(model, data, tokenize, templates, batch_size)
+    for task, path in retrieval_csvs.items():
+        data = CsvDataset(path, transform, skip_bad=skip_bad)
+        results["retrieval"][task] = retrieval(model, data, tokenize, batch_size)
+    return results

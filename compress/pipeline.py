@@ -52,10 +52,10 @@ class Context:
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
 
-    def summary(self, name: str) -> dict | None:
-        """The summary a finished stage left in its done marker."""
+    def done(self, name: str) -> dict | None:
+        """A finished stage's done marker (``hash``, ``finished``, ``summary``), or None."""
         marker = self.stage_dir(name) / DONE
-        return json.loads(marker.read_text())["summary"] if marker.exists() else None
+        return json.loads(marker.read_text()) if marker.exists() else None
 
 
 def _barrier(ctx: Context) -> None:
@@ -74,8 +74,9 @@ def run_pipeline(
     """Run the recipe's stages in order, skipping those already done with the same inputs.
 
     A stage reruns when its done marker is missing, when the recipe sections it depends on
-    changed, from ``from_stage`` on, or after an earlier stage reran. An unfinished stage with unchanged inputs keeps its folder,
-    so training resumes from its last checkpoint; otherwise the folder is cleared first.
+    changed, from ``from_stage`` on, or after an earlier stage reran. An unfinished stage with
+    unchanged inputs keeps its folder, so training resumes from its last checkpoint; otherwise
+    the folder is cleared first.
     """
     names = [s.name for s in stages]
     if from_stage is not None and from_stage not in names:
@@ -93,7 +94,7 @@ def run_pipeline(
         out = ctx.stage_dir(stage.name)
         digest = recipe.section_hash(*stage.needs)
         done = out / DONE
-        if not forced and done.exists() and json.loads(done.read_text()).get("hash") == digest:
+        if not forced and (ctx.done(stage.name) or {}).get("hash") == digest:
             _log(rank, f"[{stage.name}] done already (inputs {digest}); skipping")
             continue
         if rank == 0:

@@ -244,7 +244,8 @@ class Recipe:
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of the named sections (plus the seed): what a stage's output depends on."""
-        chosen = {"seed": self.seed, **{s: self.to_dict()[s] for s in sections}}
+        everything = self.to_dict()
+        chosen = {"seed": self.seed, **{s: everything[s] for s in sections}}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from compress.io import write_json, write_text
 from compress.models import count_params, model_config
-from compress.pipeline import DONE, Context
+from compress.pipeline import Context
 
 
 def _pct(x: float) -> str:
@@ -25,9 +24,8 @@ def collect(ctx: Context) -> dict:
 
     stages = {}
     for stage in STAGES:  # in pipeline order
-        marker = ctx.stage_dir(stage.name) / DONE
-        if marker.is_file():
-            done = json.loads(marker.read_text())
+        done = ctx.done(stage.name)
+        if done is not None:
             stages[stage.name] = {"finished": done["finished"], "summary": done["summary"]}
     out = {
         "name": recipe.name,

@@ -106,28 +106,20 @@ def pretrain(ctx: Context, out: Path) -> dict:
 
 
 def evaluate(ctx: Context, out: Path) -> dict:
-    from compress.evaluate import retrieval, zeroshot
+    from compress.evaluate import evaluate_csvs
     from compress.io import write_json
 
-    cfg, skip_bad = ctx.recipe.eval, ctx.recipe.data.skip_bad
+    cfg = ctx.recipe.eval
     model, _ = final_model(ctx)
-    transform, tokenize = (
-        image_transform(model.visual.image_size),
-        Tokenizer(model.text.context_length),
+    results = evaluate_csvs(
+        model,
+        {task: resolve_csv(ctx, task) for task in cfg.zeroshot},
+        {task: resolve_csv(ctx, task) for task in cfg.retrieval},
+        templates=cfg.templates,
+        label_key=cfg.label_key,
+        batch_size=cfg.batch_size,
+        skip_bad=ctx.recipe.data.skip_bad,
     )
-    results = {"zeroshot": {}, "retrieval": {}}
-    for task in cfg.zeroshot:
-        data = CsvDataset(
-            resolve_csv(ctx, task),
-            transform,
-            caption_key=None,
-            label_key=cfg.label_key,
-            skip_bad=skip_bad,
-        )
-        results["zeroshot"][task] = zeroshot(model, data, tokenize, cfg.templates, cfg.batch_size)
-    for task in cfg.retrieval:
-        data = CsvDataset(resolve_csv(ctx, task), transform, skip_bad=skip_bad)
-        results["retrieval"][task] = retrieval(model, data, tokenize, cfg.batch_size)
     write_json(out / "metrics.json", results)
     return results
 

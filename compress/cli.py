@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from compress.errors import UserError
+
 EXAMPLES = """examples:
   edgeclip run recipes/demo.yaml                      # the embedded default, nothing downloaded
   edgeclip run recipes/demo.yaml pretrain.steps=200   # a.b=c overrides any recipe key
@@ -15,10 +17,6 @@ EXAMPLES = """examples:
   edgeclip ls models
   edgeclip eval runs/demo/pretrain/model.pt --zeroshot my_labels.csv --retrieval my_pairs.csv
 """
-
-
-class UserError(Exception):
-    """Bad input from the user: one line, exit code 2."""
 
 
 def _split_overrides(args: list[str]) -> list[str]:
@@ -60,17 +58,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "models":
-        from compress.models import build_model, count_params, model_config, model_names
+        from compress.models import model_config, model_names, tower_params
 
-        print(f"{'model':<22}{'image':>10}{'text':>10}{'total':>10}  description")
+        print(f"{'model':<22}{'image':>9}{'text':>9}{'total':>9}  published (ours vs theirs)")
         for name in model_names():
-            m = build_model(name)
-            counts = [count_params(m.visual), count_params(m.text), count_params(m)]
-            print(
-                f"{name:<22}"
-                + "".join(f"{c / 1e6:>9.2f}M" for c in counts)
-                + f"  {model_config(name).get('description', '')}"
-            )
+            config, counts = model_config(name), tower_params(model_config(name))
+            published = config.get("published", {})
+            versus = ", ".join(
+                f"{key} {counts[key] / 1e6:.2f}M vs {published[key] / 1e6:.2f}M"
+                for key in ("image", "text", "text_body") if key in published
+            )  # fmt: skip
+            sizes = "".join(f"{counts[k] / 1e6:>8.2f}M" for k in ("image", "text", "total"))
+            print(f"{name:<22}{sizes}  {versus or '-'}")
+            print(f"{'':<22}{config.get('description', '')}")
+        print("text_body: the text tower without its token table (how TinyCLIP's names count)")
     elif args.what == "recipes":
         folder = Path("recipes")
         files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []

@@ -138,7 +138,7 @@ def evaluate_csvs(
 ) -> dict:
     """Zero-shot metrics of labelled CSVs and retrieval metrics of captioned CSVs, keyed by task name."""
     transform, tokenize = (
-        image_transform(model.visual.image_size),
+        image_transform(model.visual.image_size, **model.preprocess),
         Tokenizer(model.text.context_length),
     )
     results = {"zeroshot": {}, "retrieval": {}}

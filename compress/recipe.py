@@ -176,6 +176,62 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TeacherConfig:
+    """A given, not trained, model: ``openclip:<arch>`` or a registry name, and its weights.
+
+    ``checkpoint`` is a local file (an open_clip checkpoint for ``openclip:`` models, an edgeclip
+    model file otherwise); ``pretrained`` is an open_clip tag, downloaded by open_clip. With
+    neither, the weights are a random initialisation (useful only to try the path).
+    """
+
+    model: str
+    checkpoint: str | None = None
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        from compress.models import model_names
+        from compress.models.loaders import parse_name
+
+        require(
+            self.checkpoint is None or self.pretrained is None,
+            "pretrained",
+            "give either checkpoint or pretrained, not both",
+        )
+        if self.checkpoint is not None:
+            require(Path(self.checkpoint).is_file(), "checkpoint", f"no such file: {self.checkpoint}")
+        arch = parse_name(self.model)
+        if arch is None:
+            require(
+                self.model in model_names(),
+                "model",
+                f"unknown model {self.model!r}; expected 'openclip:<arch>' or one of: "
+                + ", ".join(model_names()),
+            )
+            require(
+                self.pretrained is None,
+                "pretrained",
+                "pretrained tags name open_clip weights; use model: openclip:<arch>",
+            )
+            return
+        from compress.compat import open_clip
+        from compress.models.loaders import supported_architectures
+
+        supported = supported_architectures()
+        require(
+            arch in supported,
+            "model",
+            f"open_clip architecture {arch!r} is not supported; supported: {', '.join(supported)}",
+        )
+        if self.pretrained is not None:
+            tags = open_clip().list_pretrained_tags_by_model(arch)
+            require(
+                self.pretrained in tags,
+                "pretrained",
+                f"open_clip has no tag {self.pretrained!r} for {arch}; tags: {', '.join(tags) or 'none'}",
+            )
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Zero-shot classification and retrieval; tasks are scenes split names or CSV paths."""
 
@@ -228,6 +284,7 @@ class Recipe:
     runs_dir: str = "runs"  # run folder = <runs_dir>/<name>, relative to the working directory
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: TrainConfig | None = None
+    teacher: TeacherConfig | None = None
     eval: EvalConfig | None = None
     export: ExportConfig | None = None
 
@@ -237,6 +294,11 @@ class Recipe:
             bool(ok),
             "name",
             f"must be a non-empty folder name (letters, digits, - _ .), got {self.name!r}",
+        )
+        require(
+            self.pretrain is None or self.teacher is None,
+            "teacher",
+            "give either pretrain (train a model) or teacher (load one), not both",
         )
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""The stages of an edgeclip run, in order: data → pretrain → eval → export → report."""
+"""The stages of an edgeclip run, in order: data → pretrain | teacher → eval → export → report."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from compress.data.datasets import CsvDataset, WdsDataset
 from compress.data.scenes import SPLITS
-from compress.data.transforms import OPENAI_MEAN, OPENAI_STD, image_transform
-from compress.models import build_model, load_model, save_model
+from compress.data.transforms import image_transform
+from compress.models import build_model, count_params, load_model, save_model
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe, RecipeError
 from compress.tokenizer import Tokenizer
@@ -21,7 +21,8 @@ SCENES = "scenes"
 def uses_scenes(recipe: Recipe) -> bool:
     """Whether the run trains or evaluates on the embedded scenes dataset (so must write it)."""
     tasks = (*recipe.eval.zeroshot, *recipe.eval.retrieval) if recipe.eval else ()
-    return recipe.data.train == SCENES or any(task in SPLITS for task in tasks)
+    trains = recipe.pretrain is not None and recipe.data.train == SCENES
+    return trains or any(task in SPLITS for task in tasks)
 
 
 def _scenes_dir(ctx: Context) -> Path:
@@ -34,8 +35,9 @@ def resolve_csv(ctx: Context, name: str) -> Path:
 
 
 def final_model(ctx: Context):
-    """The model the last training stage wrote, and its architecture record."""
-    return load_model(ctx.stage_dir("pretrain") / "model.pt")
+    """The model the run produced (trained by pretrain, or given as the teacher) and its architecture record."""
+    source = "pretrain" if ctx.recipe.pretrain is not None else "teacher"
+    return load_model(ctx.stage_dir(source) / "model.pt")
 
 
 def train_dataset(ctx: Context, image_size: int, context_length: int):
@@ -105,6 +107,29 @@ def pretrain(ctx: Context, out: Path) -> dict:
     return {k: summary[k] for k in keys}
 
 
+def load_teacher(ctx: Context, out: Path) -> dict:
+    """Load the recipe's teacher (open_clip or ours) once and store it in our model format."""
+    from compress.models.loaders import load_openclip, parse_name
+
+    cfg = ctx.recipe.teacher
+    arch = parse_name(cfg.model)
+    attention = {"image_attention": None, "text_attention": None}
+    if arch is not None:
+        model, config = load_openclip(arch, cfg.checkpoint, cfg.pretrained)
+    elif cfg.checkpoint is not None:
+        model, saved = load_model(cfg.checkpoint)
+        config = saved.get("config") or saved["name"]
+        attention = {k: saved[k] for k in attention}
+    else:
+        model, config = build_model(cfg.model), cfg.model
+    save_model(model, out / "model.pt", config, **attention)
+    weights = cfg.checkpoint or (f"open_clip tag {cfg.pretrained}" if cfg.pretrained else None)
+    if weights is None:
+        print(f"teacher {cfg.model}: no checkpoint or pretrained tag given, weights are random")
+    params = {"image": count_params(model.visual), "text": count_params(model.text)}
+    return {"model": cfg.model, "weights": weights or "random init", "params": params}
+
+
 def evaluate(ctx: Context, out: Path) -> dict:
     from compress.evaluate import evaluate_csvs
     from compress.io import write_json
@@ -124,13 +149,12 @@ def evaluate(ctx: Context, out: Path) -> dict:
     return results
 
 
-def _parity_samples(
-    ctx: Context, image_size: int, context_length: int, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _parity_samples(ctx: Context, model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Real images and captions for the parity check: the first retrieval set's, else the training data's."""
+    image_size, context_length = model.visual.image_size, model.text.context_length
     retrieval = ctx.recipe.eval.retrieval if ctx.recipe.eval else ()
     if retrieval:
-        data = CsvDataset(resolve_csv(ctx, retrieval[0]), image_transform(image_size))
+        data = CsvDataset(resolve_csv(ctx, retrieval[0]), image_transform(image_size, **model.preprocess))
         items = [data[i] for i in range(min(n, len(data)))]
     else:
         items = list(islice(iter(train_dataset(ctx, image_size, context_length)), n))
@@ -143,10 +167,8 @@ def export(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.recipe.export
     model, arch = final_model(ctx)
-    images, tokens = _parity_samples(
-        ctx, model.visual.image_size, model.text.context_length, cfg.samples
-    )
-    preprocessing = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
+    images, tokens = _parity_samples(ctx, model, cfg.samples)
+    preprocessing = dict(model.preprocess)
     return {
         fmt: export_onnx(
             model, out / fmt, model_name=arch["name"], batch_size=cfg.batch_size, recipe_hash=ctx.recipe.hash,
@@ -162,11 +184,16 @@ def report(ctx: Context, out: Path) -> dict:
     return write_report(ctx)
 
 
+def has_model(recipe: Recipe) -> bool:
+    return recipe.pretrain is not None or recipe.teacher is not None
+
+
 STAGES = [
     Stage("data", ("data",), make_data, uses_scenes, "write the scenes dataset (CSV + webdataset shards)"),
     Stage("pretrain", ("data", "pretrain"), pretrain, lambda r: r.pretrain is not None, "train a CLIP model with the contrastive loss", distributed=True),
-    Stage("eval", ("data", "pretrain", "eval"), evaluate, lambda r: r.eval is not None and r.pretrain is not None, "zero-shot classification and retrieval"),
-    Stage("export", ("data", "pretrain", "export"), export, lambda r: r.export is not None and r.pretrain is not None, "export the towers and check them against PyTorch"),
+    Stage("teacher", ("teacher",), load_teacher, lambda r: r.teacher is not None, "load a given model (open_clip checkpoint or tag, or ours)"),
+    Stage("eval", ("data", "pretrain", "teacher", "eval"), evaluate, lambda r: r.eval is not None and has_model(r), "zero-shot classification and retrieval"),
+    Stage("export", ("data", "pretrain", "teacher", "export"), export, lambda r: r.export is not None and has_model(r), "export the towers and check them against PyTorch"),
     Stage("report", (), report, lambda r: True, "write report.md and report.json"),
 ]  # fmt: skip
 

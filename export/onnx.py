@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import warnings
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from compress.models.clip import CLIP, NormalizedTower
+from compress.models.mobile import reparameterize
 from compress.tokenizer import SOT_ID, Tokenizer
 from export.manifest import (
     MANIFEST_NAME,
@@ -162,8 +164,9 @@ def export_onnx(
     ``tokens`` (batch_size, context_length) int64 → ``embedding`` (batch_size, D), L2-normalised)
     and ``manifest.json``; the text folder also gets the tokenizer's vocabulary file. Both
     towers are run in ONNX Runtime over the samples and compared with eager PyTorch; the folders
-    appear only if both pass, replacing earlier exports. Mobile-style blocks must already be
-    reparameterized. The model is exported in eval mode and given back in its original mode.
+    appear only if both pass, replacing earlier exports. Train-time branches (MobileCLIP-style
+    blocks) are folded in a copy before export, and the parity reference is the unfolded model,
+    so the check covers the folding too. The model is given back in its original mode.
 
     Args:
         model: the CLIP model to export (CPU, fp32).
@@ -214,17 +217,18 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
+    deployed = reparameterize(copy.deepcopy(model))
     try:
         with atomic_dir(out_dir / "image") as image_dir, atomic_dir(out_dir / "text") as text_dir:
             image_path = export_tower(
-                model.visual,
+                deployed.visual,
                 _first_batch(images, batch_size),
                 image_dir / MODEL_FILE,
                 input_name=IMAGE_INPUT,
                 opset=opset,
             )
             text_path = export_tower(
-                model.text,
+                deployed.text,
                 _first_batch(tokens, batch_size),
                 text_dir / MODEL_FILE,
                 input_name=TEXT_INPUT,

@@ -72,10 +72,11 @@ def _export(model, out_dir, samples, **kwargs):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_export_matches_pytorch(variant, samples, tokenizer, tmp_path):
+@pytest.mark.parametrize("family", ["tiny", "tiny_mobile"])  # ViT and MobileCLIP-style (folded)
+def test_export_matches_pytorch(family, variant, samples, tokenizer, tmp_path):
     torch.manual_seed(0)
     spec = VARIANTS[variant]
-    model = build_model("tiny", image_attention=spec, text_attention=spec).train()
+    model = build_model(family, image_attention=spec, text_attention=spec).train()
     summary = _export(model, tmp_path / "onnx", samples)
     assert model.training, "export must give the model back in the mode it came in"
     assert sorted(os.listdir(tmp_path / "onnx")) == ["image", "text"]  # no temp folders left behind

@@ -8,14 +8,19 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.data.transforms import OPENAI_MEAN, OPENAI_STD
 from compress.models.attention import attention
 from compress.models.clip import CLIP
+from compress.models.mobile import HybridVisionTower, is_reparameterized, reparameterize
 from compress.models.towers import TextTransformer, VisionTransformer
 from compress.tokenizer import EOT_ID
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
-__all__ = ["CLIP", "attention", "build_model", "model_config", "model_names", "count_params"]
+__all__ = [
+    "CLIP", "attention", "build_model", "build_from_config", "model_config", "model_names",
+    "count_params", "tower_params", "reparameterize", "is_reparameterized",
+]  # fmt: skip
 
 
 @cache
@@ -48,30 +53,76 @@ def build_model(
     Example:
         >>> model = build_model("tiny", text_attention={"kind": "gated"})
     """
-    cfg = model_config(name)
-    v, t = cfg["vision"], cfg["text"]
-    visual = VisionTransformer(
-        v["image_size"], v["patch_size"], v["width"], v["layers"], v["heads"], v.get("mlp_ratio", 4.0),
-        cfg["embed_dim"], image_attention, v.get("stem", "patch"),
-    )  # fmt: skip
+    return build_from_config(model_config(name), image_attention, text_attention)
+
+
+def build_from_config(
+    cfg: dict, image_attention: dict | None = None, text_attention: dict | None = None
+) -> CLIP:
+    """Build a randomly initialised model from an architecture dict (the ``configs/*.json`` schema).
+
+    ``vision.family`` picks the image tower: ``"vit"`` (default) or ``"hybrid"`` (MobileCLIP MCi).
+    """
+    v, t, embed_dim = cfg["vision"], cfg["text"], cfg["embed_dim"]
+    family = v.get("family", "vit")
+    if family == "vit":
+        visual = VisionTransformer(
+            v["image_size"], v["patch_size"], v["width"], v["layers"], v["heads"], v.get("mlp_ratio", 4.0),
+            embed_dim, image_attention, v.get("stem", "patch"), v.get("act", "gelu"),
+        )  # fmt: skip
+    elif family == "hybrid":
+        visual = HybridVisionTower(
+            v["image_size"], v["layers"], v["widths"], v["mixers"], v.get("mlp_ratio", 3.0), embed_dim,
+            v["se_downsample"], v["pos_embed"], v.get("head_dim", 32), image_attention,
+        )  # fmt: skip
+    else:
+        raise ValueError(f"unknown vision family {family!r}; expected 'vit' or 'hybrid'")
     text = TextTransformer(
         t["context_length"], t["vocab_size"], t["width"], t["layers"], t["heads"], t.get("mlp_ratio", 4.0),
-        cfg["embed_dim"], t.get("eot_id", EOT_ID), text_attention,
+        embed_dim, t.get("eot_id", EOT_ID), text_attention, t.get("causal", True),
+        t.get("mixer_layers", 0), t.get("mixer_kernel", 11), t.get("act", "gelu"),
     )  # fmt: skip
-    return CLIP(visual, text)
+    mean, std = v.get("mean", OPENAI_MEAN), v.get("std", OPENAI_STD)
+    return CLIP(visual, text, mean=mean, std=std)
 
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def tower_params(cfg: dict) -> dict[str, int]:
+    """Parameter counts of an architecture, built on the meta device (no memory, no time).
+
+    ``text_body`` leaves out the token table, the convention TinyCLIP's names count by.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = build_from_config(cfg)
+    text = count_params(model.text)
+    return {
+        "image": count_params(model.visual),
+        "text": text,
+        "text_body": text - model.text.token_embed.weight.numel(),
+        "total": count_params(model),
+    }
+
+
 def save_model(
-    model: CLIP, path: Path, name: str, image_attention: dict, text_attention: dict
+    model: CLIP, path: Path, name: str | dict, image_attention: dict, text_attention: dict
 ) -> None:
-    """Write a trained model as its architecture name, attention choices and weights (atomically)."""
+    """Write a trained model as its architecture, attention choices and weights (atomically).
+
+    ``name`` is a registry name, or a dict architecture (e.g. one made by the open_clip loader).
+    """
     from compress.io import atomic_save
 
-    arch = {"name": name, "image_attention": image_attention, "text_attention": text_attention}
+    config = name if isinstance(name, dict) else model_config(name)
+    label = config.get("name", "custom") if isinstance(name, dict) else name
+    arch = {
+        "name": label, "config": config,
+        "image_attention": image_attention, "text_attention": text_attention,
+    }  # fmt: skip
     atomic_save({"arch": arch, "state_dict": model.state_dict()}, path)
 
 
@@ -85,7 +136,8 @@ def load_model(path: str | Path) -> tuple[CLIP, dict]:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         arch = state["arch"]
-        model = build_model(arch["name"], arch["image_attention"], arch["text_attention"])
+        config = arch.get("config") or model_config(arch["name"])
+        model = build_from_config(config, arch["image_attention"], arch["text_attention"])
         model.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise ValueError(

@@ -98,6 +98,7 @@ class Attention(nn.Module):
         causal: mask future tokens (text towers).
         probs: maps scores (B, heads, T, T) to attention probabilities.
         gate: optional module mapping x (B, T, dim) to per-head output gates.
+        qkv_bias: give the q, k, v projection a bias (CLIP towers do, FastViT's attention does not).
     """
 
     def __init__(
@@ -108,13 +109,14 @@ class Attention(nn.Module):
         causal: bool = False,
         probs: nn.Module | None = None,
         gate: nn.Module | None = None,
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads, self.head_dim = heads, dim // heads
         self.scale = self.head_dim**-0.5  # computed here, not in forward (FX QAT traps floats)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.out = nn.Linear(dim, dim)
         self.probs = probs if probs is not None else Softmax()
         self.gate = gate
@@ -138,8 +140,10 @@ class Attention(nn.Module):
 
 
 @attention.register("softmax")
-def softmax_attention(dim: int, heads: int, seq_len: int, causal: bool = False) -> Attention:
-    return Attention(dim, heads, seq_len, causal)
+def softmax_attention(
+    dim: int, heads: int, seq_len: int, causal: bool = False, qkv_bias: bool = True
+) -> Attention:
+    return Attention(dim, heads, seq_len, causal, qkv_bias=qkv_bias)
 
 
 @attention.register("clipped")
@@ -151,13 +155,14 @@ def clipped_attention(
     gamma: float | None = None,
     zeta: float = 1.0,
     alpha: float | None = None,
+    qkv_bias: bool = True,
 ) -> Attention:
     """Clipped softmax; give ``gamma`` directly or ``alpha`` for γ = −α/T (T = ``seq_len``)."""
     if (gamma is None) == (alpha is None):
         raise ValueError("clipped attention needs exactly one of gamma or alpha")
     if alpha is not None:
         gamma = -alpha / seq_len
-    return Attention(dim, heads, seq_len, causal, probs=ClippedSoftmax(gamma, zeta))
+    return Attention(dim, heads, seq_len, causal, ClippedSoftmax(gamma, zeta), qkv_bias=qkv_bias)
 
 
 @attention.register("gated")
@@ -168,6 +173,7 @@ def gated_attention(
     causal: bool = False,
     gate: str = "token",
     gate_init: float = 0.5,
+    qkv_bias: bool = True,
 ) -> Attention:
     """Gated attention; ``gate_init`` is the initial gate value p, so the bias starts at logit(p)."""
     if gate not in GATES:
@@ -175,12 +181,13 @@ def gated_attention(
     if not 0 < gate_init < 1:
         raise ValueError(f"gate_init must be in (0, 1), got {gate_init}")
     bias = math.log(gate_init / (1 - gate_init))
-    return Attention(dim, heads, seq_len, causal, gate=GATES[gate](dim, heads, bias))
+    return Attention(dim, heads, seq_len, causal, gate=GATES[gate](dim, heads, bias), qkv_bias=qkv_bias)
 
 
 def build_attention(
-    dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None
+    dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None, qkv_bias: bool = True
 ) -> Attention:
     """Build the variant named by ``spec["kind"]`` with the rest of ``spec`` as its options."""
     options = dict(spec or {"kind": "softmax"})
-    return attention.get(options.pop("kind"))(dim, heads, seq_len, causal, **options)
+    build = attention.get(options.pop("kind"))
+    return build(dim, heads, seq_len, causal, qkv_bias=qkv_bias, **options)

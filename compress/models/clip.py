@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.data.transforms import OPENAI_MEAN, OPENAI_STD
+
 
 class CLIP(nn.Module):
     """Two towers mapping images and token ids into one L2-normalised embedding space.
@@ -18,12 +20,19 @@ class CLIP(nn.Module):
     """
 
     def __init__(
-        self, visual: nn.Module, text: nn.Module, init_logit_scale: float = math.log(1 / 0.07)
+        self,
+        visual: nn.Module,
+        text: nn.Module,
+        init_logit_scale: float = math.log(1 / 0.07),
+        mean: tuple[float, float, float] = OPENAI_MEAN,
+        std: tuple[float, float, float] = OPENAI_STD,
     ):
         super().__init__()
         self.visual = visual
         self.text = text
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        # the image normalisation the weights expect (per RGB channel, for [0, 1] inputs)
+        self.preprocess = {"mean": tuple(mean), "std": tuple(std)}
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.visual(images), dim=-1)

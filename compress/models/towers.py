@@ -1,4 +1,7 @@
-"""Transformer towers of a CLIP model: a ViT image tower and a causal text tower (Radford et al. 2021)."""
+"""Transformer towers of a CLIP model: a ViT image tower and a text tower (Radford et al. 2021).
+
+The text tower optionally opens with convolutional RepMixer blocks (MobileCLIP's Text-RepMixer).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,26 @@ import torch
 from torch import nn
 
 from compress.models.attention import build_attention
+from compress.models.mobile import MixerBlock
+
+
+class QuickGELU(nn.Module):
+    """x·σ(1.702x): the GELU approximation OpenAI's CLIP weights were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, act: str = "gelu") -> None:
         super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; expected one of: {', '.join(ACTIVATIONS)}")
         self.fc = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = ACTIVATIONS[act]()
         self.proj = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -30,12 +46,13 @@ class Block(nn.Module):
         seq_len: int,
         causal: bool,
         attention: dict | None,
+        act: str = "gelu",
     ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
         self.attn = build_attention(dim, heads, seq_len, causal, attention)
         self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.mlp = MLP(dim, int(dim * mlp_ratio), act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -78,6 +95,7 @@ class VisionTransformer(nn.Module):
         attention: attention variant spec, e.g. ``{"kind": "clipped", "alpha": 4}``.
         stem: ``"patch"`` (one strided convolution, as in CLIP) or ``"conv"`` (:class:`ConvStem`;
             ``patch_size`` must be a power of two).
+        act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
     """
 
     def __init__(
@@ -91,6 +109,7 @@ class VisionTransformer(nn.Module):
         embed_dim: int,
         attention: dict | None = None,
         stem: str = "patch",
+        act: str = "gelu",
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -111,7 +130,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
         self.ln_pre = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, self.seq_len, False, attention) for _ in range(layers)
+            Block(width, heads, mlp_ratio, self.seq_len, False, attention, act) for _ in range(layers)
         )
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)
@@ -127,10 +146,16 @@ class VisionTransformer(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """Causal text transformer pooled at the end-of-text token.
+    """Text transformer pooled at the end-of-text token.
 
     The EOT position is found by token id (not by the largest id, which breaks when the
     tokenizer differs), on int32 ids: ONNX Runtime has no int64 ArgMax.
+
+    Args:
+        causal: mask future tokens (CLIP) or attend both ways (MobileCLIP).
+        mixer_layers: convolutional RepMixer blocks before the transformer blocks, mixing
+            tokens with a 1 × ``mixer_kernel`` depthwise convolution (MobileCLIP's Text-RepMixer).
+        act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
     """
 
     def __init__(
@@ -144,20 +169,34 @@ class TextTransformer(nn.Module):
         embed_dim: int,
         eot_id: int,
         attention: dict | None = None,
+        causal: bool = True,
+        mixer_layers: int = 0,
+        mixer_kernel: int = 11,
+        act: str = "gelu",
     ) -> None:
         super().__init__()
         self.context_length, self.eot_id = context_length, eot_id
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(context_length, width) * 0.01)
         nn.init.normal_(self.token_embed.weight, std=0.02)
+        kernel = (1, mixer_kernel)
+        self.mixers = nn.ModuleList(
+            MixerBlock(width, kernel, mlp_ratio, kernel) for _ in range(mixer_layers)
+        )
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, context_length, True, attention) for _ in range(layers)
+            Block(width, heads, mlp_ratio, context_length, causal, attention, act)
+            for _ in range(layers)
         )
         self.ln_final = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, context_length)
         x = self.token_embed(tokens) + self.pos_embed  # (B, T, width)
+        if len(self.mixers):
+            x = x.transpose(1, 2).unsqueeze(2)  # (B, width, 1, T): convolutions over tokens
+            for mixer in self.mixers:
+                x = mixer(x)
+            x = x.squeeze(2).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
         x = self.ln_final(x)

@@ -1,0 +1,299 @@
+"""Build our model from an open_clip architecture and its weights, computing open_clip's outputs.
+
+Two families map onto our modules: open_clip's own ViT + text transformer (CLIP, OpenCLIP,
+TinyCLIP-style checkpoints) and the timm MCi0–2 image towers of MobileCLIP(2) with a transformer
+text tower. Weights come from a local checkpoint file or an open_clip pretrained tag (open_clip
+downloads it on the user's machine); files are read with weights-only loading, so no code in a
+checkpoint ever runs.
+
+Example:
+    >>> model, config = load_openclip("ViT-B-32", pretrained="laion2b_s34b_b79k")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.compat import open_clip
+from compress.errors import UserError
+from compress.models import build_from_config
+from compress.models.clip import CLIP
+
+PREFIX = "openclip:"
+
+# timm MCi image towers (MobileCLIP / MobileCLIP2) that share our HybridVisionTower layout.
+MCI = {
+    "fastvit_mci0": {"layers": [2, 6, 10, 2], "widths": [64, 128, 256, 512]},
+    "fastvit_mci1": {"layers": [4, 12, 20, 4], "widths": [64, 128, 256, 512]},
+    "fastvit_mci2": {"layers": [4, 12, 24, 4], "widths": [80, 160, 320, 640]},
+}
+
+# open_clip (or timm) parameter names → ours, applied in order to the part after the tower prefix.
+_BLOCK_RULES = [
+    (r"^transformer\.resblocks\.", "blocks."),
+    (r"\.attn\.in_proj_weight$", ".attn.qkv.weight"),
+    (r"\.attn\.in_proj_bias$", ".attn.qkv.bias"),
+    (r"\.attn\.out_proj\.", ".attn.out."),
+    (r"\.mlp\.c_fc\.", ".mlp.fc."),
+    (r"\.mlp\.c_proj\.", ".mlp.proj."),
+]
+VIT_RULES = [
+    (r"^conv1\.weight$", "patch_embed.weight"),
+    (r"^class_embedding$", "class_token"),
+    (r"^positional_embedding$", "pos_embed"),
+    (r"^proj$", "proj.weight"),
+    *_BLOCK_RULES,
+]
+TEXT_RULES = [
+    (r"^token_embedding\.", "token_embed."),
+    (r"^positional_embedding$", "pos_embed"),
+    (r"^text_projection$", "proj.weight"),
+    *_BLOCK_RULES,
+]
+MCI_RULES = [
+    (r"^trunk\.", ""),
+    (r"\.conv_kxk\.", ".convs."),
+    (r"\.conv_scale\.", ".small."),
+    (r"\.proj\.0\.large_conv\.", ".0.convs.0."),
+    (r"\.proj\.0\.small_conv\.", ".0.small."),
+    (r"\.downsample\.proj\.", ".downsample."),
+    (r"\.pos_emb\.pos_enc\.", ".pos_embed.pos."),
+    (r"\.token_mixer\.norm\.identity\.", ".token_mixer.norm."),
+    (r"\.token_mixer\.qkv\.", ".attn.qkv."),
+    (r"\.token_mixer\.proj\.", ".attn.out."),
+    (r"(layer_scale(_\d)?)\.gamma$", r"\1"),
+    (r"^head\.fc\.", "proj."),
+]
+_TRANSPOSED = {"visual.proj", "text_projection", "text.text_projection"}  # x @ W → Linear weight
+
+
+class LoaderError(UserError, ValueError):
+    """A checkpoint, tag or architecture the loader cannot turn into our model."""
+
+
+class UnsupportedArchitecture(LoaderError):
+    """An open_clip architecture whose layout has no equivalent among our towers."""
+
+
+def parse_name(model: str) -> str | None:
+    """The open_clip architecture in ``openclip:<arch>``, or None for a registry name."""
+    return model[len(PREFIX) :] if model.startswith(PREFIX) else None
+
+
+def _unsupported(arch: str, why: str) -> UnsupportedArchitecture:
+    names = ", ".join(supported_architectures())
+    return UnsupportedArchitecture(
+        f"open_clip architecture {arch!r} is not supported ({why}); supported: {names}"
+    )
+
+
+def _departure(cfg: dict, plain: dict) -> str | None:
+    """The first option of ``cfg`` that differs from its plain-CLIP value (unset counts as plain)."""
+    for key, value in plain.items():
+        got = cfg.get(key)
+        if got is not None and got != value:
+            return f"{key}={got!r}"
+    return None
+
+
+def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
+    """Our vision config for an open_clip vision_cfg, or the reason there is none."""
+    timm_name = v.get("timm_model_name")
+    if timm_name:
+        if timm_name not in MCI:
+            return f"timm image tower {timm_name}"
+        if v.get("timm_pool", "avg") != "avg" or v.get("timm_proj"):
+            return "MCi tower with a custom pool or projection"
+        return {
+            "family": "hybrid", "image_size": v.get("image_size", 256), **MCI[timm_name],
+            "mixers": ["repmixer", "repmixer", "repmixer", "attention"], "mlp_ratio": 3,
+            "se_downsample": [False, False, True, True], "pos_embed": [False, False, False, True],
+            "head_dim": 32,
+        }  # fmt: skip
+    if not isinstance(v.get("layers"), int):
+        return "ResNet image tower"
+    departure = _departure(v, {
+        "attentional_pool": False, "ls_init_value": None, "no_ln_pre": False, "pool_type": "tok",
+        "final_ln_after_pool": False, "output_tokens": False, "patch_dropout": 0.0,
+    })  # fmt: skip
+    if departure:
+        return f"vision_cfg.{departure}"
+    size = v.get("image_size", 224)
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            return "non-square images"
+        size = size[0]
+    width = v["width"]
+    return {
+        "family": "vit", "image_size": size, "patch_size": v["patch_size"], "width": width,
+        "layers": v["layers"], "heads": width // v.get("head_width", 64),
+        "mlp_ratio": v.get("mlp_ratio", 4.0), "act": "quick_gelu" if quick_gelu else "gelu",
+    }  # fmt: skip
+
+
+def _text_config(t: dict, quick_gelu: bool) -> dict | str:
+    if t.get("hf_model_name"):
+        return f"Hugging Face text tower {t['hf_model_name']}"
+    departure = _departure(t, {
+        "embed_cls": False, "pool_type": "argmax", "proj_bias": False, "ls_init_value": None,
+        "output_tokens": False, "proj_type": "linear",
+    })  # fmt: skip
+    if departure:
+        return f"text_cfg.{departure}"
+    return {
+        "context_length": t.get("context_length", 77), "vocab_size": t.get("vocab_size", 49408),
+        "width": t.get("width", 512), "layers": t.get("layers", 12), "heads": t.get("heads", 8),
+        "mlp_ratio": t.get("mlp_ratio", 4.0), "causal": not t.get("no_causal_mask", False),
+        "act": "quick_gelu" if quick_gelu else "gelu",
+    }  # fmt: skip
+
+
+def _pretrained_cfg(arch: str, pretrained: str | None) -> dict:
+    """open_clip's record of a pretrained tag; without a tag, that of the architecture's first tag
+    (the tags of one architecture share their image normalisation)."""
+    oc = open_clip()
+    tags = [pretrained] if pretrained else oc.list_pretrained_tags_by_model(arch)[:1]
+    return oc.get_pretrained_cfg(arch, tags[0]) if tags else {}
+
+
+def openclip_config(arch: str, pretrained: str | None = None) -> dict:
+    """Our architecture dict for an open_clip architecture (and pretrained tag, which can switch
+    on QuickGELU); raises :class:`UnsupportedArchitecture`."""
+    cfg = open_clip().get_model_config(arch)
+    if cfg is None:
+        raise _unsupported(arch, "open_clip has no such architecture")
+    if "init_logit_bias" in cfg:
+        raise _unsupported(arch, "sigmoid loss with a logit bias (SigLIP)")
+    tag_cfg = _pretrained_cfg(arch, pretrained)
+    quick_gelu = cfg.get("quick_gelu", False) or bool(pretrained and tag_cfg.get("quick_gelu"))
+    vision = _vision_config(cfg.get("vision_cfg", {}), quick_gelu)
+    text = _text_config(cfg.get("text_cfg", {}), quick_gelu)
+    for part in (vision, text):
+        if isinstance(part, str):
+            raise _unsupported(arch, part)
+    if "mean" in tag_cfg:
+        vision.update(mean=list(tag_cfg["mean"]), std=list(tag_cfg["std"]))
+    return {
+        "name": f"{PREFIX}{arch}", "description": f"open_clip {arch}",
+        "embed_dim": cfg["embed_dim"], "vision": vision, "text": text,
+    }  # fmt: skip
+
+
+def supported_architectures() -> list[str]:
+    """open_clip architecture names the loader maps onto our towers."""
+    oc = open_clip()
+    names = []
+    for arch in oc.list_models():
+        cfg = oc.get_model_config(arch) or {}
+        parts = (
+            _vision_config(cfg.get("vision_cfg", {}), False),
+            _text_config(cfg.get("text_cfg", {}), False),
+        )
+        if "init_logit_bias" not in cfg and not any(isinstance(p, str) for p in parts):
+            names.append(arch)
+    return names
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Map an open_clip model's state dict onto our parameter names and layouts."""
+    if any("reparam_conv" in key for key in state):
+        raise LoaderError(
+            "the checkpoint holds reparameterized (inference-mode) MCi weights; "
+            "load the training checkpoint, edgeclip folds the branches itself at export"
+        )
+    vision_rules = MCI_RULES if config["vision"].get("family") == "hybrid" else VIT_RULES
+    out = {}
+    for key, value in state.items():
+        if key.startswith("visual."):
+            new = "visual." + _rename(key[len("visual.") :], vision_rules)
+        elif key.startswith("text."):  # CustomTextCLIP keeps the text tower under text.
+            new = "text." + _rename(key[len("text.") :], TEXT_RULES)
+        elif key in ("logit_scale",):
+            new, value = key, value.reshape(())
+        elif key == "attn_mask":
+            continue
+        else:  # CLIP keeps the text tower at the top level
+            new = "text." + _rename(key, TEXT_RULES)
+        out[new] = value.t() if key in _TRANSPOSED else value
+    return out
+
+
+def from_openclip_model(
+    oc_model: nn.Module,
+    config: dict,
+    image_attention: dict | None = None,
+    text_attention: dict | None = None,
+) -> CLIP:
+    """Our model with the weights of an instantiated open_clip model (train-time branches kept).
+
+    Attention variants other than softmax keep their fresh gate parameters; every other weight
+    must be present in the open_clip model.
+    """
+    model = build_from_config(config, image_attention, text_attention)
+    state = convert_state_dict(oc_model.state_dict(), config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if ".attn.gate." not in k]
+    if missing or unexpected:
+        shown = ", ".join((missing + unexpected)[:5])
+        raise LoaderError(f"open_clip weights do not fit {config['name']}: {shown}")
+    return model.eval()
+
+
+def load_openclip(
+    arch: str,
+    checkpoint: str | Path | None = None,
+    pretrained: str | None = None,
+    image_attention: dict | None = None,
+    text_attention: dict | None = None,
+) -> tuple[CLIP, dict]:
+    """Our model and architecture dict for an open_clip architecture and its weights.
+
+    Args:
+        arch: open_clip architecture name, e.g. ``"ViT-B-16"`` or ``"MobileCLIP2-S0"``.
+        checkpoint: a local open_clip checkpoint (state dict, ``.safetensors`` or a training
+            checkpoint with ``state_dict``), read weights-only.
+        pretrained: an open_clip pretrained tag, resolved and downloaded by open_clip.
+            With neither, the weights are open_clip's random initialisation.
+    """
+    if checkpoint is not None and pretrained is not None:
+        raise LoaderError("give either a checkpoint or a pretrained tag, not both")
+    oc = open_clip()
+    config = openclip_config(arch, pretrained)
+    quick_gelu = config["vision"].get("act") == "quick_gelu"
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise LoaderError(f"{checkpoint}: no such checkpoint file")
+    if pretrained is not None and pretrained not in oc.list_pretrained_tags_by_model(arch):
+        tags = ", ".join(oc.list_pretrained_tags_by_model(arch)) or "none"
+        raise LoaderError(
+            f"open_clip has no pretrained tag {pretrained!r} for {arch}; tags: {tags}"
+        )
+    source = str(checkpoint) if checkpoint is not None else pretrained
+    try:
+        oc_model = oc.create_model(
+            arch, pretrained=source, weights_only=True, force_quick_gelu=quick_gelu, device="cpu"
+        )
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"it references {found.group(1)}" if found else "it is not a plain tensor file"
+        raise LoaderError(
+            f"{source}: not a weights-only checkpoint ({what}); edgeclip never runs code from a checkpoint"
+        ) from None
+    except RuntimeError as err:  # open_clip's strict load: keys or shapes of another model
+        raise LoaderError(
+            f"{source}: does not fit open_clip {arch} ({str(err).splitlines()[0]})"
+        ) from None
+    model = from_openclip_model(oc_model, config, image_attention, text_attention)
+    config["source"] = {"arch": arch, "checkpoint": str(checkpoint) if checkpoint else None,
+                        "pretrained": pretrained}  # fmt: skip
+    return model, config

@@ -14,7 +14,8 @@ EXAMPLES = """examples:
   edgeclip run recipes/demo.yaml pretrain.steps=200   # a.b=c overrides any recipe key
   edgeclip run recipes/demo.yaml --from export        # redo export and what follows
   edgeclip validate recipes/demo.yaml
-  edgeclip ls models
+  edgeclip ls models                                  # our architectures, with parameter counts
+  edgeclip ls openclip                                # open_clip architectures a teacher can load
   edgeclip eval runs/demo/pretrain/model.pt --zeroshot my_labels.csv --retrieval my_pairs.csv
 """
 
@@ -72,6 +73,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{name:<22}{sizes}  {versus or '-'}")
             print(f"{'':<22}{config.get('description', '')}")
         print("text_body: the text tower without its token table (how TinyCLIP's names count)")
+    elif args.what == "openclip":
+        from compress.compat import open_clip
+        from compress.models.loaders import PREFIX, supported_architectures
+
+        print("open_clip architectures a recipe can load as a teacher (teacher.model), with tags:")
+        for arch in supported_architectures():
+            tags = ", ".join(open_clip().list_pretrained_tags_by_model(arch)) or "(checkpoint only)"
+            print(f"  {PREFIX}{arch:<24}{tags}")
     elif args.what == "recipes":
         folder = Path("recipes")
         files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
@@ -164,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.path=value")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("ls", help="list models, recipes or stages")
-    p.add_argument("what", choices=["models", "recipes", "stages"])
+    p = sub.add_parser("ls", help="list models, loadable open_clip architectures, recipes or stages")
+    p.add_argument("what", choices=["models", "openclip", "recipes", "stages"])
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")

@@ -22,6 +22,14 @@ def test_ls_models_prints_every_model_with_counts(capsys):
     for name in model_names():
         assert name in out
     assert "149.62M" in out  # vit_b16, equal to open_clip's ViT-B-16
+    assert "image 11.41M vs 11.40M, text 42.44M vs 42.40M" in out  # mobileclip_s0 vs published
+
+
+def test_ls_openclip_lists_loadable_architectures_and_tags(capsys):
+    assert main(["ls", "openclip"]) == 0
+    out = capsys.readouterr().out
+    assert "openclip:ViT-B-32" in out and "laion2b_s34b_b79k" in out
+    assert "openclip:MobileCLIP2-S0" in out and "openclip:RN50 " not in out
 
 
 def test_ls_recipes_and_stages(capsys, monkeypatch):

@@ -378,6 +378,6 @@ def is_reparameterized(model: nn.Module) -> bool:
     for module in model.modules():
         if isinstance(module, (RepConv, RepMixer, RepCPE)) and module.fused is None:
             return False
-        if isinstance(module, (ConvMLP,)) and isinstance(module.conv, ConvBN):
+        if isinstance(module, ConvMLP) and isinstance(module.conv, ConvBN):
             return False
     return True

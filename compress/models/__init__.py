@@ -69,6 +69,7 @@ def build_from_config(
         visual = VisionTransformer(
             v["image_size"], v["patch_size"], v["width"], v["layers"], v["heads"], v.get("mlp_ratio", 4.0),
             embed_dim, image_attention, v.get("stem", "patch"), v.get("act", "gelu"),
+            v.get("head_dim"), v.get("mlp_hidden"), v.get("stem_channels"),
         )  # fmt: skip
     elif family == "hybrid":
         visual = HybridVisionTower(
@@ -81,6 +82,7 @@ def build_from_config(
         t["context_length"], t["vocab_size"], t["width"], t["layers"], t["heads"], t.get("mlp_ratio", 4.0),
         embed_dim, t.get("eot_id", EOT_ID), text_attention, t.get("causal", True),
         t.get("mixer_layers", 0), t.get("mixer_kernel", 11), t.get("act", "gelu"),
+        t.get("head_dim"), t.get("mlp_hidden"),
     )  # fmt: skip
     mean, std = v.get("mean", OPENAI_MEAN), v.get("std", OPENAI_STD)
     return CLIP(visual, text, mean=mean, std=std)

@@ -93,7 +93,9 @@ class Attention(nn.Module):
 
     Args:
         dim: token width.
-        heads: number of heads; must divide ``dim``.
+        heads: number of heads.
+        head_dim: width of each head; ``dim // heads`` by default (pruned models keep the
+            teacher's head width with fewer heads, so heads · head_dim may differ from dim).
         seq_len: the sequence length the tower always feeds (fixed shapes export cleanly).
         causal: mask future tokens (text towers).
         probs: maps scores (B, heads, T, T) to attention probabilities.
@@ -110,14 +112,16 @@ class Attention(nn.Module):
         probs: nn.Module | None = None,
         gate: nn.Module | None = None,
         qkv_bias: bool = True,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if dim % heads:
+        if head_dim is None and dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
-        self.heads, self.head_dim = heads, dim // heads
+        self.heads, self.head_dim = heads, head_dim or dim // heads
+        inner = heads * self.head_dim
         self.scale = self.head_dim**-0.5  # computed here, not in forward (FX QAT traps floats)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.out = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.out = nn.Linear(inner, dim)
         self.probs = probs if probs is not None else Softmax()
         self.gate = gate
         if causal:
@@ -127,7 +131,7 @@ class Attention(nn.Module):
             self.mask = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
         scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, T, T)
@@ -136,14 +140,13 @@ class Attention(nn.Module):
         y = self.probs(scores) @ v  # (B, heads, T, head_dim)
         if self.gate is not None:
             y = y * self.gate(x)
-        return self.out(y.transpose(1, 2).reshape(B, T, C))  # (B, T, dim)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
 
 
 @attention.register("softmax")
-def softmax_attention(
-    dim: int, heads: int, seq_len: int, causal: bool = False, qkv_bias: bool = True
-) -> Attention:
-    return Attention(dim, heads, seq_len, causal, qkv_bias=qkv_bias)
+def softmax_attention(dim: int, heads: int, seq_len: int, causal: bool = False, **shape) -> Attention:
+    """Plain softmax attention; ``shape`` passes ``qkv_bias`` / ``head_dim`` to :class:`Attention`."""
+    return Attention(dim, heads, seq_len, causal, **shape)
 
 
 @attention.register("clipped")
@@ -155,14 +158,14 @@ def clipped_attention(
     gamma: float | None = None,
     zeta: float = 1.0,
     alpha: float | None = None,
-    qkv_bias: bool = True,
+    **shape,
 ) -> Attention:
     """Clipped softmax; give ``gamma`` directly or ``alpha`` for γ = −α/T (T = ``seq_len``)."""
     if (gamma is None) == (alpha is None):
         raise ValueError("clipped attention needs exactly one of gamma or alpha")
     if alpha is not None:
         gamma = -alpha / seq_len
-    return Attention(dim, heads, seq_len, causal, ClippedSoftmax(gamma, zeta), qkv_bias=qkv_bias)
+    return Attention(dim, heads, seq_len, causal, ClippedSoftmax(gamma, zeta), **shape)
 
 
 @attention.register("gated")
@@ -173,7 +176,7 @@ def gated_attention(
     causal: bool = False,
     gate: str = "token",
     gate_init: float = 0.5,
-    qkv_bias: bool = True,
+    **shape,
 ) -> Attention:
     """Gated attention; ``gate_init`` is the initial gate value p, so the bias starts at logit(p)."""
     if gate not in GATES:
@@ -181,13 +184,14 @@ def gated_attention(
     if not 0 < gate_init < 1:
         raise ValueError(f"gate_init must be in (0, 1), got {gate_init}")
     bias = math.log(gate_init / (1 - gate_init))
-    return Attention(dim, heads, seq_len, causal, gate=GATES[gate](dim, heads, bias), qkv_bias=qkv_bias)
+    return Attention(dim, heads, seq_len, causal, gate=GATES[gate](dim, heads, bias), **shape)
 
 
 def build_attention(
-    dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None, qkv_bias: bool = True
+    dim: int, heads: int, seq_len: int, causal: bool, spec: dict | None, **shape
 ) -> Attention:
-    """Build the variant named by ``spec["kind"]`` with the rest of ``spec`` as its options."""
+    """Build the variant named by ``spec["kind"]`` with the rest of ``spec`` as its options;
+    ``shape`` (``qkv_bias``, ``head_dim``) goes to :class:`Attention`."""
     options = dict(spec or {"kind": "softmax"})
     build = attention.get(options.pop("kind"))
-    return build(dim, heads, seq_len, causal, qkv_bias=qkv_bias, **options)
+    return build(dim, heads, seq_len, causal, **shape, **options)

@@ -36,27 +36,48 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    A pruned block may have no heads (no attention sub-layer) or no MLP neurons (no MLP).
+    """
 
     def __init__(
         self,
         dim: int,
         heads: int,
-        mlp_ratio: float,
+        mlp_hidden: int,
         seq_len: int,
         causal: bool,
         attention: dict | None,
         act: str = "gelu",
+        head_dim: int | None = None,
     ):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(dim)
-        self.attn = build_attention(dim, heads, seq_len, causal, attention)
-        self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), act)
+        self.ln_1 = self.attn = self.ln_2 = self.mlp = None
+        if heads:
+            self.ln_1 = nn.LayerNorm(dim)
+            self.attn = build_attention(dim, heads, seq_len, causal, attention, head_dim=head_dim)
+        if mlp_hidden:
+            self.ln_2 = nn.LayerNorm(dim)
+            self.mlp = MLP(dim, mlp_hidden, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        if self.attn is not None:
+            x = x + self.attn(self.ln_1(x))
+        if self.mlp is not None:
+            x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+def layer_plan(
+    width: int, layers: int, heads: int | list[int], mlp_ratio: float, mlp_hidden: list[int] | None
+) -> list[tuple[int, int]]:
+    """(heads, MLP width) per layer: the same for every layer, or given per layer (pruned models)."""
+    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * layers
+    hidden = list(mlp_hidden) if mlp_hidden is not None else [int(width * mlp_ratio)] * layers
+    if len(heads) != layers or len(hidden) != layers:
+        raise ValueError(f"per-layer heads {heads} and mlp_hidden {hidden} need {layers} entries")
+    return list(zip(heads, hidden, strict=True))
 
 
 class ConvStem(nn.Module):
@@ -66,18 +87,23 @@ class ConvStem(nn.Module):
     Its batch norms use per-process statistics under DDP; they fold into the convolutions at export.
     """
 
-    def __init__(self, patch_size: int, width: int) -> None:
+    def __init__(self, patch_size: int, width: int, channels: list[int] | None = None) -> None:
         super().__init__()
-        layers, channels = [], 3
-        for i in range(patch_size.bit_length() - 1):  # log2(patch_size) halvings
-            out = max(width // 2 ** (patch_size.bit_length() - 2 - i), 16)
+        halvings = patch_size.bit_length() - 1  # log2(patch_size)
+        if channels is None:
+            channels = [max(width // 2 ** (halvings - 1 - i), 16) for i in range(halvings)]
+        if len(channels) != halvings:
+            raise ValueError(f"a patch-{patch_size} conv stem has {halvings} convolutions, got {channels}")
+        self.channels = list(channels)
+        layers, cin = [], 3
+        for out in channels:
             layers += [
-                nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False),
+                nn.Conv2d(cin, out, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(out),
                 nn.ReLU(),
             ]
-            channels = out
-        layers.append(nn.Conv2d(channels, width, 1))
+            cin = out
+        layers.append(nn.Conv2d(cin, width, 1))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -90,12 +116,13 @@ class VisionTransformer(nn.Module):
     Args:
         image_size: square input side in pixels.
         patch_size: square patch side; must divide ``image_size``.
-        width, layers, heads, mlp_ratio: transformer shape.
+        width, layers, heads, mlp_ratio: transformer shape (``heads`` may be a per-layer list).
         embed_dim: output embedding width.
         attention: attention variant spec, e.g. ``{"kind": "clipped", "alpha": 4}``.
         stem: ``"patch"`` (one strided convolution, as in CLIP) or ``"conv"`` (:class:`ConvStem`;
             ``patch_size`` must be a power of two).
         act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
+        head_dim, mlp_hidden, stem_channels: explicit shapes of pruned or inherited models.
     """
 
     def __init__(
@@ -110,6 +137,9 @@ class VisionTransformer(nn.Module):
         attention: dict | None = None,
         stem: str = "patch",
         act: str = "gelu",
+        head_dim: int | None = None,
+        mlp_hidden: list[int] | None = None,
+        stem_channels: list[int] | None = None,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -121,7 +151,7 @@ class VisionTransformer(nn.Module):
         self.image_size = image_size
         self.seq_len = (image_size // patch_size) ** 2 + 1
         if stem == "conv":
-            self.patch_embed = ConvStem(patch_size, width)
+            self.patch_embed = ConvStem(patch_size, width, stem_channels)
         else:
             self.patch_embed = nn.Conv2d(
                 3, width, kernel_size=patch_size, stride=patch_size, bias=False
@@ -130,7 +160,8 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
         self.ln_pre = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, self.seq_len, False, attention, act) for _ in range(layers)
+            Block(width, h, hidden, self.seq_len, False, attention, act, head_dim)
+            for h, hidden in layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
         )
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)
@@ -156,6 +187,7 @@ class TextTransformer(nn.Module):
         mixer_layers: convolutional RepMixer blocks before the transformer blocks, mixing
             tokens with a 1 × ``mixer_kernel`` depthwise convolution (MobileCLIP's Text-RepMixer).
         act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
+        head_dim, mlp_hidden: explicit shapes of pruned or inherited models.
     """
 
     def __init__(
@@ -173,6 +205,8 @@ class TextTransformer(nn.Module):
         mixer_layers: int = 0,
         mixer_kernel: int = 11,
         act: str = "gelu",
+        head_dim: int | None = None,
+        mlp_hidden: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.context_length, self.eot_id = context_length, eot_id
@@ -184,8 +218,8 @@ class TextTransformer(nn.Module):
             MixerBlock(width, kernel, mlp_ratio, kernel) for _ in range(mixer_layers)
         )
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, context_length, causal, attention, act)
-            for _ in range(layers)
+            Block(width, h, hidden, context_length, causal, attention, act, head_dim)
+            for h, hidden in layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
         )
         self.ln_final = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)

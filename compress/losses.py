@@ -1,14 +1,28 @@
-"""Training losses, chosen by name in the recipe: the CLIP contrastive loss (Radford et al. 2021)."""
+"""Training losses, chosen by name in the recipe: CLIP contrastive (Radford et al. 2021) and
+TinyCLIP affinity mimicking (Wu et al. 2023), mixed by α, against one teacher or an ensemble.
+
+A loss is built once from its recipe options (``losses.get(kind)(**options)``) and called every
+step as ``loss(student, teachers)``, where ``student`` is the (image embeddings, text embeddings,
+logit scale) the student returned and ``teachers`` the same triples of the teachers (empty for
+plain CLIP training). Embeddings are L2-normalised; under DDP every rank's rows are gathered so
+similarities span the global batch.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from compress.registry import Registry
 
 losses = Registry("loss")
+
+Embeddings = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (image (B, D), text (B, D), scale)
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:
@@ -23,10 +37,101 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x), dim=0)
 
 
-@losses.register("clip")
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """L = ½[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)] over the global batch."""
     image_emb, text_emb = gather(image_emb), gather(text_emb)
     logits = scale * image_emb @ text_emb.T  # (B, B)
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """softCE(z, p) = −Σ_j p_j·log_softmax(z)_j, averaged over rows."""
+    return -(targets * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+
+
+def affinity_targets(
+    teachers: Sequence[Embeddings], scale: torch.Tensor | float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble's image→text and text→image affinities: the mean over members m of
+    softmax(s_m·I_m·T_mᵀ) and of its transpose; ``scale`` replaces every s_m when given."""
+    i2t, t2i = 0.0, 0.0
+    for image, text, own_scale in teachers:
+        s = own_scale if scale is None else scale
+        logits = s * gather(image) @ gather(text).T
+        i2t = i2t + logits.softmax(dim=-1)
+        t2i = t2i + logits.T.softmax(dim=-1)
+    return i2t / len(teachers), t2i / len(teachers)
+
+
+def affinity_loss(
+    image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float, i2t: torch.Tensor, t2i: torch.Tensor
+) -> torch.Tensor:
+    """L_aff = ½[softCE(A_s, P_i2t) + softCE(A_sᵀ, P_t2i)] with A_s = s·I·Tᵀ (global batch)."""
+    logits = scale * gather(image) @ gather(text).T
+    return 0.5 * (soft_cross_entropy(logits, i2t) + soft_cross_entropy(logits.T, t2i))
+
+
+class CLIPLoss(nn.Module):
+    """The contrastive loss alone; needs no teacher."""
+
+    needs_teacher = False
+
+    def forward(self, student: Embeddings, teachers: Sequence[Embeddings] = ()) -> torch.Tensor:
+        return clip_loss(*student)
+
+
+class AffinityMimicking(nn.Module):
+    """α·L_aff + (1 − α)·L_clip against one teacher or the mean affinities of an ensemble.
+
+    Args:
+        alpha: weight of affinity mimicking (1 = TinyCLIP's default, 0 = plain CLIP).
+        student_scale: a fixed logit scale for the student's affinities, or None for the
+            student's own learnable one.
+        teacher_scale: a fixed logit scale for every teacher, ``"learnable"`` for one learned
+            scale (initialised at the first teacher's) shared by the ensemble, or None for each
+            teacher's own.
+
+    Example:
+        >>> loss = AffinityMimicking(alpha=1.0, student_scale=50.0, teacher_scale=50.0)
+        >>> value = loss(student_out, [teacher_out])  # doctest: +SKIP
+    """
+
+    needs_teacher = True
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        student_scale: float | None = None,
+        teacher_scale: float | str | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if isinstance(teacher_scale, str) and teacher_scale != "learnable":
+            raise ValueError(f"teacher_scale must be a number, 'learnable' or null, got {teacher_scale!r}")
+        self.alpha, self.student_scale, self.teacher_scale = alpha, student_scale, teacher_scale
+        # learned in log space like CLIP's; initialised from the teacher at the first step
+        self.teacher_log_scale = nn.Parameter(torch.tensor(math.nan)) if teacher_scale == "learnable" else None
+
+    def forward(self, student: Embeddings, teachers: Sequence[Embeddings]) -> torch.Tensor:
+        if not teachers:
+            raise ValueError("affinity mimicking needs at least one teacher")
+        image, text, own_scale = student
+        s_student = own_scale if self.student_scale is None else self.student_scale
+        if self.teacher_log_scale is not None:
+            if self.teacher_log_scale.isnan():
+                with torch.no_grad():
+                    self.teacher_log_scale.copy_(teachers[0][2].log())
+            s_teacher = self.teacher_log_scale.exp()
+        else:
+            s_teacher = self.teacher_scale
+        i2t, t2i = affinity_targets(teachers, s_teacher)  # grads reach only a learnable scale
+        value = affinity_loss(image, text, s_student, i2t, t2i)
+        if self.alpha < 1:
+            value = self.alpha * value + (1 - self.alpha) * clip_loss(image, text, own_scale)
+        return value
+
+
+losses.register("clip")(CLIPLoss)
+losses.register("affinity")(AffinityMimicking)

@@ -144,13 +144,7 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        from compress.models import model_names
-
-        require(
-            self.model in model_names(),
-            "model",
-            f"unknown model {self.model!r}; expected one of: {', '.join(model_names())}",
-        )
+        self._check_model()
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         require(
             self.batch_size >= 2,
@@ -173,6 +167,15 @@ class TrainConfig:
         )
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+
+    def _check_model(self) -> None:
+        from compress.models import model_names
+
+        require(
+            self.model in model_names(),
+            "model",
+            f"unknown model {self.model!r}; expected one of: {', '.join(model_names())}",
+        )
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,104 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """The distillation loss (DESIGN §3): α·L_affinity + (1 − α)·L_clip, or plain CLIP."""
+
+    kind: Literal["affinity", "clip"] = "affinity"
+    alpha: float = 1.0  # weight of affinity mimicking; TinyCLIP uses 1
+    student_scale: float | None = None  # fixed logit scale for the student; null: its own, learned
+    teacher_scale: float | Literal["learnable"] | None = None  # fixed, learned, or null: each teacher's own
+
+    def __post_init__(self) -> None:
+        require(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
+        for name in ("student_scale", "teacher_scale"):
+            value = getattr(self, name)
+            ok = value is None or isinstance(value, str) or value > 0
+            require(ok, name, f"must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class InheritConfig:
+    """How a student starts from its teacher (TinyCLIP weight inheritance).
+
+    ``none``: random init; ``leading``: teacher layers every k-th (or listed) and the leading
+    slice of every width; ``importance``: the heads, neurons and channels that score highest on
+    a calibration batch; ``auto``: learned L0 masks pruned to a ``sparsity`` target.
+    """
+
+    method: Literal["none", "leading", "importance", "auto"] = "leading"
+    image_layers: tuple[int, ...] | None = None  # teacher blocks the student's blocks take
+    text_layers: tuple[int, ...] | None = None
+    score: Literal["magnitude", "taylor"] = "magnitude"  # importance: how units are scored
+    calibration: int = 256  # importance: samples in the calibration batch
+    sparsity: float = 0.5  # auto: fraction of the parameters to remove
+    ramp: float = 0.5  # auto: fraction of the steps over which the sparsity target ramps up
+
+    def __post_init__(self) -> None:
+        require(self.calibration >= 2, "calibration", f"must be >= 2, got {self.calibration}")
+        require(0 < self.sparsity < 1, "sparsity", f"must be in (0, 1), got {self.sparsity}")
+        require(0 < self.ramp <= 1, "ramp", f"must be in (0, 1], got {self.ramp}")
+
+
+@dataclass(frozen=True)
+class DistillStep:
+    """One step of a progressive distillation: a student, how it inherits, how long it trains."""
+
+    model: str | None = None  # registry name; null with inherit.method auto: the previous model pruned
+    inherit: InheritConfig = field(default_factory=InheritConfig)
+    steps: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_student(self.model, self.inherit)
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+
+
+def _check_student(model: str | None, inherit: InheritConfig) -> None:
+    from compress.models import model_names
+
+    if model is None:
+        require(
+            inherit.method == "auto",
+            "model",
+            "missing; only inherit.method: auto can do without (it prunes the previous model)",
+        )
+    else:
+        require(
+            model in model_names(),
+            "model",
+            f"unknown model {model!r}; expected one of: {', '.join(model_names())}",
+        )
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """Distil the run's model (pretrained or given) into a student, with an online teacher.
+
+    ``model``, ``inherit`` and ``steps`` describe one student; ``stages`` instead lists several,
+    each inheriting from the one before (progressive distillation, e.g. 75% → 50% → 25%).
+    The other training fields apply to every stage.
+    """
+
+    model: str | None = None  # the student
+    loss: LossConfig = field(default_factory=LossConfig)
+    inherit: InheritConfig = field(default_factory=InheritConfig)
+    ensemble: tuple[TeacherConfig, ...] = ()  # more teachers, averaged with the run's model
+    stages: tuple[DistillStep, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            _check_student(self.model, self.inherit)
+        super().__post_init__()
+
+    def _check_model(self) -> None:  # the student may be null; checked in __post_init__
+        pass
+
+    def plan(self) -> tuple[DistillStep, ...]:
+        """The students to train, in order."""
+        return self.stages or (DistillStep(self.model, self.inherit, self.steps),)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Zero-shot classification and retrieval; tasks are scenes split names or CSV paths."""
 
@@ -285,6 +386,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: TrainConfig | None = None
     teacher: TeacherConfig | None = None
+    distill: DistillConfig | None = None
     eval: EvalConfig | None = None
     export: ExportConfig | None = None
 
@@ -299,6 +401,11 @@ class Recipe:
             self.pretrain is None or self.teacher is None,
             "teacher",
             "give either pretrain (train a model) or teacher (load one), not both",
+        )
+        require(
+            self.distill is None or self.pretrain is not None or self.teacher is not None,
+            "distill",
+            "needs a teacher: add a pretrain section (train one) or a teacher section (load one)",
         )
 
     def to_dict(self) -> dict:

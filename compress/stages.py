@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import islice
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import torch
 
 from compress.data.datasets import CsvDataset, WdsDataset
 from compress.data.scenes import SPLITS
-from compress.data.transforms import image_transform
-from compress.models import build_model, count_params, load_model, save_model
+from compress.data.transforms import OPENAI_MEAN, OPENAI_STD, image_transform
+from compress.models import build_model, count_params, load_model, model_config, save_model
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe, RecipeError
 from compress.tokenizer import Tokenizer
@@ -34,16 +35,23 @@ def resolve_csv(ctx: Context, name: str) -> Path:
     return Path(name) if name.endswith(".csv") else _scenes_dir(ctx) / f"{name}.csv"
 
 
-def final_model(ctx: Context):
-    """The model the run produced (trained by pretrain, or given as the teacher) and its architecture record."""
+def teacher_model(ctx: Context):
+    """The run's own model (trained by pretrain, or given as the teacher) and its architecture record."""
     source = "pretrain" if ctx.recipe.pretrain is not None else "teacher"
     return load_model(ctx.stage_dir(source) / "model.pt")
 
 
-def train_dataset(ctx: Context, image_size: int, context_length: int):
+def final_model(ctx: Context):
+    """The model the run ends with (the distilled student, else the run's own) and its architecture."""
+    if ctx.recipe.distill is not None:
+        return load_model(ctx.stage_dir("distill") / "model.pt")
+    return teacher_model(ctx)
+
+
+def train_dataset(ctx: Context, image_size: int, context_length: int, preprocess: dict | None = None):
     """This process's training data: a CSV file or webdataset shards (the scenes' or the user's)."""
     data = ctx.recipe.data
-    transform, tokenize = image_transform(image_size), Tokenizer(context_length)
+    transform, tokenize = image_transform(image_size, **(preprocess or {})), Tokenizer(context_length)
     source = data.train
     if source == SCENES:
         root = _scenes_dir(ctx)
@@ -109,19 +117,10 @@ def pretrain(ctx: Context, out: Path) -> dict:
 
 def load_teacher(ctx: Context, out: Path) -> dict:
     """Load the recipe's teacher (open_clip or ours) once and store it in our model format."""
-    from compress.models.loaders import load_openclip, parse_name
+    from compress.models.loaders import load_given
 
     cfg = ctx.recipe.teacher
-    arch = parse_name(cfg.model)
-    attention = {"image_attention": None, "text_attention": None}
-    if arch is not None:
-        model, config = load_openclip(arch, cfg.checkpoint, cfg.pretrained)
-    elif cfg.checkpoint is not None:
-        model, saved = load_model(cfg.checkpoint)
-        config = saved.get("config") or saved["name"]
-        attention = {k: saved[k] for k in attention}
-    else:
-        model, config = build_model(cfg.model), cfg.model
+    model, config, attention = load_given(cfg.model, cfg.checkpoint, cfg.pretrained)
     save_model(model, out / "model.pt", config, **attention)
     weights = cfg.checkpoint or (f"open_clip tag {cfg.pretrained}" if cfg.pretrained else None)
     if weights is None:
@@ -130,13 +129,63 @@ def load_teacher(ctx: Context, out: Path) -> dict:
     return {"model": cfg.model, "weights": weights or "random init", "params": params}
 
 
-def evaluate(ctx: Context, out: Path) -> dict:
-    from compress.evaluate import evaluate_csvs
+def distill(ctx: Context, out: Path) -> dict:
+    """Distil the run's model into the recipe's student(s); see :mod:`compress.distill`."""
+    from compress.distill import Trained, freeze, load, run_stage, save
     from compress.io import write_json
+    from compress.models.loaders import load_given
+    from compress.train import batch_stream
+
+    cfg = ctx.recipe.distill
+    if cfg.batch_size % ctx.world:
+        raise RecipeError(
+            f"distill.batch_size: {cfg.batch_size} does not split evenly across {ctx.world} processes"
+        )
+    model, arch = teacher_model(ctx)
+    attention = {k: arch[k] for k in ("image_attention", "text_attention")}
+    current = Trained(model, {**arch["config"], "name": arch["name"]}, attention)
+    teachers = [freeze(teacher_model(ctx)[0])]
+    teachers += [freeze(load_given(t.model, t.checkpoint, t.pretrained)[0]) for t in cfg.ensemble]
+    teacher_params = count_params(teachers[0])
+    summaries = []
+    for i, step in enumerate(cfg.plan()):
+        stage_dir = out / f"stage{i}"
+        if (stage_dir / "model.pt").exists() and (stage_dir / "summary.json").exists():
+            current = load(stage_dir / "model.pt")
+            summaries.append(json.loads((stage_dir / "summary.json").read_text()))
+            continue
+        shape = current.config if step.model is None else model_config(step.model)
+        dataset = train_dataset(
+            ctx, shape["vision"]["image_size"], shape["text"]["context_length"],
+            {"mean": shape["vision"].get("mean", OPENAI_MEAN), "std": shape["vision"].get("std", OPENAI_STD)},
+        )  # fmt: skip
+
+        def batches(start: int, size: int, dataset=dataset, seed=ctx.recipe.seed + i):
+            return batch_stream(dataset, size, seed, ctx.rank, ctx.world, start, cfg.num_workers)
+
+        current, summary = run_stage(
+            i, step, cfg, current, teachers, batches, stage_dir, rank=ctx.rank, world=ctx.world
+        )
+        summary["model"] = current.config.get("name")
+        summary["kept_fraction_of_teacher_parameters"] = summary["parameters"] / teacher_params
+        if ctx.rank == 0:
+            if ctx.recipe.eval is not None:
+                summary["metrics"] = evaluate_model(ctx, current.model)
+            save(current, stage_dir / "model.pt")
+            write_json(stage_dir / "summary.json", summary)
+            (stage_dir / "checkpoint.pt").unlink(missing_ok=True)
+        summaries.append(summary)
+    if ctx.rank == 0:
+        save(current, out / "model.pt")
+    return {"stages": summaries, "teacher_parameters": teacher_params, "parameters": count_params(current.model)}
+
+
+def evaluate_model(ctx: Context, model) -> dict:
+    """The recipe's zero-shot and retrieval metrics of one model."""
+    from compress.evaluate import evaluate_csvs
 
     cfg = ctx.recipe.eval
-    model, _ = final_model(ctx)
-    results = evaluate_csvs(
+    return evaluate_csvs(
         model,
         {task: resolve_csv(ctx, task) for task in cfg.zeroshot},
         {task: resolve_csv(ctx, task) for task in cfg.retrieval},
@@ -145,6 +194,15 @@ def evaluate(ctx: Context, out: Path) -> dict:
         batch_size=cfg.batch_size,
         skip_bad=ctx.recipe.data.skip_bad,
     )
+
+
+def evaluate(ctx: Context, out: Path) -> dict:
+    from compress.io import write_json
+
+    model, _ = final_model(ctx)
+    results = evaluate_model(ctx, model)
+    if ctx.recipe.distill is not None:  # what the student kept of its teacher
+        results["teacher"] = evaluate_model(ctx, teacher_model(ctx)[0])
     write_json(out / "metrics.json", results)
     return results
 
@@ -192,8 +250,9 @@ STAGES = [
     Stage("data", ("data",), make_data, uses_scenes, "write the scenes dataset (CSV + webdataset shards)"),
     Stage("pretrain", ("data", "pretrain"), pretrain, lambda r: r.pretrain is not None, "train a CLIP model with the contrastive loss", distributed=True),
     Stage("teacher", ("teacher",), load_teacher, lambda r: r.teacher is not None, "load a given model (open_clip checkpoint or tag, or ours)"),
-    Stage("eval", ("data", "pretrain", "teacher", "eval"), evaluate, lambda r: r.eval is not None and has_model(r), "zero-shot classification and retrieval"),
-    Stage("export", ("data", "pretrain", "teacher", "export"), export, lambda r: r.export is not None and has_model(r), "export the towers and check them against PyTorch"),
+    Stage("distill", ("data", "pretrain", "teacher", "distill", "eval"), distill, lambda r: r.distill is not None, "distil a student from the run's model (affinity mimicking, weight inheritance)", distributed=True),
+    Stage("eval", ("data", "pretrain", "teacher", "distill", "eval"), evaluate, lambda r: r.eval is not None and has_model(r), "zero-shot classification and retrieval"),
+    Stage("export", ("data", "pretrain", "teacher", "distill", "export"), export, lambda r: r.export is not None and has_model(r), "export the towers and check them against PyTorch"),
     Stage("report", (), report, lambda r: True, "write report.md and report.json"),
 ]  # fmt: skip
 

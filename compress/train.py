@@ -17,8 +17,10 @@ from tqdm import tqdm
 
 from compress.data.datasets import collate
 from compress.io import atomic_save, write_json
-from compress.losses import losses
+from compress.losses import CLIPLoss
 from compress.recipe import TrainConfig
+
+Objective = Callable[[nn.Module, dict], torch.Tensor]
 
 
 def init_distributed() -> tuple[int, int]:
@@ -112,13 +114,19 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def clip_objective(net: nn.Module, batch: dict) -> torch.Tensor:
+    """Pretraining: the contrastive loss of the model's own embeddings."""
+    return CLIPLoss()(net(batch["image"], batch["text"]))
+
+
 def train(
     model: nn.Module,
     batches: Callable[[int], Iterator[dict]],
     cfg: TrainConfig,
     out_dir: Path,
     *,
-    loss: str = "clip",
+    objective: Objective = clip_objective,
+    extra: nn.Module | None = None,
     rank: int = 0,
     world: int = 1,
     desc: str = "train",
@@ -131,7 +139,11 @@ def train(
         batches: ``batches(start_step)`` yields this rank's batches from that step on.
         cfg: optimisation settings.
         out_dir: holds ``checkpoint.pt`` (resumable state) and ``train.json`` (curve, speed).
-        loss: a registered loss name.
+        objective: ``objective(net, batch)`` → the loss to minimise; ``net`` is the model (DDP-
+            wrapped under torchrun). The default is the CLIP loss.
+        extra: a module with more trainable state (a loss's learnable scale, pruning masks),
+            optimised and checkpointed with the model; its ``param_groups(lr)`` is used when it
+            has one, otherwise its parameters train without weight decay.
         stop_after: stop (as if killed) after this many steps of this call; for tests.
 
     Returns:
@@ -139,12 +151,16 @@ def train(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
-    loss_fn = losses.get(loss)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    groups = param_groups(model, cfg.weight_decay)
+    if extra is not None:
+        groups += (
+            extra.param_groups(cfg.lr)
+            if hasattr(extra, "param_groups")
+            else [{"params": [p for p in extra.parameters() if p.requires_grad], "weight_decay": 0.0}]
+        )
     # fused: one kernel for all parameters, ~6x faster than the per-tensor loop on CPU
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True
-    )
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps)
     )
@@ -152,6 +168,8 @@ def train(
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, history, seconds, skipped = (
@@ -163,6 +181,8 @@ def train(
     def save_checkpoint() -> None:
         if rank == 0:
             modules = {"model": model, "optimizer": optimizer, "schedule": schedule}
+            if extra is not None:
+                modules["extra"] = extra
             state = {name: m.state_dict() for name, m in modules.items()}
             progress = {"step": step, "history": history, "seconds": seconds, "skipped": skipped}
             atomic_save(state | progress, ckpt_path)
@@ -170,6 +190,8 @@ def train(
             dist.barrier()
 
     model.train()
+    if extra is not None:
+        extra.train()
     bar = tqdm(
         total=cfg.steps,
         initial=step,
@@ -189,10 +211,14 @@ def train(
                     f"rank {rank}: a batch with fewer than 2 readable samples; fix or drop the bad data"
                 )
             continue
-        image_emb, text_emb, scale = net(batch["image"], batch["text"])
-        value = loss_fn(image_emb, text_emb, scale)
+        value = objective(net, batch)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
+        if extra is not None and world > 1:  # DDP averages the model's gradients, not these
+            for p in extra.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -250,6 +250,27 @@ def from_openclip_model(
     return model.eval()
 
 
+def load_given(
+    model: str, checkpoint: str | Path | None = None, pretrained: str | None = None
+) -> tuple[CLIP, dict, dict]:
+    """A model named by a recipe: ``openclip:<arch>`` (open_clip weights) or a registry name
+    (an edgeclip model file as checkpoint, or random init). Returns (model, architecture dict,
+    attention specs ``{"image_attention": …, "text_attention": …}``)."""
+    from compress.models import build_model, load_model, model_config
+
+    arch = parse_name(model)
+    if arch is not None:
+        loaded, config = load_openclip(arch, checkpoint, pretrained)
+        return loaded, config, {"image_attention": None, "text_attention": None}
+    if checkpoint is None:
+        config = {**model_config(model), "name": model}
+        return build_model(model), config, {"image_attention": None, "text_attention": None}
+    loaded, saved = load_model(checkpoint)
+    config = saved.get("config") or model_config(saved["name"])
+    attention = {k: saved[k] for k in ("image_attention", "text_attention")}
+    return loaded, {**config, "name": saved["name"]}, attention
+
+
 def load_openclip(
     arch: str,
     checkpoint: str | Path | None = None,

@@ -162,7 +162,7 @@ def run_stage(
     loss = losses.get(cfg.loss.kind)(**_loss_options(cfg))
     extras = Extras(loss, masks)
     penalty = extras.penalty if masks is not None else None
-    step_cfg = replace(cfg, steps=step.steps, stages=())
+    step_cfg = replace(cfg, steps=step.steps)
     summary = train(
         student.model, lambda start: batches(start, cfg.batch_size), step_cfg, out,
         objective=objective(loss, teachers, student.model, penalty), extra=extras,

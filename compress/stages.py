@@ -22,7 +22,7 @@ SCENES = "scenes"
 def uses_scenes(recipe: Recipe) -> bool:
     """Whether the run trains or evaluates on the embedded scenes dataset (so must write it)."""
     tasks = (*recipe.eval.zeroshot, *recipe.eval.retrieval) if recipe.eval else ()
-    trains = recipe.pretrain is not None and recipe.data.train == SCENES
+    trains = (recipe.pretrain or recipe.distill) is not None and recipe.data.train == SCENES
     return trains or any(task in SPLITS for task in tasks)
 
 

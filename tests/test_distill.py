@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from compress.inherit import InheritError, importance_scores, inherit, plan_transformer
-from compress.losses import AffinityMimicking, CLIPLoss, affinity_targets, clip_loss, soft_cross_entropy
+from compress.losses import (
+    AffinityMimicking,
+    CLIPLoss,
+    affinity_targets,
+    clip_loss,
+    soft_cross_entropy,
+)
 from compress.models import build_model, count_params, load_model, save_model
 from compress.pipeline import run_pipeline
 from compress.recipe import load_recipe

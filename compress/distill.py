@@ -159,7 +159,7 @@ def run_stage(
         ramp = max(1, round(step.inherit.ramp * step.steps))
         masks = AutoInheritance(student.model, step.inherit.sparsity, ramp)
         masks.attach(student.model)
-    loss = losses.get(cfg.loss.kind)(**_loss_options(cfg))
+    loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
     extras = Extras(loss, masks)
     penalty = extras.penalty if masks is not None else None
     step_cfg = replace(cfg, steps=step.steps)
@@ -180,7 +180,8 @@ def run_stage(
     return student, result
 
 
-def _loss_options(cfg: DistillConfig) -> dict:
+def loss_options(cfg: DistillConfig) -> dict:
+    """The loss builder's arguments from the recipe's loss section."""
     if cfg.loss.kind == "clip":
         return {}
     return {"alpha": cfg.loss.alpha, "student_scale": cfg.loss.student_scale, "teacher_scale": cfg.loss.teacher_scale}

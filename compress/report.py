@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from compress.io import write_json, write_text
-from compress.models import count_params, model_config
+from compress.models import model_config, tower_params
 from compress.pipeline import Context
 
 
@@ -33,24 +35,30 @@ def collect(ctx: Context) -> dict:
         "recipe": recipe.to_dict(),
         "stages": stages,
     }
-    if recipe.pretrain is not None:
-        from compress.models import build_model
-
-        cfg = recipe.pretrain
-        model = build_model(cfg.model, cfg.attention.image.spec(), cfg.attention.text.spec())
-        params = {
-            "image": count_params(model.visual),
-            "text": count_params(model.text),
-            "total": count_params(model),
-        }
-        out["model"] = {
-            "name": cfg.model,
-            "architecture": model_config(cfg.model),
-            "attention": {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()},
-            "parameters": params,
-            "fp32_bytes": 4 * params["total"],
-        }
+    own = "pretrain" if recipe.pretrain is not None else "teacher"
+    final = "distill" if recipe.distill is not None else own
+    model = _describe(ctx.stage_dir(final) / "model.pt")
+    if model is not None:
+        out["model"] = model
+    if final != own and (teacher := _describe(ctx.stage_dir(own) / "model.pt")) is not None:
+        out["teacher"] = teacher
     return out
+
+
+def _describe(path: Path) -> dict | None:
+    """Architecture, attention and parameter counts of a saved model, without loading its weights."""
+    if not path.exists():
+        return None
+    arch = torch.load(path, weights_only=True, mmap=True, map_location="cpu")["arch"]
+    config = arch.get("config") or model_config(arch["name"])
+    counts = tower_params(config)
+    return {
+        "name": arch["name"],
+        "architecture": config,
+        "attention": {"image": arch["image_attention"], "text": arch["text_attention"]},
+        "parameters": {k: counts[k] for k in ("image", "text", "total")},
+        "fp32_bytes": 4 * counts["total"],
+    }
 
 
 def render_markdown(info: dict) -> str:
@@ -69,9 +77,13 @@ def render_markdown(info: dict) -> str:
     if "model" in info:
         m = info["model"]
         p = m["parameters"]
-        attn = ", ".join(f"{tower}: {spec['kind']}" for tower, spec in m["attention"].items())
+        attn = ", ".join(f"{tower}: {(spec or {'kind': 'softmax'})['kind']}" for tower, spec in m["attention"].items())
         lines += ["", "## Model", "", f"`{m['name']}` — {p['total'] / 1e6:.2f} M parameters "
                   f"(image {p['image'] / 1e6:.2f} M, text {p['text'] / 1e6:.2f} M), {_mb(m['fp32_bytes'])} in fp32; attention {attn}."]  # fmt: skip
+        if "teacher" in info:
+            t = info["teacher"]["parameters"]["total"]
+            lines.append(f"Distilled from `{info['teacher']['name']}` ({t / 1e6:.2f} M parameters): "
+                         f"{t / p['total']:.1f}× fewer parameters.")  # fmt: skip
     if "data" in stages:
         splits = stages["data"]["summary"].get("splits", {})
         lines += [
@@ -84,19 +96,32 @@ def render_markdown(info: dict) -> str:
         t = stages["pretrain"]["summary"]
         lines += ["", "## Training", "", f"{t['steps']} steps, final loss {t['final_loss']:.4f}, "
                   f"{t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s; skipped samples: {t['skipped_samples']}."]  # fmt: skip
+    if "distill" in stages:
+        lines += ["", "## Distillation", "", "| stage | student | parameters | of teacher | inheritance | steps | final loss | colour+shape top-1 |",
+                  "|---|---|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+        for i, s in enumerate(stages["distill"]["summary"].get("stages", [])):
+            zs = s.get("metrics", {}).get("zeroshot", {}).get("zs_colour_shape")
+            lines.append(
+                f"| {i} | `{s.get('model')}` | {s['parameters'] / 1e6:.2f} M | {_pct(s['kept_fraction_of_teacher_parameters'])} | "
+                f"{s['inherit']['method']} | {s['train']['steps']} | {s['train']['final_loss']:.4f} | {_pct(zs['top1']) if zs else '-'} |"
+            )
     if "eval" in stages:
         ev = stages["eval"]["summary"]
+        teacher = ev.get("teacher", {}).get("zeroshot", {})
+        extra = " teacher top-1 | kept |" if teacher else ""
         lines += [
             "",
             "## Zero-shot classification",
             "",
-            "| task | classes | images | top-1 | top-5 |",
-            "|---|---:|---:|---:|---:|",
+            "| task | classes | images | top-1 | top-5 |" + extra,
+            "|---|---:|---:|---:|---:|" + ("---:|---:|" if teacher else ""),
         ]
-        lines += [
-            f"| {task} | {r['classes']} | {r['images']} | {_pct(r['top1'])} | {_pct(r['top5'])} |"
-            for task, r in ev["zeroshot"].items()
-        ]
+        for task, r in ev["zeroshot"].items():
+            row = f"| {task} | {r['classes']} | {r['images']} | {_pct(r['top1'])} | {_pct(r['top5'])} |"
+            if task in teacher:
+                t1 = teacher[task]["top1"]
+                row += f" {_pct(t1)} | {_pct(r['top1'] / t1) if t1 else '-'} |"
+            lines.append(row)
         lines += [
             "",
             "## Retrieval",

@@ -26,6 +26,9 @@ from compress.models.towers import ConvStem, QuickGELU, TextTransformer, VisionT
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 # log α at the start: P(z ≠ 0) = σ(3 + 1.6) ≈ 0.99 and z_det = 1, so masks start all on
 LOG_ALPHA_INIT = 3.0
+# a kept entry whose deterministic z would clamp to 0 (rare: its group's log α's are all small)
+# keeps this tiny value instead, so a group always keeps exactly round(Σ P(z ≠ 0)) entries
+KEEP_FLOOR = 1e-3
 TOWERS = ("visual", "text")
 
 
@@ -34,8 +37,7 @@ class HardConcrete(nn.Module):
 
     Training samples: s = σ((log u − log(1 − u) + log α)/β), z = clamp(s·(ζ − γ) + γ, 0, 1).
     Deterministic (eval) gates: z = clamp(σ(log α)·(ζ − γ) + γ, 0, 1) on the round(Σ P(z ≠ 0))
-    entries with the largest log α, 0 elsewhere; any of those whose z is already 0 stays 0, so a
-    group keeps at most that many (the rare case of a group whose log α's are all small).
+    entries with the largest log α (at least ``KEEP_FLOOR``), 0 elsewhere.
     """
 
     def __init__(self, n: int, min_keep: int = 0) -> None:
@@ -57,7 +59,7 @@ class HardConcrete(nn.Module):
         k = max(round(self.keep_prob().sum().item()), min(self.min_keep, self.n))
         keep = torch.zeros(self.n, dtype=torch.bool, device=z.device)
         keep[self.log_alpha.argsort(descending=True, stable=True)[:k]] = True
-        return torch.where(keep, z, torch.zeros_like(z))
+        return torch.where(keep, z.clamp(min=KEEP_FLOOR), torch.zeros_like(z))
 
     def forward(self) -> torch.Tensor:
         return self.sample() if self.training else self.deterministic()

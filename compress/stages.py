@@ -250,7 +250,7 @@ STAGES = [
     Stage("data", ("data",), make_data, uses_scenes, "write the scenes dataset (CSV + webdataset shards)"),
     Stage("pretrain", ("data", "pretrain"), pretrain, lambda r: r.pretrain is not None, "train a CLIP model with the contrastive loss", distributed=True),
     Stage("teacher", ("teacher",), load_teacher, lambda r: r.teacher is not None, "load a given model (open_clip checkpoint or tag, or ours)"),
-    Stage("distill", ("data", "pretrain", "teacher", "distill", "eval"), distill, lambda r: r.distill is not None, "distil a student from the run's model (affinity mimicking, weight inheritance)", distributed=True),
+    Stage("distill", ("data", "pretrain", "teacher", "distill"), distill, lambda r: r.distill is not None, "distil a student from the run's model (affinity mimicking, weight inheritance)", distributed=True),
     Stage("eval", ("data", "pretrain", "teacher", "distill", "eval"), evaluate, lambda r: r.eval is not None and has_model(r), "zero-shot classification and retrieval"),
     Stage("export", ("data", "pretrain", "teacher", "distill", "export"), export, lambda r: r.export is not None and has_model(r), "export the towers and check them against PyTorch"),
     Stage("report", (), report, lambda r: True, "write report.md and report.json"),

@@ -295,3 +295,26 @@ def test_two_process_distillation_matches_one_process(tmp_path, teacher_file):
         if key.endswith("qkv.bias"):  # the key bias has a zero true gradient (see test_pipeline)
             a[key], b[key] = a[key].view(3, -1)[[0, 2]], b[key].view(3, -1)[[0, 2]]
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_real_scale_recipe_runs_a_few_steps_at_real_size(tmp_path):
+    """recipes/tinyclip_vit8m.yaml as written, on random open_clip ViT-B/16 weights and a few scenes."""
+    from pathlib import Path
+
+    recipe_file = Path(__file__).resolve().parents[1] / "recipes" / "tinyclip_vit8m.yaml"
+    overrides = [
+        f"runs_dir={tmp_path / 'runs'}", "teacher.pretrained=null",
+        "data.train=scenes", "data.format=csv",
+        "data.scenes={image_size: 64, train: 16, val: 8, retrieval: 8, zeroshot: 36, shard_size: 16}",
+        "distill.steps=2", "distill.batch_size=4", "distill.warmup=1", "distill.num_workers=0",
+        "eval.zeroshot=[zs_colour]", "eval.retrieval=[retrieval]", "export=null",
+    ]  # fmt: skip
+    run_dir = run_pipeline(load_recipe(recipe_file, overrides), STAGES).run_dir
+    student, arch = load_model(run_dir / "distill" / "model.pt")
+    assert arch["name"] == "tinyclip_vit_8m_16" and 8.0e6 < count_params(student.visual) < 8.5e6
+    summary = json.loads((run_dir / "distill" / "done.json").read_text())["summary"]
+    assert summary["stages"][0]["train"]["steps"] == 2
+    assert summary["teacher_parameters"] == 149_620_737  # open_clip ViT-B-16, loaded by the loader
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert "zs_colour" in metrics["zeroshot"] and "zs_colour" in metrics["teacher"]["zeroshot"]

@@ -9,7 +9,7 @@ top-1 each final student keeps.
 
 Needs a finished demo run (its teacher and scenes): ``edgeclip run recipes/demo.yaml`` first.
 
-Run: python benchmarks/distill.py [--run runs/demo] [--steps 600] [--eval-every 50]
+Run: python benchmarks/distill.py [--run runs/demo] [--steps 600] [--eval-every 50] [key=value ...]
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--methods", default="none,leading,importance")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. distill.lr=2e-3")
     args = parser.parse_args()
     run_dir = Path(args.run)
-    recipe = load_recipe(run_dir / "recipe.yaml")
+    recipe = load_recipe(run_dir / "recipe.yaml", args.overrides)
     # the CSV copy of the scenes: resuming a segment jumps straight to its step
     recipe = replace(recipe, data=replace(recipe.data, format="csv"))
     if recipe.distill is None or recipe.eval is None:

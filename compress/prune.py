@@ -1,10 +1,10 @@
-"""Automatic weight inheritance: learnable L0 masks, a Lagrangian sparsity target, then pruning
-(TinyCLIP, Wu et al. 2023; hard-concrete gates from Louizos et al. 2018; masks as in CoFi, Xia et al. 2022).
+"""Automatic weight inheritance: L0 masks, a Lagrangian sparsity target, pruning (TinyCLIP, Wu et al. 2023).
 
-Hard-concrete masks cover each transformer tower's attention heads (per layer), MLP neurons (per
-layer), the hidden (residual) width (one mask per tower) and whole layers. They act on an
-unmodified :class:`~compress.models.clip.CLIP` through forward hooks; a Lagrangian term drives
-the expected sparsity to a target that ramps up over training; :meth:`AutoInheritance.prune`
+Hard-concrete gates (Louizos et al. 2018), grouped as in CoFi (Xia et al. 2022), mask each
+transformer tower's attention heads (per layer), MLP neurons (per layer), hidden (residual)
+width (one mask per tower) and whole layers. They act on an unmodified
+:class:`~compress.models.clip.CLIP` through forward hooks; a Lagrangian term drives the expected
+sparsity to a target that ramps up over training; :meth:`AutoInheritance.prune`
 then builds the smaller model, with the kept fractional mask values folded into its weights, so
 that it computes exactly what the masked model computes in eval mode.
 """
@@ -24,11 +24,16 @@ from compress.models.towers import ConvStem, QuickGELU, TextTransformer, VisionT
 
 # hard-concrete temperature and stretch interval (Louizos et al. 2018)
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
-# log α at the start: P(z ≠ 0) = σ(3 + 1.6) ≈ 0.99 and z_det = 1, so masks start all on
-LOG_ALPHA_INIT = 3.0
+# log α at the start: P(z ≠ 0) = σ(5 + 1.6) ≈ 0.9986 and z_det = 1, so masks start on (a group
+# of n keeps round(0.9986·n): all of up to 367 entries, 767 of 768, 3068 of 3072)
+LOG_ALPHA_INIT = 5.0
 # a kept entry whose deterministic z would clamp to 0 (rare: its group's log α's are all small)
 # keeps this tiny value instead, so a group always keeps exactly round(Σ P(z ≠ 0)) entries
 KEEP_FLOOR = 1e-3
+# Adam learning rates × ramp length (measured on tiny and demo_teacher): log α may travel ~15 over
+# the ramp, to track the target with headroom (also under a decaying schedule), and the λ's move
+# ten times faster, so the controller answers before the masks overshoot
+MASK_LR_X_RAMP, LAMBDA_LR_X_RAMP, MIN_RAMP = 15.0, 150.0, 100
 TOWERS = ("visual", "text")
 
 
@@ -100,7 +105,8 @@ def _check_tower(name: str, tower: nn.Module) -> None:
         isinstance(tower, TextTransformer) and len(tower.mixers) == 0
     )
     if not ok:
-        kind = type(tower).__name__ + (" with mixer blocks" if hasattr(tower, "mixers") else "")
+        kind = type(tower).__name__
+        kind += " with mixer blocks" if isinstance(tower, TextTransformer) else ""
         raise ValueError(
             f"auto inheritance supports transformer towers only; model.{name} is a {kind}"
         )
@@ -136,7 +142,8 @@ class TowerMasks(nn.Module):
         self.head_dims = [b.attn.head_dim if b.attn is not None else 0 for b in tower.blocks]
         self._costs(tower)
         ones = self._params(lambda g: torch.ones(g.n, dtype=torch.float64))
-        self.constant = count_params(tower) - round(ones.item())  # e.g. the conv stem's first layers
+        # what no mask touches, e.g. the conv stem's first layers
+        self.constant = count_params(tower) - round(ones.item())
         self._z: dict | None = None
         self._handles: list = []
 
@@ -144,13 +151,14 @@ class TowerMasks(nn.Module):
         """Parameter counts per hidden channel, per head and per neuron, read off the modules."""
         d = self.width
         if self.vision:
-            stem = tower.patch_embed.layers[-1] if isinstance(tower.patch_embed, ConvStem) else tower.patch_embed
-            embeds = [*stem.parameters(), tower.class_token, tower.pos_embed, *tower.ln_pre.parameters()]
-            final = tower.ln_post
+            stem = tower.patch_embed
+            stem = stem.layers[-1] if isinstance(stem, ConvStem) else stem  # writes the width
+            embeds = [*stem.parameters(), tower.class_token, tower.pos_embed]
+            final = [*tower.ln_pre.parameters(), *tower.ln_post.parameters()]
         else:
             embeds = [tower.token_embed.weight, tower.pos_embed]
-            final = tower.ln_final
-        self.per_channel = (_numel(*embeds, *final.parameters(), tower.proj.weight)) // d
+            final = [*tower.ln_final.parameters()]
+        self.per_channel = _numel(*embeds, *final, tower.proj.weight) // d
         self.attn_cost, self.mlp_cost = [], []
         for block in tower.blocks:
             attn, mlp = block.attn, block.mlp
@@ -224,9 +232,16 @@ class TowerMasks(nn.Module):
 
     # ---- hooks ----------------------------------------------------------------------------------
 
+    def check(self, tower: nn.Module) -> None:
+        """Raise unless ``tower`` has the shapes these masks were made for."""
+        ours = [(h.n, m.n) for h, m in zip(self.heads, self.neurons, strict=True)]
+        theirs = [(b.attn.heads if b.attn else 0, b.mlp.fc.out_features if b.mlp else 0)
+                  for b in tower.blocks]  # fmt: skip
+        if _width(tower) != self.width or theirs != ours:
+            raise ValueError("the model's shapes differ from those the masks were made for")
+
     def attach(self, tower: nn.Module) -> None:
-        if _width(tower) != self.width or len(tower.blocks) != self.layers.n:
-            raise ValueError("attach: this model's tower shapes differ from the one the masks were made for")
+        self.check(tower)
         hook = self._handles.append
 
         def draw(module, args):
@@ -235,7 +250,7 @@ class TowerMasks(nn.Module):
         hook(tower.register_forward_pre_hook(draw))
         if self.hidden is not None:
             if self.vision:  # ln_pre opens the residual stream: it writes z_hidden · LN_K(x)
-                hook(tower.ln_pre.register_forward_hook(self._ln_hook(scale="hidden")))
+                hook(tower.ln_pre.register_forward_hook(self._ln_hook(opens_stream=True)))
             else:  # no ln_pre: scale the embeddings as they enter the first block
                 first = tower.blocks[0] if len(tower.blocks) else tower.ln_final
                 hook(first.register_forward_pre_hook(self._embed_hook))
@@ -261,11 +276,13 @@ class TowerMasks(nn.Module):
     def _embed_hook(self, module, args):
         return (args[0] * self._z["hidden"], *args[1:])
 
-    def _ln_hook(self, scale: str = "kept"):
+    def _ln_hook(self, opens_stream: bool = False):
+        """LayerNorm over the kept channels; the one that opens the residual stream also scales
+        its output by z_hidden."""
+
         def hook(module, args, output):
-            return masked_layer_norm(module, args[0], self._z["kept"]) * (
-                self._z["hidden"] if scale == "hidden" else 1.0
-            )
+            y = masked_layer_norm(module, args[0], self._z["kept"])
+            return y * self._z["hidden"] if opens_stream else y
 
         return hook
 
@@ -301,7 +318,11 @@ class TowerMasks(nn.Module):
             channels = z["hidden"].nonzero().flatten()
             hidden = (channels, z["hidden"][channels])
         else:
-            hidden = (torch.arange(self.width), torch.ones(self.width))
+            device = self.layers.log_alpha.device
+            hidden = (
+                torch.arange(self.width, device=device),
+                torch.ones(self.width, device=device),
+            )
         blocks = []
         for i in range(self.layers.n):
             entry = {"index": i, "layer": z["layer"][i]}
@@ -315,16 +336,19 @@ class TowerMasks(nn.Module):
 
 def _unmasked_plan(tower: nn.Module) -> dict:
     """A plan that keeps everything (for a tower without masks)."""
-    d = _width(tower)
+    device = tower.proj.weight.device
+
+    def everything(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.arange(n, device=device), torch.ones(n, device=device)
+
     blocks = []
     for i, block in enumerate(tower.blocks):
-        entry = {"index": i, "layer": torch.tensor(1.0)}
-        entry["heads"] = (torch.arange(block.attn.heads), torch.ones(block.attn.heads)) if block.attn else None
-        n = block.mlp.fc.out_features if block.mlp else 0
-        entry["neurons"] = (torch.arange(n), torch.ones(n)) if block.mlp else None
+        entry = {"index": i, "layer": torch.tensor(1.0, device=device)}
+        entry["heads"] = everything(block.attn.heads) if block.attn is not None else None
+        entry["neurons"] = everything(block.mlp.fc.out_features) if block.mlp is not None else None
         if entry["heads"] is not None or entry["neurons"] is not None:
             blocks.append(entry)
-    return {"hidden": (torch.arange(d), torch.ones(d)), "blocks": blocks, "layers": len(tower.blocks)}
+    return {"hidden": everything(_width(tower)), "blocks": blocks, "layers": len(tower.blocks)}
 
 
 def _attention_spec(tower: nn.Module) -> dict | None:
@@ -353,17 +377,18 @@ def _act(tower: nn.Module) -> str:
     return "quick_gelu" if mlps and isinstance(mlps[0].act, QuickGELU) else "gelu"
 
 
-def _pruned_block(block: nn.Module, entry: dict, channels: torch.Tensor, z_hidden: torch.Tensor) -> dict:
-    """State dict of one pruned block; the layer gate and z_hidden fold into the rows that write
-    the residual stream, head (neuron) gates into the columns of ``attn.out`` (``mlp.proj``)."""
-    K, sd = channels, {}
-    write = entry["layer"] * z_hidden  # (|K|,): scale of each kept residual channel a sub-layer writes
+def _pruned_block(block: nn.Module, entry: dict, K: torch.Tensor, z_hidden: torch.Tensor) -> dict:
+    """State dict of one pruned block (kept hidden channels ``K``); the layer gate and z_hidden fold
+    into the rows that write the residual stream, head (neuron) gates into the columns of
+    ``attn.out`` (``mlp.proj``)."""
+    sd = {}
+    write = entry["layer"] * z_hidden  # (|K|,): how much a sub-layer writes each kept channel
     if entry["heads"] is not None:
         attn, (heads, z) = block.attn, entry["heads"]
         H, hd, D = attn.heads, attn.head_dim, attn.out.out_features
         for name, p in block.ln_1.named_parameters():
             sd[f"ln_1.{name}"] = p[K]
-        qkv = attn.qkv.weight.view(3, H, hd, D)[:, heads][..., K]  # (3, heads', hd, |K|): q, k, v apart
+        qkv = attn.qkv.weight.view(3, H, hd, D)[:, heads][..., K]  # (3, heads', hd, |K|)
         sd["attn.qkv.weight"] = qkv.reshape(-1, len(K))
         if attn.qkv.bias is not None:
             sd["attn.qkv.bias"] = attn.qkv.bias.view(3, H, hd)[:, heads].reshape(-1)
@@ -451,8 +476,8 @@ class AutoInheritance(nn.Module):
     """Learnable L0 masks over heads, neurons, hidden width and layers of a CLIP model's
     transformer towers, a Lagrangian sparsity controller, and the pruning that ends it.
 
-    The λ's are parameters of this module: put all of :meth:`parameters` in the training
-    optimizer (no weight decay); a gradient reversal makes the λ's ascend. Masks are sampled in
+    The λ's are parameters of this module: put :meth:`param_groups` in the training optimizer
+    (Adam-style; no weight decay); a gradient reversal makes the λ's ascend. Masks are sampled in
     training mode and deterministic in eval mode: call ``.train()`` / ``.eval()`` on this object
     as on the model. Only transformer towers are supported (no hybrid image tower, no Text-RepMixer).
 
@@ -464,10 +489,12 @@ class AutoInheritance(nn.Module):
         prune_hidden: also mask the hidden (residual) width of each tower.
 
     Example:
+        >>> from compress.losses import clip_loss
+        >>> from compress.models import build_model
         >>> model = build_model("tiny")
         >>> inherit = AutoInheritance(model, target=0.5, ramp_steps=100)
         >>> inherit.attach(model)
-        >>> opt = torch.optim.AdamW([*model.parameters(), *inherit.parameters()], lr=1e-3)
+        >>> opt = torch.optim.AdamW([{"params": model.parameters()}, *inherit.param_groups()], lr=1e-4)
         >>> for step in range(200):  # doctest: +SKIP
         ...     loss = clip_loss(*model(images, tokens)) + inherit.penalty(step)[0]
         ...     opt.zero_grad(); loss.backward(); opt.step()
@@ -490,7 +517,7 @@ class AutoInheritance(nn.Module):
             raise ValueError(f"ramp_steps must be >= 0, got {ramp_steps}")
         if not towers or any(t not in TOWERS for t in towers):
             raise ValueError(f"towers must be a non-empty subset of {TOWERS}, got {towers}")
-        for name in towers:
+        for name in TOWERS:  # pruning rebuilds both towers, masked or not
             _check_tower(name, getattr(model, name))
         self.target, self.ramp_steps = float(target), int(ramp_steps)
         self.masks = nn.ModuleDict({t: TowerMasks(getattr(model, t), prune_hidden) for t in towers})
@@ -509,6 +536,26 @@ class AutoInheritance(nn.Module):
         """Remove the hooks: the model computes as if never masked."""
         for masks in self.masks.values():
             masks.detach()
+
+    def param_groups(self, lr: float | None = None) -> list[dict]:
+        """Optimizer groups for the masks and the λ's, without weight decay.
+
+        Their learning rates scale with 1 / ``ramp_steps`` (at least 100), so runs of any length
+        behave alike; ``lr`` (the model's) is accepted for the trainer's interface and not used.
+        """
+        ramp = max(self.ramp_steps, MIN_RAMP)
+        return [
+            {
+                "params": list(self.masks.parameters()),
+                "lr": MASK_LR_X_RAMP / ramp,
+                "weight_decay": 0.0,
+            },
+            {
+                "params": [self.lambda1, self.lambda2],
+                "lr": LAMBDA_LR_X_RAMP / ramp,
+                "weight_decay": 0.0,
+            },
+        ]
 
     def expected_params(self, masks: str = "expected") -> torch.Tensor:
         """The model's parameter count after pruning, differentiable in the masks' log α.
@@ -561,9 +608,9 @@ class AutoInheritance(nn.Module):
         for name in TOWERS:
             tower = getattr(model, name)
             if name in self.masks:
+                self.masks[name].check(tower)
                 plan = self.masks[name].plan()
             else:
-                _check_tower(name, tower)
                 plan = _unmasked_plan(tower)
             sections[name], states[name] = _pruned_tower(tower, plan)
             report[name] = _summary(plan, tower)
@@ -581,7 +628,7 @@ class AutoInheritance(nn.Module):
         state = {f"{t}.{k}": v for t in TOWERS for k, v in states[t].items()}
         state["logit_scale"] = model.logit_scale.detach()
         pruned.load_state_dict({k: v.detach().clone() for k, v in state.items()})
-        pruned.train(model.training)
+        pruned.to(model.logit_scale.device).train(model.training)
         before, after = count_params(model), count_params(pruned)
         report.update(specs, params_before=before, params_after=after, sparsity=1 - after / before)
         return pruned, config, report

@@ -142,8 +142,9 @@ def train(
         objective: ``objective(net, batch)`` → the loss to minimise; ``net`` is the model (DDP-
             wrapped under torchrun). The default is the CLIP loss.
         extra: a module with more trainable state (a loss's learnable scale, pruning masks),
-            optimised and checkpointed with the model; its ``param_groups(lr)`` is used when it
-            has one, otherwise its parameters train without weight decay.
+            optimised and checkpointed with the model at a constant learning rate (no warm-up or
+            decay); its ``param_groups(lr)`` is used when it has one, otherwise its parameters
+            train at ``cfg.lr`` without weight decay.
         stop_after: stop (as if killed) after this many steps of this call; for tests.
 
     Returns:
@@ -153,6 +154,7 @@ def train(
     ckpt_path = out_dir / "checkpoint.pt"
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     groups = param_groups(model, cfg.weight_decay)
+    model_groups = len(groups)
     if extra is not None:
         groups += (
             extra.param_groups(cfg.lr)
@@ -161,9 +163,11 @@ def train(
         )
     # fused: one kernel for all parameters, ~6x faster than the per-tensor loop on CPU
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps)
-    )
+    # warm-up + cosine for the model; the extra state (pruning masks and their Lagrange
+    # multipliers) keeps a constant rate, so the sparsity controller can still correct late on
+    factors = [lambda s: lr_factor(s, cfg.warmup, cfg.steps)] * model_groups
+    factors += [lambda s: 1.0] * (len(groups) - model_groups)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     step, history, seconds, skipped = 0, [], 0.0, 0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)

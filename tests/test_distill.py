@@ -240,6 +240,23 @@ stages:
     assert "teacher" in metrics and "zs_colour" in metrics["teacher"]["zeroshot"]
 
 
+def test_auto_inheritance_prunes_to_its_target_sparsity(tmp_path, teacher_file):
+    """Stage 0 copies the teacher; stage 1 learns L0 masks for 320 steps and prunes to ~40%."""
+    distill = TRAIN + """\
+stages:
+  - {model: tiny, steps: 1, inherit: {method: leading}}
+  - {steps: 320, inherit: {method: auto, sparsity: 0.4, ramp: 0.5}}
+"""
+    path = _distill_recipe(tmp_path, teacher_file, distill, True)
+    run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
+    stages = json.loads((run_dir / "distill" / "done.json").read_text())["summary"]["stages"]
+    pruning = stages[1]["pruning"]
+    assert abs(pruning["sparsity"] - 0.4) <= 0.02, pruning["sparsity"]
+    student, arch = load_model(run_dir / "distill" / "model.pt")
+    assert count_params(student) == pruning["params_after"] < pruning["params_before"]
+    assert arch["name"] == "tiny-pruned" and "zs_colour" in stages[1]["metrics"]["zeroshot"]
+
+
 def test_distillation_resumes_after_a_kill(tmp_path, teacher_file):
     import compress.train as train_module
 

@@ -97,17 +97,19 @@ def test_learnable_teacher_scale_starts_at_the_teachers_and_learns():
 def test_leading_inheritance_copies_exact_teacher_slices():
     torch.manual_seed(0)
     teacher, student = build_model("demo_teacher"), build_model("demo_student")
-    report = inherit(teacher, student)
-    assert report["visual"]["layers"] == [0, 2] and report["text"]["layers"] == [0, 1]
+    report = inherit(teacher, student, text_layers=[0, 2])
+    assert report["visual"]["layers"] == [0, 1, 2, 3] and report["text"]["layers"] == [0, 2]
     tv, sv = teacher.visual, student.visual
     w = sv.proj.in_features  # 64 of 128 hidden channels
-    s_qkv = sv.blocks[1].attn.qkv.weight.reshape(3, 2, 32, w)
-    t_qkv = tv.blocks[2].attn.qkv.weight.reshape(3, 4, 32, 128)
+    s_qkv = sv.blocks[3].attn.qkv.weight.reshape(3, 2, 32, w)
+    t_qkv = tv.blocks[3].attn.qkv.weight.reshape(3, 4, 32, 128)
     for part in range(3):  # q, k and v each take the teacher's leading heads
         assert torch.equal(s_qkv[part], t_qkv[part, :2, :, :w])
-    assert torch.equal(sv.blocks[1].attn.out.weight, tv.blocks[2].attn.out.weight[:w, :64])
-    assert torch.equal(sv.blocks[1].mlp.fc.weight, tv.blocks[2].mlp.fc.weight[:256, :w])
-    assert torch.equal(sv.blocks[1].mlp.proj.weight, tv.blocks[2].mlp.proj.weight[:w, :256])
+    assert torch.equal(sv.blocks[3].attn.out.weight, tv.blocks[3].attn.out.weight[:w, :64])
+    assert torch.equal(sv.blocks[3].mlp.fc.weight, tv.blocks[3].mlp.fc.weight[:256, :w])
+    assert torch.equal(sv.blocks[3].mlp.proj.weight, tv.blocks[3].mlp.proj.weight[:w, :256])
+    st, tt = student.text.blocks[1], teacher.text.blocks[2]  # the explicit layer list
+    assert torch.equal(st.mlp.fc.weight, tt.mlp.fc.weight[:96, :24])
     assert torch.equal(sv.pos_embed, tv.pos_embed[:, :w])
     assert torch.equal(sv.ln_post.weight, tv.ln_post.weight[:w])
     assert torch.equal(student.text.token_embed.weight, teacher.text.token_embed.weight[:, :24])
@@ -123,8 +125,8 @@ def test_importance_inheritance_takes_the_chosen_heads_for_q_k_and_v():
         "heads": {0: torch.tensor([0.0, 5.0, 1.0, 9.0]), 2: torch.tensor([7.0, 0.0, 8.0, 1.0])},
         "neurons": {},
     }
-    plan = plan_transformer(teacher.visual, student.visual, "image", scores=scores)
-    assert [h.tolist() for h in plan.heads] == [[1, 3], [0, 2]]
+    plan = plan_transformer(teacher.visual, student.visual, "image", [0, 2, 3, 3], scores)
+    assert [h.tolist() for h in plan.heads] == [[1, 3], [0, 2], [0, 1], [0, 1]]
     from compress.inherit import apply_transformer
 
     apply_transformer(teacher.visual, student.visual, plan, "image")

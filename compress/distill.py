@@ -10,7 +10,7 @@ skipped on a rerun, so a killed run resumes inside the stage it was in.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from compress.inherit import inherit
 from compress.losses import losses
-from compress.models import build_from_config, count_params, load_model, save_model
+from compress.models import build_from_config, count_params, load_model, model_config, save_model
 from compress.models.clip import CLIP
 from compress.recipe import DistillConfig, DistillStep
 from compress.tokenizer import Tokenizer
@@ -96,8 +96,6 @@ def build_student(step: DistillStep, cfg: DistillConfig, parent: Trained) -> Tra
     if step.model is None:  # auto inheritance prunes the parent itself
         config, attention = parent.config, parent.attention
     else:
-        from compress.models import model_config
-
         config = {**model_config(step.model), "name": step.model}
     return Trained(build_from_config(config, **attention), config, attention)
 
@@ -136,9 +134,7 @@ def run_stage(
     world: int,
 ) -> tuple[Trained, dict]:
     """Inherit, train and (auto) prune one student; returns it and the stage's summary."""
-    from dataclasses import replace
-
-    from compress.train import train
+    from compress.train import train  # looked up per call: tests stand in a killed trainer
 
     torch.manual_seed(index)
     student = build_student(step, cfg, parent)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.inherit import inherit
+from compress.errors import UserError
+from compress.inherit import InheritError, inherit
 from compress.losses import losses
 from compress.models import build_from_config, count_params, load_model, model_config, save_model
 from compress.models.clip import CLIP
@@ -142,18 +143,24 @@ def run_stage(
     report: dict = {"method": method}
     if method != "none":
         calibration = next(iter(batches(0, step.inherit.calibration))) if method == "importance" else None
-        report = inherit(
-            parent.model, student.model,
-            method="importance" if method == "importance" else "leading",
-            image_layers=step.inherit.image_layers, text_layers=step.inherit.text_layers,
-            calibration=calibration, score=step.inherit.score,
-        )  # fmt: skip
+        try:
+            report = inherit(
+                parent.model, student.model,
+                method="importance" if method == "importance" else "leading",
+                image_layers=step.inherit.image_layers, text_layers=step.inherit.text_layers,
+                calibration=calibration, score=step.inherit.score,
+            )  # fmt: skip
+        except InheritError as err:
+            raise UserError(f"distill stage {index} ({step.model}): {err}") from None
     masks = None
     if method == "auto":
         from compress.prune import AutoInheritance
 
         ramp = max(1, round(step.inherit.ramp * step.steps))
-        masks = AutoInheritance(student.model, step.inherit.sparsity, ramp)
+        try:
+            masks = AutoInheritance(student.model, step.inherit.sparsity, ramp)
+        except ValueError as err:  # e.g. a MobileCLIP-style tower: masks cover transformers only
+            raise UserError(f"distill stage {index}: inherit.method auto: {err}") from None
         masks.attach(student.model)
     loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
     extras = Extras(loss, masks)

@@ -337,3 +337,13 @@ def test_real_scale_recipe_runs_a_few_steps_at_real_size(tmp_path):
     assert summary["teacher_parameters"] == 149_620_737  # open_clip ViT-B-16, loaded by the loader
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert "zs_colour" in metrics["zeroshot"] and "zs_colour" in metrics["teacher"]["zeroshot"]
+
+
+def test_incompatible_student_is_a_one_line_error(tmp_path, teacher_file):
+    distill = TRAIN + "model: demo_teacher\nsteps: 2\n"
+    path = _distill_recipe(tmp_path, teacher_file, distill)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "run", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "distill stage 0 (demo_teacher): cannot inherit the image tower: student width 128 > teacher width 32" in proc.stderr

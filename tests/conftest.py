@@ -1,9 +1,16 @@
 """Shared fixtures: a tiny recipe whose whole pipeline runs in seconds."""
 
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+
+from compress.tokenizer import EOT_ID
 
 TINY_RECIPE = """\
 name: tiny
@@ -44,3 +51,22 @@ def write_tiny_recipe(folder: Path, *, steps: int = 6, format: str = "csv") -> P
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
     return write_tiny_recipe(tmp_path)
+
+
+def model_inputs(model, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and token ids (EOT mid-sequence, zero padding after) sized for ``model``."""
+    size, ctx = model.visual.image_size, model.text.context_length
+    tokens = torch.randint(1, 1000, (batch, ctx))
+    tokens[:, ctx // 2] = EOT_ID
+    tokens[:, ctx // 2 + 1 :] = 0
+    return torch.randn(batch, 3, size, size), tokens
+
+
+def torchrun_edgeclip(recipe: Path, cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
+    """`edgeclip run RECIPE` under torchrun on this machine (gloo), one thread per process."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [torchrun, "--standalone", f"--nproc_per_node={processes}", "-m", "compress.cli", "run", str(recipe)],
+        cwd=cwd, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip

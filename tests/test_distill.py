@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,6 +26,7 @@ from compress.pipeline import run_pipeline
 from compress.recipe import load_recipe
 from compress.stages import STAGES
 from compress.tokenizer import EOT_ID
+from tests.conftest import torchrun_edgeclip
 
 EYE = torch.eye(2)
 
@@ -299,12 +298,7 @@ def test_two_process_distillation_matches_one_process(tmp_path, teacher_file):
     single = _distill_recipe(tmp_path / "one", teacher_file, distill)
     double = _distill_recipe(tmp_path / "two", teacher_file, distill)
     run_pipeline(load_recipe(single), STAGES)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "compress.cli", "run", str(double)],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = torchrun_edgeclip(double, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trained = json.loads((tmp_path / "two/runs/d/distill/stage0/train.json").read_text())
     assert trained["world_size"] == 2

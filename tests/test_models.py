@@ -7,7 +7,7 @@ import torch
 
 from compress.models import attention, build_model, count_params, model_config, model_names
 from compress.models.attention import Attention, ClippedSoftmax, build_attention
-from compress.tokenizer import EOT_ID
+from tests.conftest import model_inputs
 
 VARIANTS = [
     {"kind": "softmax"},
@@ -23,19 +23,11 @@ def test_every_attention_variant_is_covered():
     assert {v["kind"] for v in VARIANTS} == set(attention.names())
 
 
-def _inputs(model, batch=2):
-    size, ctx = model.visual.image_size, model.text.context_length
-    tokens = torch.randint(1, 1000, (batch, ctx))
-    tokens[:, ctx // 2] = EOT_ID
-    tokens[:, ctx // 2 + 1 :] = 0
-    return torch.randn(batch, 3, size, size), tokens
-
-
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_forward_backward(name):
     torch.manual_seed(0)
     model = build_model(name)
-    images, tokens = _inputs(model, batch=1 if count_params(model) > 5e7 else 2)
+    images, tokens = model_inputs(model, batch=1 if count_params(model) > 5e7 else 2)
     image_emb, text_emb, scale = model(images, tokens)
     dim = model_config(name)["embed_dim"]
     assert image_emb.shape == (images.shape[0], dim) and text_emb.shape == (images.shape[0], dim)
@@ -51,7 +43,7 @@ def test_every_model_forward_backward(name):
 def test_every_variant_in_both_towers(spec):
     torch.manual_seed(0)
     model = build_model("tiny", image_attention=spec, text_attention=spec)
-    images, tokens = _inputs(model, batch=3)
+    images, tokens = model_inputs(model, batch=3)
     image_emb, text_emb, _ = model(images, tokens)
     assert image_emb.shape == text_emb.shape == (3, 32)
     (image_emb[:, 0].sum() + text_emb[:, 0].sum()).backward()
@@ -108,7 +100,7 @@ def test_gates_start_at_gate_init_and_scale_head_outputs():
 def test_causal_text_tower_ignores_tokens_after_eot():
     torch.manual_seed(0)
     model = build_model("tiny").eval()
-    _, tokens = _inputs(model, batch=1)
+    _, tokens = model_inputs(model, batch=1)
     changed = tokens.clone()
     changed[0, -1] = 123  # after EOT: must not change the pooled embedding
     torch.testing.assert_close(model.encode_text(tokens), model.encode_text(changed))

@@ -1,8 +1,6 @@
 """The pipeline end to end on a tiny recipe: outputs, skipping, --from, resume after a kill, DDP."""
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import torch
 from compress.pipeline import run_pipeline
 from compress.recipe import load_recipe
 from compress.stages import STAGES
-from tests.conftest import write_tiny_recipe
+from tests.conftest import torchrun_edgeclip, write_tiny_recipe
 
 EDGECLIP = [sys.executable, "-m", "compress.cli"]
 
@@ -138,12 +136,7 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
     single = write_tiny_recipe(tmp_path / "one", steps=3)
     double = write_tiny_recipe(tmp_path / "two", steps=3)
     run_pipeline(load_recipe(single), STAGES)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "compress.cli", "run", str(double)],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = torchrun_edgeclip(double, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (
         json.loads((tmp_path / "two/runs/tiny/pretrain/train.json").read_text())["world_size"] == 2

@@ -9,15 +9,7 @@ import torch
 from compress.losses import clip_loss
 from compress.models import build_from_config, build_model, count_params
 from compress.prune import AutoInheritance, HardConcrete
-from compress.tokenizer import EOT_ID
-
-
-def _inputs(model, batch=3):
-    size, ctx = model.visual.image_size, model.text.context_length
-    tokens = torch.randint(1, 1000, (batch, ctx))
-    tokens[:, ctx // 2] = EOT_ID
-    tokens[:, ctx // 2 + 1 :] = 0
-    return torch.randn(batch, 3, size, size), tokens
+from tests.conftest import model_inputs
 
 
 @torch.no_grad()
@@ -72,7 +64,7 @@ def test_pruned_model_computes_the_masked_model(name, image_attention, text_atte
     torch.manual_seed(0)
     model = build_model(name, image_attention, text_attention).eval()
     _randomise_norms(model)
-    images, tokens = _inputs(model)
+    images, tokens = model_inputs(model, batch=3)
     plain = _embed(model, images, tokens)
 
     inherit = AutoInheritance(model, target=0.5, ramp_steps=10).eval()
@@ -121,7 +113,7 @@ def test_parameter_formula_at_all_ones_is_the_full_count(name):
 def test_initial_masks_change_nothing():
     torch.manual_seed(0)
     model = build_model("tiny").eval()
-    images, tokens = _inputs(model)
+    images, tokens = model_inputs(model, batch=3)
     plain = _embed(model, images, tokens)
     inherit = AutoInheritance(model, target=0.5, ramp_steps=10).eval()
     inherit.attach(model)
@@ -135,7 +127,7 @@ def test_only_some_towers_and_no_hidden_pruning():
     torch.manual_seed(0)
     model = build_model("demo_teacher").eval()
     _randomise_norms(model)
-    images, tokens = _inputs(model, batch=2)
+    images, tokens = model_inputs(model, batch=2)
     inherit = AutoInheritance(model, 0.2, 10, towers=("visual",), prune_hidden=False).eval()
     _scramble(inherit)
     inherit.attach(model)
@@ -157,7 +149,7 @@ def test_training_mode_samples_masks_and_trains_every_one():
         for p in inherit.masks.parameters():
             p.uniform_(-1.0, 2.0)  # open and closed gates are both likely
     inherit.attach(model)
-    images, tokens = _inputs(model)
+    images, tokens = model_inputs(model, batch=3)
     a, b = model(images, tokens)[0], model(images, tokens)[0]
     assert not torch.allclose(a, b)  # a fresh sample per forward
     with _one_thread():
@@ -206,7 +198,7 @@ def test_learned_masks_reach_the_target_sparsity():
     groups = inherit.param_groups()
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in inherit.parameters()}
     opt = torch.optim.AdamW(groups)
-    images, tokens = _inputs(model, batch=8)
+    images, tokens = model_inputs(model, batch=8)
     with _one_thread():
         for step in range(300):
             loss = clip_loss(*model(images, tokens)) + inherit.penalty(step)[0]

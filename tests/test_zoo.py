@@ -26,7 +26,7 @@ from compress.models.loaders import (
     supported_architectures,
 )
 from compress.models.mobile import ConvBN, RepConv
-from compress.tokenizer import EOT_ID
+from tests.conftest import model_inputs
 
 VARIANTS = [
     {"kind": "softmax"},
@@ -34,15 +34,6 @@ VARIANTS = [
     {"kind": "gated", "gate": "token"},
     {"kind": "gated", "gate": "pooled"},
 ]
-
-
-def _inputs(model, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    size, ctx = model.visual.image_size, model.text.context_length
-    tokens = torch.randint(1, 1000, (batch, ctx), generator=g)
-    tokens[:, ctx // 2] = EOT_ID
-    tokens[:, ctx // 2 + 1 :] = 0
-    return torch.rand(batch, 3, size, size, generator=g), tokens
 
 
 def _perturb(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,7 +55,7 @@ def _perturb(model: torch.nn.Module) -> torch.nn.Module:
 def test_reparameterize_keeps_outputs_and_removes_branches(name):
     torch.manual_seed(0)
     model = _perturb(build_model(name)).eval()
-    images, tokens = _inputs(model, batch=1)
+    images, tokens = model_inputs(model, batch=1)
     folded = reparameterize(copy.deepcopy(model))
     with torch.no_grad():
         before = model.encode_image(images), model.encode_text(tokens)
@@ -93,7 +84,7 @@ def test_attention_variants_reach_every_family(spec):
     assert len(attns) == 2  # the hybrid image stage and the text transformer
     if spec["kind"] == "gated":
         assert all(a.gate is not None for a in attns)
-    images, tokens = _inputs(model)
+    images, tokens = model_inputs(model)
     image_emb, text_emb, scale = model(images, tokens)
     (image_emb.sum() + text_emb.sum() + scale).backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from itertools import islice
 from pathlib import Path
@@ -10,8 +11,15 @@ import torch
 
 from compress.data.datasets import CsvDataset, WdsDataset
 from compress.data.scenes import SPLITS
-from compress.data.transforms import OPENAI_MEAN, OPENAI_STD, image_transform
-from compress.models import build_model, count_params, load_model, model_config, save_model
+from compress.data.transforms import image_transform
+from compress.models import (
+    build_model,
+    count_params,
+    image_normalization,
+    load_model,
+    model_config,
+    save_model,
+)
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe, RecipeError
 from compress.tokenizer import Tokenizer
@@ -144,7 +152,8 @@ def distill(ctx: Context, out: Path) -> dict:
     model, arch = teacher_model(ctx)
     attention = {k: arch[k] for k in ("image_attention", "text_attention")}
     current = Trained(model, {**arch["config"], "name": arch["name"]}, attention)
-    teachers = [freeze(teacher_model(ctx)[0])]
+    # a frozen copy runs online; the original stays differentiable for Taylor importance scores
+    teachers = [freeze(copy.deepcopy(model))]
     teachers += [freeze(load_given(t.model, t.checkpoint, t.pretrained)[0]) for t in cfg.ensemble]
     teacher_params = count_params(teachers[0])
     summaries = []
@@ -156,9 +165,8 @@ def distill(ctx: Context, out: Path) -> dict:
             continue
         shape = current.config if step.model is None else model_config(step.model)
         dataset = train_dataset(
-            ctx, shape["vision"]["image_size"], shape["text"]["context_length"],
-            {"mean": shape["vision"].get("mean", OPENAI_MEAN), "std": shape["vision"].get("std", OPENAI_STD)},
-        )  # fmt: skip
+            ctx, shape["vision"]["image_size"], shape["text"]["context_length"], image_normalization(shape)
+        )
 
         def batches(start: int, size: int, dataset=dataset, seed=ctx.recipe.seed + i):
             return batch_stream(dataset, size, seed, ctx.rank, ctx.world, start, cfg.num_workers)

@@ -84,8 +84,13 @@ def build_from_config(
         t.get("mixer_layers", 0), t.get("mixer_kernel", 11), t.get("act", "gelu"),
         t.get("head_dim"), t.get("mlp_hidden"),
     )  # fmt: skip
-    mean, std = v.get("mean", OPENAI_MEAN), v.get("std", OPENAI_STD)
-    return CLIP(visual, text, mean=mean, std=std)
+    return CLIP(visual, text, **image_normalization(cfg))
+
+
+def image_normalization(cfg: dict) -> dict:
+    """The per-channel ``mean`` and ``std`` an architecture's weights expect (OpenAI CLIP's by default)."""
+    v = cfg["vision"]
+    return {"mean": tuple(v.get("mean", OPENAI_MEAN)), "std": tuple(v.get("std", OPENAI_STD))}
 
 
 def count_params(module: nn.Module) -> int:

@@ -39,8 +39,11 @@ def gather(x: torch.Tensor) -> torch.Tensor:
 
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """L = ½[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)] over the global batch."""
-    image_emb, text_emb = gather(image_emb), gather(text_emb)
-    logits = scale * image_emb @ text_emb.T  # (B, B)
+    return _contrastive(scale * gather(image_emb) @ gather(text_emb).T)
+
+
+def _contrastive(logits: torch.Tensor) -> torch.Tensor:
+    """The CLIP loss of (B, B) image→text logits whose diagonal holds the pairs."""
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
@@ -64,18 +67,13 @@ def affinity_targets(
     return i2t / len(teachers), t2i / len(teachers)
 
 
-def affinity_loss(
-    image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float, i2t: torch.Tensor, t2i: torch.Tensor
-) -> torch.Tensor:
-    """L_aff = ½[softCE(A_s, P_i2t) + softCE(A_sᵀ, P_t2i)] with A_s = s·I·Tᵀ (global batch)."""
-    logits = scale * gather(image) @ gather(text).T
+def affinity_loss(logits: torch.Tensor, i2t: torch.Tensor, t2i: torch.Tensor) -> torch.Tensor:
+    """L_aff = ½[softCE(A_s, P_i2t) + softCE(A_sᵀ, P_t2i)] for the student's affinities A_s = s·I·Tᵀ."""
     return 0.5 * (soft_cross_entropy(logits, i2t) + soft_cross_entropy(logits.T, t2i))
 
 
 class CLIPLoss(nn.Module):
     """The contrastive loss alone; needs no teacher."""
-
-    needs_teacher = False
 
     def forward(self, student: Embeddings, teachers: Sequence[Embeddings] = ()) -> torch.Tensor:
         return clip_loss(*student)
@@ -97,8 +95,6 @@ class AffinityMimicking(nn.Module):
         >>> value = loss(student_out, [teacher_out])  # doctest: +SKIP
     """
 
-    needs_teacher = True
-
     def __init__(
         self,
         alpha: float = 1.0,
@@ -118,6 +114,7 @@ class AffinityMimicking(nn.Module):
         if not teachers:
             raise ValueError("affinity mimicking needs at least one teacher")
         image, text, own_scale = student
+        image, text = gather(image), gather(text)  # once: both terms span the global batch
         s_student = own_scale if self.student_scale is None else self.student_scale
         if self.teacher_log_scale is not None:
             if self.teacher_log_scale.isnan():
@@ -127,9 +124,10 @@ class AffinityMimicking(nn.Module):
         else:
             s_teacher = self.teacher_scale
         i2t, t2i = affinity_targets(teachers, s_teacher)  # grads reach only a learnable scale
-        value = affinity_loss(image, text, s_student, i2t, t2i)
+        similarity = image @ text.T
+        value = affinity_loss(s_student * similarity, i2t, t2i)
         if self.alpha < 1:
-            value = self.alpha * value + (1 - self.alpha) * clip_loss(image, text, own_scale)
+            value = self.alpha * value + (1 - self.alpha) * _contrastive(own_scale * similarity)
         return value
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from compress.data.datasets import collate
 from compress.io import atomic_save, write_json
-from compress.losses import CLIPLoss
+from compress.losses import clip_loss
 from compress.recipe import TrainConfig
 
 Objective = Callable[[nn.Module, dict], torch.Tensor]
@@ -116,7 +116,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def clip_objective(net: nn.Module, batch: dict) -> torch.Tensor:
     """Pretraining: the contrastive loss of the model's own embeddings."""
-    return CLIPLoss()(net(batch["image"], batch["text"]))
+    return clip_loss(*net(batch["image"], batch["text"]))
 
 
 def train(

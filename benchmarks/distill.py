@@ -15,6 +15,7 @@ Run: python benchmarks/distill.py [--run runs/demo] [--steps 600] [--eval-every 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -24,15 +25,17 @@ from pathlib import Path
 
 import torch
 
-from compress.distill import Extras, Trained, build_student, freeze, loss_options, objective
+from compress.data.batches import batch_stream
+from compress.distill.inherit import inherit
+from compress.distill.losses import losses
+from compress.distill.student import Extras, build_student, freeze, loss_options, objective
 from compress.evaluate import evaluate_csvs
-from compress.inherit import inherit
-from compress.losses import losses
-from compress.models import count_params, load_model
+from compress.models import ModelRecord, count_params, load_model
 from compress.pipeline import Context
 from compress.recipe import DistillStep, InheritConfig, load_recipe
-from compress.stages import resolve_csv, train_dataset
-from compress.train import batch_stream, train
+from compress.stages.data import train_dataset
+from compress.stages.layout import own_model, task_csv
+from compress.train import Interrupted, train
 
 TASK = "zs_colour_shape"
 
@@ -40,22 +43,22 @@ TASK = "zs_colour_shape"
 def zero_shot(ctx: Context, model) -> float:
     cfg = ctx.recipe.eval
     result = evaluate_csvs(
-        model, {TASK: resolve_csv(ctx, TASK)}, {}, templates=cfg.templates, batch_size=cfg.batch_size
+        model, {TASK: task_csv(ctx, TASK)}, {}, templates=cfg.templates, batch_size=cfg.batch_size
     )
     return result["zeroshot"][TASK]["top1"]
 
 
-def run(ctx: Context, teacher, method: str, steps: int, every: int, work: Path) -> list[dict]:
+def run(ctx: Context, teacher, parent: ModelRecord, method: str, steps: int, every: int, work: Path) -> list[dict]:
     """One distillation of ``steps`` steps, evaluated every ``every`` steps (and at step 0)."""
-    cfg = replace(ctx.recipe.distill, steps=steps)
+    # a checkpoint at every segment's end: each train() call resumes where the last one stopped
+    cfg = replace(ctx.recipe.distill, steps=steps, checkpoint_every=every)
     step = DistillStep(cfg.model, InheritConfig(method=method), steps)
-    parent = Trained(teacher, {}, {})
     torch.manual_seed(0)
-    student = build_student(step, cfg, parent).model
+    student, record = build_student(step, cfg, parent)
     if method != "none":
         calibration = None
         if method == "importance":
-            calibration = next(iter(batches(ctx, student, 0, step.inherit.calibration)))
+            calibration = next(iter(batches(ctx, record, 0, step.inherit.calibration)))
         inherit(teacher, student, method=method, calibration=calibration)
     loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
     step_loss = objective(loss, [teacher], student)
@@ -63,18 +66,19 @@ def run(ctx: Context, teacher, method: str, steps: int, every: int, work: Path) 
     out = work / method
     start = time.perf_counter()
     for done in range(every, steps + 1, every):
-        train(
-            student, lambda s: batches(ctx, student, s, cfg.batch_size), cfg, out,
-            objective=step_loss, extra=Extras(loss, None), desc=method, stop_after=every,
-        )  # fmt: skip
+        with contextlib.suppress(Interrupted):  # the end of a segment, not of training
+            train(
+                student, lambda s: batches(ctx, record, s, cfg.batch_size), cfg, out,
+                objective=step_loss, extra=Extras(loss, None), desc=method, stop_after=every,
+            )  # fmt: skip
         curve.append({"step": done, "top1": zero_shot(ctx, student.eval())})
         print(f"{method}: step {done} top-1 {curve[-1]['top1']:.3f}", file=sys.stderr)
     curve[-1]["seconds"] = time.perf_counter() - start
     return curve
 
 
-def batches(ctx: Context, student, start: int, size: int):
-    dataset = train_dataset(ctx, student.visual.image_size, student.text.context_length)
+def batches(ctx: Context, record: ModelRecord, start: int, size: int):
+    dataset = train_dataset(ctx, record)
     return batch_stream(dataset, size, ctx.recipe.seed, 0, 1, start)
 
 
@@ -97,13 +101,13 @@ def main() -> None:
     if recipe.distill is None or recipe.eval is None:
         sys.exit(f"{run_dir}/recipe.yaml: needs distill and eval sections")
     ctx = Context(recipe, run_dir)
-    teacher, _ = load_model(run_dir / "pretrain" / "model.pt")
+    teacher, parent = load_model(own_model(ctx))
     freeze(teacher)
     teacher_top1 = zero_shot(ctx, teacher)
     curves = {}
     with tempfile.TemporaryDirectory() as work:
         for method in args.methods.split(","):
-            curves[method] = run(ctx, teacher, method, args.steps, args.eval_every, Path(work))
+            curves[method] = run(ctx, teacher, parent, method, args.steps, args.eval_every, Path(work))
     baseline = curves.get("none", [{}])[-1].get("top1")
     result = {
         "task": TASK,

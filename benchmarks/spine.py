@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from compress.data.scenes import iter_split
-from compress.losses import clip_loss
+from compress.distill.losses import clip_loss
 from compress.models import build_model
 from compress.train import param_groups
 

@@ -28,10 +28,12 @@ def _split_overrides(args: list[str]) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from compress.pipeline import check_inputs
     from compress.recipe import load_recipe
-    from compress.stages import enabled_stages
+    from compress.stages import STAGES, enabled_stages
 
     recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
+    check_inputs(recipe, STAGES)
     print(
         f"{args.recipe}: ok (recipe hash {recipe.hash}; stages: {', '.join(enabled_stages(recipe))})"
     )
@@ -45,11 +47,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from compress.train import init_distributed
 
     recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
-    names = [s.name for s in STAGES]
-    if args.from_stage is not None and args.from_stage not in names:
-        raise UserError(
-            f"--from {args.from_stage}: unknown stage; expected one of: {', '.join(names)}"
-        )
     rank, world = init_distributed()
     ctx = run_pipeline(recipe, STAGES, from_stage=args.from_stage, rank=rank, world=world)
     if rank == 0:
@@ -114,10 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.zeroshot and not args.retrieval:
         raise UserError("eval: give at least one --zeroshot or --retrieval CSV")
-    try:
-        model, _ = load_model(args.model)
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(str(err)) from None
+    model, _ = load_model(args.model)
     results = evaluate_csvs(
         model,
         {path: Path(path) for path in args.zeroshot},
@@ -137,14 +131,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from compress.pipeline import Context
     from compress.recipe import load_recipe
-    from compress.report import write_report
+    from compress.stages import STAGES
+    from compress.stages.report import write_report
 
     run_dir = Path(args.run_dir)
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.is_file():
         raise UserError(f"{run_dir}: not a run folder (no recipe.yaml)")
     recipe = load_recipe(recipe_file)
-    print(write_report(Context(recipe, run_dir))["report"])
+    print(write_report(Context(recipe, run_dir, STAGES))["report"])
     return 0
 
 
@@ -210,13 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from compress.data.datasets import DataError
-    from compress.recipe import RecipeError
     from export.verify import ParityError
 
     try:
         return args.func(args)
-    except (UserError, RecipeError, DataError) as err:
+    except UserError as err:
         print(f"edgeclip: error: {err}", file=sys.stderr)
         return 2
     except ParityError as err:  # an artifact that disagrees with PyTorch is never called done

@@ -6,12 +6,13 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.distributed as dist
 import yaml
 
+from compress.errors import UserError
 from compress.io import write_json, write_text
 from compress.recipe import Recipe
 
@@ -28,8 +29,11 @@ class Stage:
         needs: recipe sections its output depends on; a change to any of them reruns it.
         run: ``run(ctx, out_dir) -> summary`` writes the stage's outputs into ``out_dir``.
         enabled: whether this recipe runs the stage.
-        distributed: runs on every process under torchrun (others run on rank 0 only).
         about: one line for ``edgeclip ls stages``.
+        distributed: runs on every process under torchrun (others run on rank 0 only).
+        check: ``check(recipe)`` raises a :class:`~compress.recipe.RecipeError` for an input the
+            stage will read that is not there (a file, a tag); run before any stage starts.
+        report: ``report(summary) -> markdown lines``: the stage's section of the run report.
     """
 
     name: str
@@ -38,6 +42,8 @@ class Stage:
     enabled: Callable[[Recipe], bool]
     about: str
     distributed: bool = False
+    check: Callable[[Recipe], None] | None = None
+    report: Callable[[dict], list[str]] | None = None
 
 
 @dataclass
@@ -46,14 +52,16 @@ class Context:
 
     recipe: Recipe
     run_dir: Path
+    stages: list[Stage] = field(default_factory=list)
     rank: int = 0
     world: int = 1
+    stop_after: int | None = None  # training steps before stopping as if interrupted (tests, time slices)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
 
     def done(self, name: str) -> dict | None:
-        """A finished stage's done marker (``hash``, ``finished``, ``summary``), or None."""
+        """A finished stage's done marker (``hash``, ``finished``, ``seconds``, ``summary``), or None."""
         marker = self.stage_dir(name) / DONE
         return json.loads(marker.read_text()) if marker.exists() else None
 
@@ -63,6 +71,13 @@ def _barrier(ctx: Context) -> None:
         dist.barrier()
 
 
+def check_inputs(recipe: Recipe, stages: list[Stage]) -> None:
+    """Every enabled stage's input checks, before anything expensive runs."""
+    for stage in stages:
+        if stage.check is not None and stage.enabled(recipe):
+            stage.check(recipe)
+
+
 def run_pipeline(
     recipe: Recipe,
     stages: list[Stage],
@@ -70,18 +85,21 @@ def run_pipeline(
     from_stage: str | None = None,
     rank: int = 0,
     world: int = 1,
+    stop_after: int | None = None,
 ) -> Context:
     """Run the recipe's stages in order, skipping those already done with the same inputs.
 
     A stage reruns when its done marker is missing, when the recipe sections it depends on
     changed, from ``from_stage`` on, or after an earlier stage reran. An unfinished stage with
     unchanged inputs keeps its folder, so training resumes from its last checkpoint; otherwise
-    the folder is cleared first.
+    the folder is cleared first. ``stop_after`` stops each training run after that many steps as
+    if interrupted (:class:`compress.train.Interrupted`); rerunning resumes.
     """
     names = [s.name for s in stages]
     if from_stage is not None and from_stage not in names:
-        raise ValueError(f"--from {from_stage}: unknown stage; expected one of: {', '.join(names)}")
-    ctx = Context(recipe, Path(recipe.runs_dir) / recipe.name, rank, world)
+        raise UserError(f"--from {from_stage}: unknown stage; expected one of: {', '.join(names)}")
+    check_inputs(recipe, stages)
+    ctx = Context(recipe, Path(recipe.runs_dir) / recipe.name, stages, rank, world, stop_after)
     if rank == 0:
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(ctx.run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
@@ -111,12 +129,12 @@ def run_pipeline(
             begin = time.perf_counter()
             summary = stage.run(ctx, out) or {}
             if rank == 0:
-                summary = {**summary, "seconds": round(time.perf_counter() - begin, 2)}
                 write_json(
                     done,
                     {
                         "hash": digest,
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "seconds": round(time.perf_counter() - begin, 2),
                         "summary": summary,
                     },
                 )

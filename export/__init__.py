@@ -1,0 +1,7 @@
+"""The deployment side: export targets (registry ``exporters``), the shared export driver,
+manifests and parity checks. Runtimes (onnxruntime, …) load only when an export runs."""
+
+from export import onnx as _onnx  # noqa: F401  (registers the "onnx" target)
+from export.targets import exporters
+
+__all__ = ["exporters"]

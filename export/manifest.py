@@ -113,13 +113,15 @@ def tower_manifest(
     embed_dim: int,
     logit_scale: float,
     recipe_hash: str | None,
+    attention: dict[str, Any] | None = None,
     preprocessing: dict[str, Any] | None = None,
     tokenizer: dict[str, Any] | None = None,
     parity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
-    Image towers carry ``preprocessing``, text towers carry ``tokenizer``.
+    Image towers carry ``preprocessing``, text towers carry ``tokenizer``; ``attention`` is the
+    tower's attention variant (None: plain softmax).
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
@@ -136,6 +138,7 @@ def tower_manifest(
         "embed_dim": int(embed_dim),
         # s in logits = s · image_emb · text_embᵀ; the towers' outputs are already L2-normalised.
         "logit_scale": float(logit_scale),
+        "attention": attention or {"kind": "softmax"},
         "recipe_hash": recipe_hash,
         "libraries": library_versions(),
     }

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-# fp32 exports should match eager PyTorch to float rounding; quantized backends pass looser ones.
-DEFAULT_THRESHOLDS: dict[str, float] = {"min_cosine": 0.999, "max_abs": 1e-4}
-THRESHOLD_KEYS = ("min_cosine", "max_abs", "min_zero_shot_agreement")
+
+@dataclass(frozen=True)
+class Thresholds:
+    """How close an exported tower must stay to eager PyTorch."""
+
+    min_cosine: float  # smallest per-row cosine similarity of the embeddings
+    max_abs: float  # largest absolute difference of any embedding value
+    min_zero_shot_agreement: float  # fraction of images whose best-matching text is unchanged
+
+
+# fp32 exports match eager PyTorch to float rounding; quantized targets will pass looser ones.
+FP32_PARITY = Thresholds(min_cosine=0.999, max_abs=1e-4, min_zero_shot_agreement=0.99)
 
 
 class ParityError(RuntimeError):
@@ -44,28 +53,6 @@ def run_batched(
             batch = np.concatenate([batch, pad], axis=0)
         outputs.append(np.asarray(fn(batch))[:real])
     return np.concatenate(outputs, axis=0)
-
-
-def run_onnx(
-    path: str | os.PathLike,
-    inputs: np.ndarray,
-    batch_size: int,
-    providers: tuple[str, ...] = ("CPUExecutionProvider",),
-) -> np.ndarray:
-    """Run a single-input, single-output ONNX model in ONNX Runtime over ``inputs``, ``batch_size`` rows at a time.
-
-    Example:
-        >>> run_onnx("export/image/model.onnx", images.numpy(), batch_size=1)  # doctest: +SKIP
-    """
-    import onnxruntime as ort  # lazy: importing edgeclip must not load a runtime
-
-    options = ort.SessionOptions()
-    options.log_severity_level = (
-        3  # errors only; ORT's graph-optimizer notes are not actionable here
-    )
-    session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=list(providers))
-    (input_name,) = [i.name for i in session.get_inputs()]
-    return run_batched(lambda batch: session.run(None, {input_name: batch})[0], inputs, batch_size)
 
 
 @torch.no_grad()
@@ -121,34 +108,28 @@ def zero_shot_agreement(
     return float((reference == candidate).mean())
 
 
-def check(parity: Mapping[str, Any], thresholds: Mapping[str, float], artifact_name: str) -> None:
+def check(parity: Mapping[str, Any], thresholds: Thresholds, artifact_name: str) -> None:
     """Raise :class:`ParityError` if ``parity`` (from :func:`compare`) misses a threshold.
 
     Args:
-        parity: measured numbers; ``zero_shot_agreement`` is only checked when present.
-        thresholds: ``min_cosine``, ``max_abs`` and optionally ``min_zero_shot_agreement``.
+        parity: measured numbers; ``zero_shot_agreement`` is checked when present.
+        thresholds: the bounds.
         artifact_name: names the artifact in the one-line error message.
 
     Example:
-        >>> check({"cosine_min": 0.99, "max_abs": 0.1}, DEFAULT_THRESHOLDS, "image/model.onnx")
+        >>> check({"cosine_min": 0.99, "max_abs": 0.1}, FP32_PARITY, "image/model.onnx")
         Traceback (most recent call last):
         ...
         export.verify.ParityError: image/model.onnx: parity check failed: cosine min 0.990000 < 0.999; max-abs 0.1 > 0.0001
     """
-    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
-    if unknown:
-        raise ValueError(
-            f"unknown parity thresholds {unknown}; expected some of {list(THRESHOLD_KEYS)}"
-        )
     # Written as `not (measured within bound)` so a NaN measurement fails instead of slipping through.
     failures = []
-    if "min_cosine" in thresholds and not parity["cosine_min"] >= thresholds["min_cosine"]:
-        failures.append(f"cosine min {parity['cosine_min']:.6f} < {thresholds['min_cosine']:g}")
-    if "max_abs" in thresholds and not parity["max_abs"] <= thresholds["max_abs"]:
-        failures.append(f"max-abs {parity['max_abs']:.3g} > {thresholds['max_abs']:g}")
+    if not parity["cosine_min"] >= thresholds.min_cosine:
+        failures.append(f"cosine min {parity['cosine_min']:.6f} < {thresholds.min_cosine:g}")
+    if not parity["max_abs"] <= thresholds.max_abs:
+        failures.append(f"max-abs {parity['max_abs']:.3g} > {thresholds.max_abs:g}")
     agreement = parity.get("zero_shot_agreement")
-    bound = thresholds.get("min_zero_shot_agreement")
-    if agreement is not None and bound is not None and not agreement >= bound:
-        failures.append(f"zero-shot agreement {agreement:.4f} < {bound:g}")
+    if agreement is not None and not agreement >= thresholds.min_zero_shot_agreement:
+        failures.append(f"zero-shot agreement {agreement:.4f} < {thresholds.min_zero_shot_agreement:g}")
     if failures:
         raise ParityError(f"{artifact_name}: parity check failed: {'; '.join(failures)}")

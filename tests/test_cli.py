@@ -1,6 +1,7 @@
 """The `edgeclip` command: ls, validate, eval and report on real (tiny) runs, and its error contract."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,10 +56,20 @@ def test_help_shows_an_example():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """One finished tiny run that tests only read; a test that changes a run uses `own_run`."""
     from tests.conftest import write_tiny_recipe
 
     folder = tmp_path_factory.mktemp("run")
     return run_pipeline(load_recipe(write_tiny_recipe(folder, steps=2)), STAGES).run_dir
+
+
+@pytest.fixture
+def own_run(tiny_run, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the tiny run: (its recipe, its run folder), free to change."""
+    folder = shutil.copytree(tiny_run.parents[1], tmp_path / "copy")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(recipe.read_text().replace(str(tiny_run.parents[1]), str(folder)))
+    return recipe, folder / "runs" / "tiny"
 
 
 def test_eval_command_on_csv_datasets(tiny_run, tmp_path, capsys):
@@ -87,10 +98,11 @@ def test_eval_bad_inputs_exit_2(tiny_run, tmp_path, capsys):
     )
 
 
-def test_report_command_rewrites_report(tiny_run, capsys):
-    (tiny_run / "report.md").unlink()
-    assert main(["report", str(tiny_run)]) == 0
-    assert "## Zero-shot classification" in (tiny_run / "report.md").read_text()
+def test_report_command_rewrites_report(own_run, capsys):
+    _, run_dir = own_run
+    (run_dir / "report.md").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert "## Zero-shot classification" in (run_dir / "report.md").read_text()
 
 
 def test_run_bad_from_stage_exit_2(capsys):
@@ -98,10 +110,10 @@ def test_run_bad_from_stage_exit_2(capsys):
     assert "--from nope: unknown stage" in capsys.readouterr().err
 
 
-def test_parity_failure_is_an_error_not_a_warning(tiny_run, capsys):
+def test_parity_failure_is_an_error_not_a_warning(own_run, capsys):
     """An export that misses its parity threshold stops the run with one line and exit code 1."""
-    recipe = tiny_run.parents[1] / "tiny.yaml"
+    recipe, run_dir = own_run
     assert main(["run", str(recipe), "export.tolerance=1e-12"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgeclip: error: ") and "parity check failed" in err and "\n" not in err
-    assert not (tiny_run / "export" / "done.json").exists()
+    assert not (run_dir / "export" / "done.json").exists()

@@ -22,10 +22,11 @@ from compress.data.datasets import (
     iter_tar_samples,
 )
 from compress.data.scenes import write_scenes
-from compress.data.transforms import OPENAI_MEAN, OPENAI_STD, image_transform
+from compress.data.transforms import image_transform
+from compress.models.clip import OPENAI_MEAN, OPENAI_STD
 
 SIZE = 32
-TRANSFORM = image_transform(SIZE)
+TRANSFORM = image_transform(SIZE, OPENAI_MEAN, OPENAI_STD)
 
 
 @pytest.fixture(scope="module")

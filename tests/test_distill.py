@@ -13,15 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compress.inherit import InheritError, importance_scores, inherit, plan_transformer
-from compress.losses import (
+from compress.distill.inherit import InheritError, importance_scores, inherit, plan_transformer
+from compress.distill.losses import (
     AffinityMimicking,
     CLIPLoss,
     affinity_targets,
     clip_loss,
     soft_cross_entropy,
 )
-from compress.models import build_model, count_params, load_model, save_model
+from compress.models import ModelRecord, build_model, count_params, load_model, save_model
 from compress.pipeline import run_pipeline
 from compress.recipe import load_recipe
 from compress.stages import STAGES
@@ -126,7 +126,7 @@ def test_importance_inheritance_takes_the_chosen_heads_for_q_k_and_v():
     }
     plan = plan_transformer(teacher.visual, student.visual, "image", [0, 2, 3, 3], scores)
     assert [h.tolist() for h in plan.heads] == [[1, 3], [0, 2], [0, 1], [0, 1]]
-    from compress.inherit import apply_transformer
+    from compress.distill.inherit import apply_transformer
 
     apply_transformer(teacher.visual, student.visual, plan, "image")
     s_qkv = student.visual.blocks[0].attn.qkv.weight.reshape(3, 2, 32, 64)
@@ -216,8 +216,8 @@ distill:
 @pytest.fixture
 def teacher_file(tmp_path):
     torch.manual_seed(0)
-    model = build_model("tiny")
-    save_model(model, tmp_path / "teacher.pt", "tiny", None, None)
+    record = ModelRecord.named("tiny")
+    save_model(record.build(), record, tmp_path / "teacher.pt")
     return tmp_path / "teacher.pt"
 
 
@@ -235,8 +235,9 @@ stages:
     assert [s["model"] for s in summary["stages"]] == ["tiny", "tiny_student"]
     assert all("zs_colour" in s["metrics"]["zeroshot"] for s in summary["stages"])
     assert summary["stages"][1]["inherit"]["method"] == "importance"
-    student, arch = load_model(run_dir / "distill" / "model.pt")
-    assert arch["name"] == "tiny_student" and count_params(student) == summary["parameters"]
+    student, record = load_model(run_dir / "distill" / "model.pt")
+    assert record.name == "tiny_student" and count_params(student) == summary["parameters"]
+    assert record.provenance == {"stage": "distill", "parent": "tiny", "inherit": "importance"}
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert "teacher" in metrics and "zs_colour" in metrics["teacher"]["zeroshot"]
 
@@ -253,37 +254,22 @@ stages:
     stages = json.loads((run_dir / "distill" / "done.json").read_text())["summary"]["stages"]
     pruning = stages[1]["pruning"]
     assert abs(pruning["sparsity"] - 0.4) <= 0.02, pruning["sparsity"]
-    student, arch = load_model(run_dir / "distill" / "model.pt")
+    student, record = load_model(run_dir / "distill" / "model.pt")
     assert count_params(student) == pruning["params_after"] < pruning["params_before"]
-    assert arch["name"] == "tiny-pruned" and "zs_colour" in stages[1]["metrics"]["zeroshot"]
+    assert record.name == "tiny-pruned" and "zs_colour" in stages[1]["metrics"]["zeroshot"]
 
 
 def test_distillation_resumes_after_a_kill(tmp_path, teacher_file):
-    import compress.train as train_module
-
     distill = TRAIN + "model: tiny_student\nsteps: 6\nloss: {teacher_scale: learnable}\n"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     straight = run_pipeline(load_recipe(_distill_recipe(tmp_path / "a", teacher_file, distill)), STAGES).run_dir
-    real_train, calls = train_module.train, []
-
-    def killed_once(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            real_train(*args, **kwargs, stop_after=3)
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
     path = _distill_recipe(tmp_path / "b", teacher_file, distill)
-    train_module.train = killed_once
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_pipeline(load_recipe(path), STAGES)
-        checkpoint = tmp_path / "b/runs/d/distill/stage0/checkpoint.pt"
-        assert torch.load(checkpoint, weights_only=True)["step"] == 2
-        resumed = run_pipeline(load_recipe(path), STAGES).run_dir
-    finally:
-        train_module.train = real_train
+    with pytest.raises(KeyboardInterrupt):  # killed after 3 steps; the last checkpoint is step 2
+        run_pipeline(load_recipe(path), STAGES, stop_after=3)
+    checkpoint = tmp_path / "b/runs/d/distill/stage0/checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    resumed = run_pipeline(load_recipe(path), STAGES).run_dir
     a = torch.load(straight / "distill/model.pt", weights_only=True)["state_dict"]
     b = torch.load(resumed / "distill/model.pt", weights_only=True)["state_dict"]
     for key in a:
@@ -324,8 +310,8 @@ def test_real_scale_recipe_runs_a_few_steps_at_real_size(tmp_path):
         "eval.zeroshot=[zs_colour]", "eval.retrieval=[retrieval]", "export=null",
     ]  # fmt: skip
     run_dir = run_pipeline(load_recipe(recipe_file, overrides), STAGES).run_dir
-    student, arch = load_model(run_dir / "distill" / "model.pt")
-    assert arch["name"] == "tinyclip_vit_8m_16" and 8.0e6 < count_params(student.visual) < 8.5e6
+    student, record = load_model(run_dir / "distill" / "model.pt")
+    assert record.name == "tinyclip_vit_8m_16" and 8.0e6 < count_params(student.visual) < 8.5e6
     summary = json.loads((run_dir / "distill" / "done.json").read_text())["summary"]
     assert summary["stages"][0]["train"]["steps"] == 2
     assert summary["teacher_parameters"] == 149_620_737  # open_clip ViT-B-16, loaded by the loader

@@ -1,4 +1,5 @@
-"""ONNX export of both towers: graph validity, parity with eager PyTorch, manifests, atomicity, lean imports."""
+"""Export of both towers to every registered target (ONNX first): graph validity, parity with eager
+PyTorch, manifests, atomicity, lean imports."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ import onnx
 import pytest
 import torch
 
-from compress.models import build_model
+from compress.models import ModelRecord
 from compress.models.clip import NormalizedTower
 from compress.tokenizer import EOT_ID, SOT_ID, Tokenizer
+from export import exporters
+from export.driver import export_model
 from export.manifest import atomic_dir, read_manifest, sha256_file, write_manifest
-from export.onnx import export_onnx
+from export.onnx import run_onnx
 from export.verify import (
-    DEFAULT_THRESHOLDS,
+    FP32_PARITY,
     ParityError,
+    Thresholds,
     check,
     compare,
     run_batched,
-    run_onnx,
     zero_shot_agreement,
 )
 
@@ -63,23 +66,30 @@ def samples(tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return images, tokenizer(CAPTIONS)
 
 
-def _export(model, out_dir, samples, **kwargs):
+def _export(model, record, out_dir, samples, target="onnx", **kwargs):
     images, tokens = samples
-    return export_onnx(
-        model, out_dir, model_name="tiny", preprocessing=PREPROCESSING, sample_images=images,
-        sample_tokens=tokens, batch_size=BATCH, recipe_hash="abc123", **kwargs,
+    return export_model(
+        model, record, out_dir, target=target, sample_images=images, sample_tokens=tokens,
+        batch_size=BATCH, recipe_hash="abc123", **kwargs,
     )  # fmt: skip
 
 
+def _tiny(family="tiny", spec=None):
+    record = ModelRecord.named(family, {"image": spec, "text": spec})
+    return record.build(), record
+
+
+@pytest.mark.parametrize("target", exporters.names())
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("family", ["tiny", "tiny_mobile"])  # ViT and MobileCLIP-style (folded)
-def test_export_matches_pytorch(family, variant, samples, tokenizer, tmp_path):
+def test_export_matches_pytorch(family, variant, target, samples, tokenizer, tmp_path):
     torch.manual_seed(0)
     spec = VARIANTS[variant]
-    model = build_model(family, image_attention=spec, text_attention=spec).train()
-    summary = _export(model, tmp_path / "onnx", samples)
+    model, record = _tiny(family, spec)
+    model.train()
+    summary = _export(model, record, tmp_path / target, samples, target)
+    assert sorted(os.listdir(tmp_path / target)) == ["image", "text"]  # no temp folders left behind
     assert model.training, "export must give the model back in the mode it came in"
-    assert sorted(os.listdir(tmp_path / "onnx")) == ["image", "text"]  # no temp folders left behind
 
     images, tokens = samples
     model.eval()
@@ -105,7 +115,8 @@ def test_export_matches_pytorch(family, variant, samples, tokenizer, tmp_path):
         assert summary[tower]["bytes"] == os.path.getsize(path)
 
         manifest = read_manifest(summary[tower]["dir"])
-        assert manifest["model"] == "tiny" and manifest["tower"] == tower
+        assert manifest["model"] == family and manifest["tower"] == tower
+        assert manifest["attention"] == spec
         assert (manifest["backend"], manifest["precision"], manifest["file"]) == (
             "onnx",
             "fp32",
@@ -120,7 +131,7 @@ def test_export_matches_pytorch(family, variant, samples, tokenizer, tmp_path):
             {"name": "embedding", "shape": [BATCH, 32], "dtype": "float32", "l2_normalized": True}
         ]
         assert manifest["parity"]["zero_shot_agreement"] == 1.0
-        assert manifest["parity"]["thresholds"] == DEFAULT_THRESHOLDS
+        assert manifest["parity"]["thresholds"] == vars(FP32_PARITY)
 
     image_manifest = read_manifest(summary["image"]["dir"])
     assert image_manifest["inputs"] == [
@@ -149,12 +160,13 @@ def test_export_matches_pytorch(family, variant, samples, tokenizer, tmp_path):
 
 def test_failed_parity_keeps_previous_export(samples, tmp_path):
     torch.manual_seed(0)
-    model = build_model("tiny")
+    model, record = _tiny()
     out = tmp_path / "onnx"
-    first = _export(model, out, samples)
+    first = _export(model, record, out, samples)
     before = read_manifest(out / "image")["sha256"]
+    strict = Thresholds(min_cosine=0.999, max_abs=1e-12, min_zero_shot_agreement=1.0)
     with pytest.raises(ParityError, match=r"tiny image tower .*max-abs .* > 1e-12"):
-        _export(model, out, samples, tolerance=1e-12)  # float rounding alone exceeds this
+        _export(model, record, out, samples, thresholds=strict)  # float rounding alone exceeds this
     assert read_manifest(out / "image")["sha256"] == before == sha256_file(first["image"]["model"])
     assert sorted(os.listdir(out)) == ["image", "text"]
 
@@ -162,11 +174,11 @@ def test_failed_parity_keeps_previous_export(samples, tmp_path):
 def test_check_rejects_perturbed_candidate():
     rng = np.random.default_rng(0)
     reference = rng.standard_normal((6, 32)).astype(np.float32)
-    check(compare(reference, reference.copy()), DEFAULT_THRESHOLDS, "same")  # no error
+    check(compare(reference, reference.copy()), FP32_PARITY, "same")  # no error
 
     perturbed = reference + 0.05 * rng.standard_normal(reference.shape).astype(np.float32)
     with pytest.raises(ParityError) as err:
-        check(compare(reference, perturbed), DEFAULT_THRESHOLDS, "text/model.onnx")
+        check(compare(reference, perturbed), FP32_PARITY, "text/model.onnx")
     message = str(err.value)
     assert "\n" not in message and message.startswith("text/model.onnx: ")
     assert "max-abs" in message and "> 0.0001" in message
@@ -174,15 +186,16 @@ def test_check_rejects_perturbed_candidate():
     flipped = reference.copy()
     flipped[2] *= -1  # one row pointing the other way: cosine -1
     with pytest.raises(ParityError, match=r"cosine min -1\.000000 < 0\.999"):
-        check(compare(reference, flipped), {"min_cosine": 0.999}, "image")
+        check(compare(reference, flipped), Thresholds(0.999, float("inf"), 0.0), "image")
 
     broken = reference.copy()
     broken[0, 0] = np.nan  # NaN must fail, not slip through comparisons
     with pytest.raises(ParityError):
-        check(compare(reference, broken), DEFAULT_THRESHOLDS, "nan")
+        check(compare(reference, broken), FP32_PARITY, "nan")
 
-    with pytest.raises(ValueError, match="unknown parity thresholds"):
-        check(compare(reference, reference), {"min_cos": 0.9}, "typo")
+    disagreeing = {**compare(reference, reference), "zero_shot_agreement": 0.75}
+    with pytest.raises(ParityError, match=r"zero-shot agreement 0\.7500 < 0\.99"):
+        check(disagreeing, FP32_PARITY, "text")
 
 
 def test_zero_shot_agreement_counts_changed_argmax():
@@ -226,7 +239,8 @@ def test_atomic_dir_replaces_on_success_and_keeps_old_on_error(tmp_path):
 
 def test_imports_stay_lean():
     code = (
-        "import sys, compress, compress.models, export, export.manifest, export.verify, export.onnx\n"
+        "import sys, compress, compress.models, compress.recipe, compress.stages, export\n"
+        "import export.driver, export.manifest, export.verify, export.onnx\n"
         "loaded = [m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

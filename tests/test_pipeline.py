@@ -68,34 +68,16 @@ def test_rerun_skips_done_stages_and_from_reruns(tmp_path):
 
 
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
-    from compress import train as train_module
-
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     straight = run_pipeline(load_recipe(write_tiny_recipe(tmp_path / "a", steps=6)), STAGES).run_dir
-
-    real_train = train_module.train
-    calls = []
-
-    def interrupted(*args, **kwargs):  # the first attempt dies after 3 steps, as if killed
-        calls.append(1)
-        if len(calls) == 1:
-            real_train(*args, **kwargs, stop_after=3)
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
     path = write_tiny_recipe(tmp_path / "b", steps=6)
-    train_module.train = interrupted
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_pipeline(load_recipe(path), STAGES)
-        resumed_dir = tmp_path / "b" / "runs" / "tiny"
-        assert (
-            torch.load(resumed_dir / "pretrain" / "checkpoint.pt", weights_only=True)["step"] == 2
-        )
-        run_pipeline(load_recipe(path), STAGES)
-    finally:
-        train_module.train = real_train
+    with pytest.raises(KeyboardInterrupt):  # stopped after 3 steps, as if killed
+        run_pipeline(load_recipe(path), STAGES, stop_after=3)
+    resumed_dir = tmp_path / "b" / "runs" / "tiny"
+    assert torch.load(resumed_dir / "pretrain" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (resumed_dir / "pretrain" / "done.json").exists()
+    run_pipeline(load_recipe(path), STAGES)
     a, b = _weights(straight), _weights(resumed_dir)
     assert all(torch.equal(a[k], b[k]) for k in a), (
         "resumed training differs from uninterrupted training"
@@ -149,3 +131,43 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
             # differ run to run. Compare the query and value biases only.
             a[k], b[k] = a[k].view(3, -1)[[0, 2]], b[k].view(3, -1)[[0, 2]]
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _user_csvs(folder: Path, n: int = 24) -> dict[str, Path]:
+    """A user's own data: PNG files with a train CSV (captions), a labelled CSV and a pairs CSV."""
+    from PIL import Image
+
+    colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
+    rows = []
+    for i in range(n):
+        name = list(colours)[i % 3]
+        path = folder / "images" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), colours[name]).save(path)
+        rows.append((path, name))
+    files = {"train": folder / "train.csv", "labelled": folder / "labelled.csv", "pairs": folder / "pairs.csv"}
+    files["train"].write_text("filepath,caption\n" + "".join(f"{p},a {c} photo\n" for p, c in rows))
+    files["labelled"].write_text("filepath,label\n" + "".join(f"{p},{c}\n" for p, c in rows))
+    files["pairs"].write_text("filepath,caption\n" + "".join(f"{p},a {c} square {i}\n" for i, (p, c) in enumerate(rows)))
+    return files
+
+
+def test_a_run_on_user_csvs_has_no_scenes_in_its_report(tmp_path):
+    files = _user_csvs(tmp_path)
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"""\
+name: mine
+runs_dir: {tmp_path / "runs"}
+data: {{train: {files["train"]}}}
+pretrain: {{model: tiny, steps: 2, batch_size: 8, warmup: 1, log_every: 1}}
+distill: {{model: tiny_student, steps: 2, batch_size: 8, warmup: 1, log_every: 1}}
+eval: {{zeroshot: [{files["labelled"]}], retrieval: [{files["pairs"]}], batch_size: 8}}
+export: {{batch_size: 2, samples: 4}}
+""")
+    run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
+    assert sorted(_finished(run_dir)) == ["distill", "eval", "export", "pretrain", "report"]
+    report = (run_dir / "report.md").read_text()
+    assert str(files["labelled"]) in report and "## Distillation" in report and "## Exports" in report
+    assert f"{files['labelled']} top-1" in report  # the distillation table names the user's task
+    for word in ("scenes", "Scenes", "zs_", "colour"):
+        assert word not in report, word

@@ -6,9 +6,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from compress.losses import clip_loss
+from compress.distill.losses import clip_loss
+from compress.distill.prune import AutoInheritance, HardConcrete
 from compress.models import build_from_config, build_model, count_params
-from compress.prune import AutoInheritance, HardConcrete
 from tests.conftest import model_inputs
 
 
@@ -52,6 +52,7 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
+SOFTMAX = {"image": None, "text": None}
 CASES = [
     ("tiny", None, None),
     ("tiny", {"kind": "clipped", "alpha": 4.0}, {"kind": "gated", "gate": "head"}),
@@ -71,7 +72,8 @@ def test_pruned_model_computes_the_masked_model(name, image_attention, text_atte
     _scramble(inherit)
     inherit.attach(model)
     masked = _embed(model, images, tokens)
-    pruned, config, report = inherit.prune(model)
+    attention = {"image": image_attention, "text": text_attention}
+    pruned, config, report = inherit.prune(model, attention)
     inherit.detach()
     assert all(torch.equal(a, b) for a, b in zip(_embed(model, images, tokens), plain, strict=True))
     assert (masked[0] - plain[0]).abs().max() > 1e-2 and (masked[1] - plain[1]).abs().max() > 1e-2
@@ -92,9 +94,7 @@ def test_pruned_model_computes_the_masked_model(name, image_attention, text_atte
     after = count_params(pruned)
     assert after < count_params(model) and report["params_after"] == after
     assert report["sparsity"] == pytest.approx(1 - after / count_params(model))
-    specs = report["image_attention"], report["text_attention"]
-    assert specs[1]["kind"] == (text_attention or {"kind": "softmax"})["kind"]
-    rebuilt = build_from_config(json.loads(json.dumps(config)), *specs).eval()
+    rebuilt = build_from_config(json.loads(json.dumps(config)), image_attention, text_attention).eval()
     assert count_params(rebuilt) == after
     rebuilt.load_state_dict(pruned.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(_embed(rebuilt, images, tokens), out, strict=True))
@@ -118,7 +118,7 @@ def test_initial_masks_change_nothing():
     inherit = AutoInheritance(model, target=0.5, ramp_steps=10).eval()
     inherit.attach(model)
     masked = _embed(model, images, tokens)
-    pruned, _, report = inherit.prune(model)
+    pruned, _, report = inherit.prune(model, SOFTMAX)
     assert all((a - b).abs().max() < 1e-6 for a, b in zip(masked, plain, strict=True))
     assert report["params_after"] == count_params(model) and report["sparsity"] == 0
 
@@ -132,7 +132,7 @@ def test_only_some_towers_and_no_hidden_pruning():
     _scramble(inherit)
     inherit.attach(model)
     masked = _embed(model, images, tokens)
-    pruned, config, report = inherit.prune(model)
+    pruned, config, report = inherit.prune(model, SOFTMAX)
     assert config["vision"]["width"] == model.visual.proj.in_features
     assert count_params(pruned.text) == count_params(model.text)
     for a, b in zip(masked, _embed(pruned, images, tokens), strict=True):
@@ -206,7 +206,7 @@ def test_learned_masks_reach_the_target_sparsity():
             loss.backward()
             opt.step()
         inherit.eval()
-        pruned, _, report = inherit.prune(model)
+        pruned, _, report = inherit.prune(model, SOFTMAX)
     assert inherit.expected_sparsity().item() == pytest.approx(0.5, abs=0.02)
     assert report["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert count_params(pruned) == report["params_after"]

@@ -42,8 +42,8 @@ def test_configs_are_frozen():
 
 
 def test_section_hash_tracks_only_its_sections():
-    a = parse_recipe("name: x\npretrain: {model: tiny}\neval: {batch_size: 8}\n")
-    b = parse_recipe("name: x\npretrain: {model: tiny}\neval: {batch_size: 9}\n")
+    a = parse_recipe("name: x\npretrain: {model: tiny}\neval: {retrieval: [retrieval], batch_size: 8}\n")
+    b = parse_recipe("name: x\npretrain: {model: tiny}\neval: {retrieval: [retrieval], batch_size: 9}\n")
     assert a.section_hash("data", "pretrain") == b.section_hash("data", "pretrain")
     assert a.section_hash("eval") != b.section_hash("eval")
 
@@ -82,6 +82,18 @@ BAD = [
         "pretrain:\n  model: tiny\n",
         [],
         r"bad\.yaml:1: name: missing; expected a string",
+    ),
+    (
+        "eval-without-tasks",
+        BASE + "eval: {batch_size: 8}\n",
+        [],
+        r"bad\.yaml:4: eval\.zeroshot: name at least one zeroshot or retrieval task",
+    ),
+    (
+        "unknown-export-target",
+        BASE + "export: {formats: [tflite]}\n",
+        [],
+        r"bad\.yaml:4: export\.formats\[0\]: unknown export target 'tflite'; expected one of: onnx",
     ),
     (
         "bad-override",

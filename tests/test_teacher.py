@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from compress.compat import open_clip
-from compress.models import build_model, load_model, save_model
-from compress.pipeline import run_pipeline
+from compress.models import ModelRecord, load_model, save_model
+from compress.pipeline import check_inputs, run_pipeline
 from compress.recipe import RecipeError, load_recipe, parse_recipe
 from compress.stages import STAGES
 
@@ -35,8 +35,9 @@ def _recipe(tmp_path, teacher: str, extra: str = "") -> str:
 
 def test_teacher_from_an_edgeclip_model_file_is_evaluated_and_exported(tmp_path):
     torch.manual_seed(0)
-    model = build_model("tiny_mobile", text_attention={"kind": "gated"})
-    save_model(model, tmp_path / "mine.pt", "tiny_mobile", None, {"kind": "gated"})
+    record = ModelRecord.named("tiny_mobile", {"text": {"kind": "gated"}})
+    model = record.build()
+    save_model(model, record, tmp_path / "mine.pt")
     extra = """\
     eval:
       zeroshot: [zs_colour]
@@ -49,8 +50,9 @@ def test_teacher_from_an_edgeclip_model_file_is_evaluated_and_exported(tmp_path)
     run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
     done = sorted(p.name for p in run_dir.iterdir() if (p / "done.json").exists())
     assert done == ["data", "eval", "export", "report", "teacher"]
-    loaded, arch = load_model(run_dir / "teacher" / "model.pt")
-    assert arch["text_attention"] == {"kind": "gated"}
+    loaded, saved = load_model(run_dir / "teacher" / "model.pt")
+    assert saved.attention == {"image": None, "text": {"kind": "gated"}}
+    assert saved.provenance["stage"] == "teacher" and saved.provenance["checkpoint"] == str(tmp_path / "mine.pt")
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     manifest = json.loads((run_dir / "export" / "onnx" / "image" / "manifest.json").read_text())
@@ -65,8 +67,8 @@ def test_teacher_from_an_openclip_checkpoint(tmp_path):
     path = _recipe(tmp_path, f"model: openclip:MobileCLIP2-S0\ncheckpoint: {checkpoint}")
     run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
     assert not (run_dir / "data").exists(), "nothing reads the scenes, so none are written"
-    ours, arch = load_model(run_dir / "teacher" / "model.pt")
-    assert arch["name"] == "openclip:MobileCLIP2-S0"
+    ours, record = load_model(run_dir / "teacher" / "model.pt")
+    assert record.name == "openclip:MobileCLIP2-S0" and record.normalization["mean"] == (0.0, 0.0, 0.0)
     images = torch.rand(2, 3, 256, 256)
     tokens = open_clip().get_tokenizer("MobileCLIP2-S0")(["a dog", "two red squares"])
     with torch.no_grad():
@@ -103,10 +105,12 @@ def test_teacher_from_an_openclip_checkpoint(tmp_path):
     ],
 )
 def test_bad_teacher_sections(teacher, message):
+    """Caught by validation, before any stage runs (files and tags by the teacher stage's check)."""
     text = "name: t\nteacher:\n" + textwrap.indent(teacher, "  ") + "\n"
     with pytest.raises(RecipeError) as err:
-        parse_recipe(text, "t.yaml")
+        check_inputs(parse_recipe(text, "t.yaml"), STAGES)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith("t.yaml:")
 
 
 def test_pretrain_and_teacher_together_is_an_error():

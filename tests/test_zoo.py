@@ -19,6 +19,7 @@ from compress.models import (
     tower_params,
 )
 from compress.models.loaders import (
+    LoaderError,
     UnsupportedArchitecture,
     from_openclip_model,
     load_openclip,
@@ -155,7 +156,7 @@ def test_loader_reads_a_checkpoint_file_weights_only(openclip_models, tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": pickle.loads}, evil)
-    with pytest.raises(ValueError, match="weights-only"):
+    with pytest.raises(LoaderError, match="weights-only"):
         load_openclip("MobileCLIP2-S0", checkpoint=evil)
 
 
@@ -170,7 +171,7 @@ def test_unsupported_architectures_list_the_supported_ones():
         with pytest.raises(UnsupportedArchitecture, match=why) as err:
             openclip_config(arch)
         assert "supported: " in str(err.value) and "ViT-B-16" in str(err.value)
-    with pytest.raises(ValueError, match="pretrained tag"):
+    with pytest.raises(LoaderError, match="pretrained tag"):
         load_openclip("ViT-B-32", pretrained="no_such_tag")
 
 
@@ -184,11 +185,11 @@ def test_supported_architectures_map_every_weight():
 
 
 def test_openclip_model_round_trips_through_our_model_file(openclip_models, tmp_path):
-    from compress.models import save_model
+    from compress.models import ModelRecord, save_model
 
     config = openclip_config("MobileCLIP2-S0")
     ours = from_openclip_model(openclip_models["MobileCLIP2-S0"], config)
-    save_model(ours, tmp_path / "model.pt", config, None, None)
-    loaded, arch = load_model(tmp_path / "model.pt")
-    assert arch["name"] == "openclip:MobileCLIP2-S0"
+    save_model(ours, ModelRecord(config["name"], config), tmp_path / "model.pt")
+    loaded, record = load_model(tmp_path / "model.pt")
+    assert record.name == "openclip:MobileCLIP2-S0"
     _assert_same_embeddings(openclip_models["MobileCLIP2-S0"], loaded, "MobileCLIP2-S0")

@@ -17,11 +17,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from compress.errors import UserError
+
 Transform = Callable[[Image.Image], torch.Tensor]
 Tokenize = Callable[[str], Any]
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Malformed data. The message is one line naming the file and the sample, e.g.
     `data/train.csv:14: image 'images/train/train-000012.png' cannot be read: file not found`.
     """

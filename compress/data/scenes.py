@@ -47,7 +47,8 @@ RADIUS = {"small": 0.12, "large": 0.2}
 SCALE_JITTER = 0.06
 COUNTS = ("one", "two", "three")
 
-SPLITS = ("train", "val", "retrieval", "zs_shape", "zs_colour", "zs_colour_shape", "zs_count")
+ZEROSHOT_TASKS = ("zs_shape", "zs_colour", "zs_colour_shape", "zs_count")
+SPLITS = ("train", "val", "retrieval", *ZEROSHOT_TASKS)
 WDS_SPLITS = ("train", "val")
 CLASSES = {
     "zs_shape": list(SHAPES),

@@ -6,9 +6,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
 
 class ImageTransform:
     """PIL image → float32 (3, S, S) tensor: shorter side to S (bicubic), centre crop, normalise.
@@ -18,7 +15,7 @@ class ImageTransform:
     workers can pickle it.
 
     Example:
-        >>> t = ImageTransform(32)
+        >>> t = ImageTransform(32, mean=(0.5,) * 3, std=(0.5,) * 3)
         >>> t(Image.new("RGB", (64, 48))).shape
         torch.Size([3, 32, 32])
     """
@@ -26,8 +23,8 @@ class ImageTransform:
     def __init__(
         self,
         image_size: int,
-        mean: tuple[float, float, float] = OPENAI_MEAN,
-        std: tuple[float, float, float] = OPENAI_STD,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
     ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
@@ -62,13 +59,14 @@ class ImageTransform:
 
 def image_transform(
     image_size: int,
-    mean: tuple[float, float, float] = OPENAI_MEAN,
-    std: tuple[float, float, float] = OPENAI_STD,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
 ) -> ImageTransform:
-    """The eval/training-time image transform for a tower with `image_size` inputs.
+    """The eval/training-time image transform for a tower with `image_size` inputs and the
+    normalisation its weights expect (``CLIP.preprocess``).
 
     Example:
-        >>> image_transform(64)(Image.new("RGB", (64, 64))).dtype
+        >>> image_transform(64, (0.5,) * 3, (0.5,) * 3)(Image.new("RGB", (64, 64))).dtype
         torch.float32
     """
     return ImageTransform(image_size, mean, std)

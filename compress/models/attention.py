@@ -17,7 +17,7 @@ from torch import nn
 
 from compress.registry import Registry
 
-attention = Registry("attention")
+attention_variants = Registry("attention")
 
 
 class Softmax(nn.Module):
@@ -143,13 +143,13 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
 
 
-@attention.register("softmax")
+@attention_variants.register("softmax")
 def softmax_attention(dim: int, heads: int, seq_len: int, causal: bool = False, **shape) -> Attention:
     """Plain softmax attention; ``shape`` passes ``qkv_bias`` / ``head_dim`` to :class:`Attention`."""
     return Attention(dim, heads, seq_len, causal, **shape)
 
 
-@attention.register("clipped")
+@attention_variants.register("clipped")
 def clipped_attention(
     dim: int,
     heads: int,
@@ -168,7 +168,7 @@ def clipped_attention(
     return Attention(dim, heads, seq_len, causal, ClippedSoftmax(gamma, zeta), **shape)
 
 
-@attention.register("gated")
+@attention_variants.register("gated")
 def gated_attention(
     dim: int,
     heads: int,
@@ -193,5 +193,5 @@ def build_attention(
     """Build the variant named by ``spec["kind"]`` with the rest of ``spec`` as its options;
     ``shape`` (``qkv_bias``, ``head_dim``) goes to :class:`Attention`."""
     options = dict(spec or {"kind": "softmax"})
-    build = attention.get(options.pop("kind"))
+    build = attention_variants.get(options.pop("kind"))
     return build(dim, heads, seq_len, causal, **shape, **options)

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.data.transforms import OPENAI_MEAN, OPENAI_STD
+# the image normalisation OpenAI's CLIP weights expect (per RGB channel, for [0, 1] inputs)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 
 class CLIP(nn.Module):

@@ -23,6 +23,7 @@ from compress.compat import open_clip
 from compress.errors import UserError
 from compress.models import build_from_config
 from compress.models.clip import CLIP
+from compress.models.record import ModelRecord
 
 PREFIX = "openclip:"
 
@@ -72,7 +73,7 @@ MCI_RULES = [
 _TRANSPOSED = {"visual.proj", "text_projection", "text.text_projection"}  # x @ W → Linear weight
 
 
-class LoaderError(UserError, ValueError):
+class LoaderError(UserError):
     """A checkpoint, tag or architecture the loader cannot turn into our model."""
 
 
@@ -252,23 +253,21 @@ def from_openclip_model(
 
 def load_given(
     model: str, checkpoint: str | Path | None = None, pretrained: str | None = None
-) -> tuple[CLIP, dict, dict]:
+) -> tuple[CLIP, ModelRecord]:
     """A model named by a recipe: ``openclip:<arch>`` (open_clip weights) or a registry name
-    (an edgeclip model file as checkpoint, or random init). Returns (model, architecture dict,
-    attention specs ``{"image_attention": …, "text_attention": …}``)."""
-    from compress.models import build_model, load_model, model_config
+    (an edgeclip model file as checkpoint, or random init), with its record."""
+    from compress.models import build_model, load_model
 
     arch = parse_name(model)
+    source = {"source": model, "checkpoint": str(checkpoint) if checkpoint else None,
+              "pretrained": pretrained}  # fmt: skip
     if arch is not None:
         loaded, config = load_openclip(arch, checkpoint, pretrained)
-        return loaded, config, {"image_attention": None, "text_attention": None}
+        return loaded, ModelRecord(config["name"], config, provenance=source)
     if checkpoint is None:
-        config = {**model_config(model), "name": model}
-        return build_model(model), config, {"image_attention": None, "text_attention": None}
-    loaded, saved = load_model(checkpoint)
-    config = saved.get("config") or model_config(saved["name"])
-    attention = {k: saved[k] for k in ("image_attention", "text_attention")}
-    return loaded, {**config, "name": saved["name"]}, attention
+        return build_model(model), ModelRecord.named(model, **source)
+    loaded, record = load_model(checkpoint)
+    return loaded, record.derive(provenance={**source, "parent": record.provenance})
 
 
 def load_openclip(

@@ -1,76 +1,41 @@
-"""The distill stage: students trained against online teachers, one or several stages in a row.
+"""One distilled student: inherit from the parent, train against online teachers, (auto) prune.
 
-Each stage builds its student, initialises it from the previous model (the run's teacher for the
-first stage) by weight inheritance, trains it with the shared training loop against the frozen
-teachers (run under no_grad every step), and writes ``stage<i>/model.pt``. ``inherit.method:
-auto`` learns L0 masks during the stage and prunes the student at its end. A finished stage is
-skipped on a rerun, so a killed run resumes inside the stage it was in.
+The student is built from the recipe, initialised from the previous model (the run's teacher
+for the first stage) by weight inheritance, trained with the shared training loop against the
+frozen teachers (run under no_grad every step); ``inherit.method: auto`` learns L0 masks during
+training and prunes the student at its end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from compress.distill.inherit import InheritError, inherit
+from compress.distill.losses import losses
+from compress.distill.teacher_inputs import TeacherInputs
 from compress.errors import UserError
-from compress.inherit import InheritError, inherit
-from compress.losses import losses
-from compress.models import build_from_config, count_params, load_model, model_config, save_model
-from compress.models.clip import CLIP
+from compress.models import CLIP, ModelRecord, count_params
 from compress.recipe import DistillConfig, DistillStep
-from compress.tokenizer import Tokenizer
+from compress.train import train
 
 
-@dataclass
-class Trained:
-    """A model with what it takes to rebuild it."""
+class Trained(NamedTuple):
+    """A model and its record."""
 
     model: CLIP
-    config: dict
-    attention: dict  # {"image_attention": spec, "text_attention": spec}
+    record: ModelRecord
 
 
 def freeze(model: CLIP) -> CLIP:
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
-
-
-class TeacherInputs:
-    """Turns a student's batch into a teacher's inputs when their preprocessing differs:
-    images are un-normalised, resized (bicubic, antialiased) and re-normalised; captions are
-    re-tokenised for the teacher's context length."""
-
-    def __init__(self, teacher: CLIP, student: CLIP) -> None:
-        self.size = teacher.visual.image_size
-        same_image = self.size == student.visual.image_size and teacher.preprocess == student.preprocess
-        self.source = None if same_image else self._stats(student)
-        self.target = self._stats(teacher)
-        same_text = (teacher.text.context_length, teacher.text.eot_id) == (
-            student.text.context_length, student.text.eot_id,
-        )  # fmt: skip
-        self.tokenize = None if same_text else Tokenizer(teacher.text.context_length)
-
-    @staticmethod
-    def _stats(model: CLIP) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = (torch.tensor(model.preprocess[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
-        return mean, std
-
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        images, tokens = batch["image"], batch["text"]
-        if self.source is not None:
-            pixels = images * self.source[1] + self.source[0]
-            if pixels.shape[-1] != self.size:
-                pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bicubic", antialias=True)
-            images = (pixels.clamp(0, 1) - self.target[0]) / self.target[1]
-        if self.tokenize is not None:
-            tokens = self.tokenize(batch["caption"])
-        return images, tokens
 
 
 def objective(loss: nn.Module, teachers: Sequence[CLIP], student: CLIP, penalty=None):
@@ -88,17 +53,16 @@ def objective(loss: nn.Module, teachers: Sequence[CLIP], student: CLIP, penalty=
     return step_loss
 
 
-def build_student(step: DistillStep, cfg: DistillConfig, parent: Trained) -> Trained:
+def build_student(step: DistillStep, cfg: DistillConfig, parent: ModelRecord) -> Trained:
     """The stage's student, randomly initialised (auto: the parent's own architecture)."""
-    attention = {
-        "image_attention": cfg.attention.image.spec(),
-        "text_attention": cfg.attention.text.spec(),
-    }
     if step.model is None:  # auto inheritance prunes the parent itself
-        config, attention = parent.config, parent.attention
+        record = parent
     else:
-        config = {**model_config(step.model), "name": step.model}
-    return Trained(build_from_config(config, **attention), config, attention)
+        attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
+        record = ModelRecord.named(step.model, attention)
+    record = record.derive(provenance={"stage": "distill", "parent": parent.name,
+                                       "inherit": step.inherit.method})  # fmt: skip
+    return Trained(record.build(), record)
 
 
 class Extras(nn.Module):
@@ -133,12 +97,11 @@ def run_stage(
     *,
     rank: int,
     world: int,
+    stop_after: int | None = None,
 ) -> tuple[Trained, dict]:
     """Inherit, train and (auto) prune one student; returns it and the stage's summary."""
-    from compress.train import train  # looked up per call: tests stand in a killed trainer
-
     torch.manual_seed(index)
-    student = build_student(step, cfg, parent)
+    student = build_student(step, cfg, parent.record)
     method = step.inherit.method
     report: dict = {"method": method}
     if method != "none":
@@ -154,7 +117,7 @@ def run_stage(
             raise UserError(f"distill stage {index} ({step.model}): {err}") from None
     masks = None
     if method == "auto":
-        from compress.prune import AutoInheritance
+        from compress.distill.prune import AutoInheritance
 
         ramp = max(1, round(step.inherit.ramp * step.steps))
         try:
@@ -169,15 +132,15 @@ def run_stage(
     summary = train(
         student.model, lambda start: batches(start, cfg.batch_size), step_cfg, out,
         objective=objective(loss, teachers, student.model, penalty), extra=extras,
-        rank=rank, world=world, desc=f"distill {index}",
+        rank=rank, world=world, desc=f"distill {index}", stop_after=stop_after,
     )  # fmt: skip
     keys = ("steps", "final_loss", "samples_per_s", "train_seconds", "history")
     result = {"inherit": report, "train": {k: summary[k] for k in keys}}
     if masks is not None:
         student.model.eval()
-        pruned, config, pruning = masks.prune(student.model)
+        pruned, config, pruning = masks.prune(student.model, student.record.attention)
         masks.detach()
-        student = Trained(pruned, {**config, "name": f"{parent.config.get('name', 'model')}-pruned"}, student.attention)
+        student = Trained(pruned, student.record.derive(name=f"{parent.record.name}-pruned", config=config))
         result["pruning"] = pruning
     result["parameters"] = count_params(student.model)
     return student, result
@@ -188,12 +151,3 @@ def loss_options(cfg: DistillConfig) -> dict:
     if cfg.loss.kind == "clip":
         return {}
     return {"alpha": cfg.loss.alpha, "student_scale": cfg.loss.student_scale, "teacher_scale": cfg.loss.teacher_scale}
-
-
-def save(trained: Trained, path: Path) -> None:
-    save_model(trained.model, path, trained.config, **trained.attention)
-
-
-def load(path: Path) -> Trained:
-    model, arch = load_model(path)
-    return Trained(model, arch["config"], {k: arch[k] for k in ("image_attention", "text_attention")})

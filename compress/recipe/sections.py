@@ -1,20 +1,23 @@
-"""Recipes: YAML → frozen, validated config objects, one per stage, with `a.b=c` overrides."""
+"""The recipe's sections: frozen config objects whose checks use the words the user typed.
+
+Each check here looks at the recipe alone; inputs outside it (files, open_clip tags) are checked
+by the stage that reads them, before anything runs (``Stage.check``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
+from compress.data.scenes import SPLITS as SCENES_SPLITS
+from compress.errors import UserError
+from export.verify import FP32_PARITY, Thresholds
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """Bad recipe input; the message is one line naming the file, the key path and what was expected."""
 
 
@@ -128,10 +131,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training stage: model, optimisation and checkpointing."""
+    """Optimisation and checkpointing, shared by every training stage."""
 
-    model: str
-    attention: TowerAttention = field(default_factory=TowerAttention)
     steps: int = 1000
     batch_size: int = 128  # global batch: split across processes under torchrun
     lr: float = 1e-3
@@ -144,7 +145,6 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        self._check_model()
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         require(
             self.batch_size >= 2,
@@ -168,14 +168,27 @@ class TrainConfig:
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
 
-    def _check_model(self) -> None:
-        from compress.models import model_names
 
-        require(
-            self.model in model_names(),
-            "model",
-            f"unknown model {self.model!r}; expected one of: {', '.join(model_names())}",
-        )
+def _check_registry_model(model: str, alternatives: str = "") -> None:
+    from compress.models import model_names
+
+    require(
+        model in model_names(),
+        "model",
+        f"unknown model {model!r}; expected {alternatives}one of: {', '.join(model_names())}",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig(TrainConfig):
+    """Train a registry model from scratch with the contrastive loss."""
+
+    model: str
+    attention: TowerAttention = field(default_factory=TowerAttention)
+
+    def __post_init__(self) -> None:
+        _check_registry_model(self.model)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -192,45 +205,17 @@ class TeacherConfig:
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
-        from compress.models import model_names
-        from compress.models.loaders import parse_name
-
         require(
             self.checkpoint is None or self.pretrained is None,
             "pretrained",
             "give either checkpoint or pretrained, not both",
         )
-        if self.checkpoint is not None:
-            require(Path(self.checkpoint).is_file(), "checkpoint", f"no such file: {self.checkpoint}")
-        arch = parse_name(self.model)
-        if arch is None:
-            require(
-                self.model in model_names(),
-                "model",
-                f"unknown model {self.model!r}; expected 'openclip:<arch>' or one of: "
-                + ", ".join(model_names()),
-            )
+        if not self.model.startswith("openclip:"):
+            _check_registry_model(self.model, "'openclip:<arch>' or ")
             require(
                 self.pretrained is None,
                 "pretrained",
                 "pretrained tags name open_clip weights; use model: openclip:<arch>",
-            )
-            return
-        from compress.compat import open_clip
-        from compress.models.loaders import supported_architectures
-
-        supported = supported_architectures()
-        require(
-            arch in supported,
-            "model",
-            f"open_clip architecture {arch!r} is not supported; supported: {', '.join(supported)}",
-        )
-        if self.pretrained is not None:
-            tags = open_clip().list_pretrained_tags_by_model(arch)
-            require(
-                self.pretrained in tags,
-                "pretrained",
-                f"open_clip has no tag {self.pretrained!r} for {arch}; tags: {', '.join(tags) or 'none'}",
             )
 
 
@@ -288,8 +273,6 @@ class DistillStep:
 
 
 def _check_student(model: str | None, inherit: InheritConfig) -> None:
-    from compress.models import model_names
-
     if model is None:
         require(
             inherit.method == "auto",
@@ -297,14 +280,10 @@ def _check_student(model: str | None, inherit: InheritConfig) -> None:
             "missing; only inherit.method: auto can do without (it prunes the previous model)",
         )
     else:
-        require(
-            model in model_names(),
-            "model",
-            f"unknown model {model!r}; expected one of: {', '.join(model_names())}",
-        )
+        _check_registry_model(model)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillConfig(TrainConfig):
     """Distil the run's model (pretrained or given) into a student, with an online teacher.
 
@@ -314,6 +293,7 @@ class DistillConfig(TrainConfig):
     """
 
     model: str | None = None  # the student
+    attention: TowerAttention = field(default_factory=TowerAttention)
     loss: LossConfig = field(default_factory=LossConfig)
     inherit: InheritConfig = field(default_factory=InheritConfig)
     ensemble: tuple[TeacherConfig, ...] = ()  # more teachers, averaged with the run's model
@@ -324,9 +304,6 @@ class DistillConfig(TrainConfig):
             _check_student(self.model, self.inherit)
         super().__post_init__()
 
-    def _check_model(self) -> None:  # the student may be null; checked in __post_init__
-        pass
-
     def plan(self) -> tuple[DistillStep, ...]:
         """The students to train, in order."""
         return self.stages or (DistillStep(self.model, self.inherit, self.steps),)
@@ -334,10 +311,11 @@ class DistillConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Zero-shot classification and retrieval; tasks are scenes split names or CSV paths."""
+    """Zero-shot classification and retrieval; tasks are CSV paths, or the embedded scenes
+    dataset's split names."""
 
-    zeroshot: tuple[str, ...] = ("zs_shape", "zs_colour", "zs_colour_shape", "zs_count")
-    retrieval: tuple[str, ...] = ("retrieval",)
+    zeroshot: tuple[str, ...] = ()  # filepath,label CSVs (or scenes zs_* splits)
+    retrieval: tuple[str, ...] = ()  # filepath,caption CSVs (or the scenes retrieval split)
     templates: tuple[str, ...] = (
         "a {}.",
         "a picture of a {}.",
@@ -346,34 +324,61 @@ class EvalConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        from compress.data.scenes import SPLITS
-
         for field_name in ("zeroshot", "retrieval"):
             for i, task in enumerate(getattr(self, field_name)):
-                ok = task.endswith(".csv") or task in SPLITS
+                ok = task.endswith(".csv") or task in SCENES_SPLITS
                 require(
                     ok,
                     f"{field_name}[{i}]",
-                    f"expected a scenes split ({', '.join(SPLITS)}) or a .csv path, got {task!r}",
+                    f"expected a .csv path or a scenes split ({', '.join(SCENES_SPLITS)}), got {task!r}",
                 )
+        require(
+            bool(self.zeroshot or self.retrieval),
+            "zeroshot",
+            "name at least one zeroshot or retrieval task (a .csv path or a scenes split)",
+        )
         for i, t in enumerate(self.templates):
             require(
                 "{}" in t, f"templates[{i}]", f"must contain '{{}}' for the class name, got {t!r}"
             )
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
+    def tasks(self) -> tuple[str, ...]:
+        return (*self.zeroshot, *self.retrieval)
+
 
 @dataclass(frozen=True)
 class ExportConfig:
-    formats: tuple[Literal["onnx"], ...] = ("onnx",)
+    """Exported towers and the parity they must keep with PyTorch (fp32 defaults)."""
+
+    formats: tuple[str, ...] = ("onnx",)  # export targets (registry export.exporters): onnx
     batch_size: int = 1  # fixed input batch of the exported towers
     samples: int = 64  # images and captions the parity check runs
-    tolerance: float = 1e-4  # max-abs difference allowed vs PyTorch
+    tolerance: float = FP32_PARITY.max_abs  # max-abs difference of the embeddings vs PyTorch
+    min_cosine: float = FP32_PARITY.min_cosine  # smallest per-row cosine vs PyTorch
+    min_agreement: float = FP32_PARITY.min_zero_shot_agreement  # same best text as PyTorch
 
     def __post_init__(self) -> None:
+        from export import exporters
+
+        for i, name in enumerate(self.formats):
+            require(
+                name in exporters,
+                f"formats[{i}]",
+                f"unknown export target {name!r}; expected one of: {', '.join(exporters.names())}",
+            )
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
         require(self.tolerance > 0, "tolerance", f"must be > 0, got {self.tolerance}")
+        require(0 < self.min_cosine <= 1, "min_cosine", f"must be in (0, 1], got {self.min_cosine}")
+        require(
+            0 <= self.min_agreement <= 1,
+            "min_agreement",
+            f"must be in [0, 1], got {self.min_agreement}",
+        )
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.min_cosine, self.tolerance, self.min_agreement)
 
 
 @dataclass(frozen=True)
@@ -384,7 +389,7 @@ class Recipe:
     seed: int = 0
     runs_dir: str = "runs"  # run folder = <runs_dir>/<name>, relative to the working directory
     data: DataConfig = field(default_factory=DataConfig)
-    pretrain: TrainConfig | None = None
+    pretrain: PretrainConfig | None = None
     teacher: TeacherConfig | None = None
     distill: DistillConfig | None = None
     eval: EvalConfig | None = None
@@ -411,6 +416,12 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def error(self, path: str, message: str) -> RecipeError:
+        """A one-line error about key ``path`` that names the recipe file and line, for checks
+        made after loading (e.g. a named file that does not exist)."""
+        where = getattr(self, "_where", None)
+        return where.error(path, message) if where else RecipeError(f"{path}: {message}")
+
     def section_hash(self, *sections: str) -> str:
         """A short hash of the named sections (plus the seed): what a stage's output depends on."""
         everything = self.to_dict()
@@ -420,195 +431,3 @@ class Recipe:
     @property
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading: YAML text → nested dicts (with line numbers) → overrides → typed, checked objects.
-
-
-def _describe(value: Any) -> str:
-    return (
-        f"{type(value).__name__} {value!r}"
-        if not isinstance(value, dict | list)
-        else type(value).__name__
-    )
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return "a list"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {
-        type(None): "null",
-        float: "a number",
-        int: "an integer",
-        bool: "true or false",
-        str: "a string",
-    }.get(tp, str(tp))
-
-
-class _Loader:
-    def __init__(self, source: str, lines: dict[str, int], overridden: set[str]) -> None:
-        self.source, self.lines, self.overridden = source, lines, overridden
-
-    def error(self, path: str, message: str) -> RecipeError:
-        where = self.source
-        if any(path == o or path.startswith((o + ".", o + "[")) for o in self.overridden):
-            return RecipeError(f"{where} (command-line override): {path}: {message}")
-        line = self.lines.get(path)
-        if line is None and path:  # an unknown or missing key: point at its parent mapping
-            line = self.lines.get(path.rsplit(".", 1)[0] if "." in path else "")
-        if line is not None:
-            where += f":{line}"
-        return RecipeError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-
-    def convert(self, tp: Any, value: Any, path: str) -> Any:
-        origin = typing.get_origin(tp)
-        if dataclasses.is_dataclass(tp):
-            return self.build(tp, value, path)
-        if origin in (typing.Union, types.UnionType):
-            args = typing.get_args(tp)
-            if value is None and type(None) in args:
-                return None
-            for arg in args:
-                if arg is not type(None):
-                    try:
-                        return self.convert(arg, value, path)
-                    except RecipeError:
-                        if len(args) > 2:
-                            continue
-                        raise
-        if origin is Literal:
-            if value in typing.get_args(tp):
-                return value
-            raise self.error(path, f"expected {_type_name(tp)}, got {value!r}")
-        if origin is tuple:
-            if not isinstance(value, list | tuple):
-                raise self.error(path, f"expected a list, got {_describe(value)}")
-            args = typing.get_args(tp)
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(self.convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-            if len(value) != len(args):
-                raise self.error(path, f"expected a list of {len(args)} items, got {len(value)}")
-            return tuple(
-                self.convert(a, v, f"{path}[{i}]")
-                for i, (a, v) in enumerate(zip(args, value, strict=True))
-            )
-        if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if tp is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if tp in (bool, str) and isinstance(value, tp):
-            return value
-        if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise self.error(path, f"expected {_type_name(tp)}, got {_describe(value)}")
-
-    def build(self, cls: type, data: Any, path: str) -> Any:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise self.error(path, f"expected a mapping, got {_describe(data)}")
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        prefix = f"{path}." if path else ""
-        for key in data:
-            if key not in fields:
-                raise self.error(
-                    f"{prefix}{key}", f"unknown key; expected one of: {', '.join(fields)}"
-                )
-        kwargs = {}
-        for name, f in fields.items():
-            if name in data:
-                kwargs[name] = self.convert(hints[name], data[name], f"{prefix}{name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise self.error(f"{prefix}{name}", f"missing; expected {_type_name(hints[name])}")
-        try:
-            return cls(**kwargs)
-        except FieldError as err:
-            raise self.error(f"{prefix}{err.key}", str(err)) from None
-
-
-def _line_numbers(
-    node: yaml.Node, path: str = "", out: dict[str, int] | None = None
-) -> dict[str, int]:
-    """Map every key path ("pretrain.lr", "eval.templates[0]") to its 1-based line in the file."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = f"{path}.{key.value}" if path else str(key.value)
-            out[sub] = key.start_mark.line + 1
-            _line_numbers(value, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value in enumerate(node.value):
-            _line_numbers(value, f"{path}[{i}]", out)
-    return out
-
-
-def _apply_override(data: dict, override: str, source: str) -> None:
-    if "=" not in override:
-        raise RecipeError(f"{source}: override {override!r}: expected key.path=value")
-    key, text = override.split("=", 1)
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError:
-        value = text
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            raise RecipeError(f"{source}: override {override!r}: {part} is not a mapping")
-    node[parts[-1]] = value
-
-
-def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] = ()) -> Recipe:
-    """Parse recipe text; errors name ``source``, the key path and the line."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise RecipeError(f"{where}: YAML syntax error: {problem}") from None
-    lines = _line_numbers(root) if root is not None else {}
-    if data is None:
-        data = {}
-    overridden = {o.split("=", 1)[0].strip() for o in overrides}
-    loader = _Loader(source, lines, overridden)
-    if not isinstance(data, dict):
-        raise loader.error(
-            "", f"expected a mapping of sections at the top level, got {_describe(data)}"
-        )
-    for override in overrides:
-        _apply_override(data, override, source)
-    return loader.build(Recipe, data, "")
-
-
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Load and validate a recipe file.
-
-    Example:
-        >>> recipe = load_recipe("recipes/demo.yaml", ["pretrain.steps=10"])  # doctest: +SKIP
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe file")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"{path}: cannot be read: {err}") from None
-    return parse_recipe(text, str(path), overrides)

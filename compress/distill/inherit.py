@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from compress.losses import clip_loss
+from compress.distill.losses import clip_loss
+from compress.errors import UserError
 from compress.models.attention import Attention, HeadGate
 from compress.models.clip import CLIP
 from compress.models.mobile import HybridVisionTower
@@ -32,7 +33,7 @@ METHODS = ("leading", "importance")
 SCORES = ("magnitude", "taylor")
 
 
-class InheritError(ValueError):
+class InheritError(UserError):
     """A teacher/student pair whose shapes or families do not allow inheritance."""
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compress.models import build_from_config, count_params
-from compress.models.attention import GATES, ClippedSoftmax, HeadGate, Softmax
+from compress.models.attention import HeadGate
 from compress.models.clip import CLIP
 from compress.models.towers import ConvStem, QuickGELU, TextTransformer, VisionTransformer
 
@@ -351,27 +351,6 @@ def _unmasked_plan(tower: nn.Module) -> dict:
     return {"hidden": everything(_width(tower)), "blocks": blocks, "layers": len(tower.blocks)}
 
 
-def _attention_spec(tower: nn.Module) -> dict | None:
-    """The attention variant spec (``{"kind": ...}``) the tower's attention modules were built from."""
-    specs = []
-    for block in tower.blocks:
-        attn = block.attn
-        if attn is None:
-            continue
-        if attn.gate is not None and isinstance(attn.probs, Softmax):
-            name = next(k for k, cls in GATES.items() if isinstance(attn.gate, cls))
-            specs.append({"kind": "gated", "gate": name})
-        elif attn.gate is None and isinstance(attn.probs, ClippedSoftmax):
-            specs.append({"kind": "clipped", "gamma": attn.probs.gamma, "zeta": attn.probs.zeta})
-        elif attn.gate is None and isinstance(attn.probs, Softmax):
-            specs.append({"kind": "softmax"})
-        else:
-            raise ValueError(f"cannot tell the attention variant of {type(attn.probs).__name__}")
-    if any(s != specs[0] for s in specs):
-        raise ValueError(f"a tower mixes attention variants: {specs}")
-    return specs[0] if specs else None
-
-
 def _act(tower: nn.Module) -> str:
     mlps = [b.mlp for b in tower.blocks if b.mlp is not None]
     return "quick_gelu" if mlps and isinstance(mlps[0].act, QuickGELU) else "gelu"
@@ -489,7 +468,7 @@ class AutoInheritance(nn.Module):
         prune_hidden: also mask the hidden (residual) width of each tower.
 
     Example:
-        >>> from compress.losses import clip_loss
+        >>> from compress.distill.losses import clip_loss
         >>> from compress.models import build_model
         >>> model = build_model("tiny")
         >>> inherit = AutoInheritance(model, target=0.5, ramp_steps=100)
@@ -499,7 +478,7 @@ class AutoInheritance(nn.Module):
         ...     loss = clip_loss(*model(images, tokens)) + inherit.penalty(step)[0]
         ...     opt.zero_grad(); loss.backward(); opt.step()
         >>> inherit.detach()
-        >>> small, config, report = inherit.prune(model)
+        >>> small, config, report = inherit.prune(model, {"image": None, "text": None})
     """
 
     def __init__(
@@ -593,11 +572,11 @@ class AutoInheritance(nn.Module):
         return term.float(), stats
 
     @torch.no_grad()
-    def prune(self, model: CLIP) -> tuple[CLIP, dict, dict]:
+    def prune(self, model: CLIP, attention: dict) -> tuple[CLIP, dict, dict]:
         """The smaller model that computes what ``model`` masked by the deterministic masks computes.
 
-        Attention variants are read off the model's modules and reused (they are also in the
-        report, as ``image_attention`` / ``text_attention``, for :func:`save_model`).
+        ``attention`` holds the specs ``model`` was built with (``{"image": …, "text": …}``, as in
+        its :class:`~compress.models.ModelRecord`); the pruned model is built with the same.
 
         Returns:
             (pruned model, its architecture dict for ``build_from_config``, report: kept hidden
@@ -622,13 +601,11 @@ class AutoInheritance(nn.Module):
             "vision": vision,
             "text": sections["text"],
         }
-        specs = {k: _attention_spec(getattr(model, t)) for k, t in
-                 (("image_attention", "visual"), ("text_attention", "text"))}  # fmt: skip
-        pruned = build_from_config(config, specs["image_attention"], specs["text_attention"])
+        pruned = build_from_config(config, attention["image"], attention["text"])
         state = {f"{t}.{k}": v for t in TOWERS for k, v in states[t].items()}
         state["logit_scale"] = model.logit_scale.detach()
         pruned.load_state_dict({k: v.detach().clone() for k, v in state.items()})
         pruned.to(model.logit_scale.device).train(model.training)
         before, after = count_params(model), count_params(pruned)
-        report.update(specs, params_before=before, params_after=after, sparsity=1 - after / before)
+        report.update(params_before=before, params_after=after, sparsity=1 - after / before)
         return pruned, config, report

@@ -1,0 +1,25 @@
+"""Recipes: YAML → frozen, validated config objects, one per stage, with `a.b=c` overrides."""
+
+from compress.recipe.loading import load_recipe, parse_recipe
+from compress.recipe.sections import (
+    AttentionConfig,
+    DataConfig,
+    DistillConfig,
+    DistillStep,
+    EvalConfig,
+    ExportConfig,
+    InheritConfig,
+    LossConfig,
+    PretrainConfig,
+    Recipe,
+    RecipeError,
+    ScenesConfig,
+    TeacherConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AttentionConfig", "DataConfig", "DistillConfig", "DistillStep", "EvalConfig", "ExportConfig",
+    "InheritConfig", "LossConfig", "PretrainConfig", "Recipe", "RecipeError", "ScenesConfig",
+    "TeacherConfig", "TrainConfig", "load_recipe", "parse_recipe",
+]

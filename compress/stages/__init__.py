@@ -1,0 +1,22 @@
+"""The stages of an edgeclip run, in order: data → pretrain | teacher → distill → eval → export → report.
+
+Each stage is one module here that turns its recipe section into library calls and exports a
+``STAGE`` (:class:`compress.pipeline.Stage`): what it depends on, how to run it, the inputs it
+checks before anything runs, and its section of the report. A new stage is a new module and one
+line in ``STAGES``.
+"""
+
+from __future__ import annotations
+
+from compress.pipeline import Stage
+from compress.recipe import Recipe
+from compress.stages import data, distill, export, pretrain, report, teacher
+from compress.stages import eval as evaluation
+
+STAGES: list[Stage] = [
+    m.STAGE for m in (data, pretrain, teacher, distill, evaluation, export, report)
+]
+
+
+def enabled_stages(recipe: Recipe) -> list[str]:
+    return [s.name for s in STAGES if s.enabled(recipe)]

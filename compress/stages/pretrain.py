@@ -1,0 +1,57 @@
+"""The pretrain stage: a registry model trained from scratch with the contrastive loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from compress.data.batches import batch_stream
+from compress.models import ModelRecord, save_model
+from compress.pipeline import Context, Stage
+from compress.recipe import RecipeError
+from compress.stages.data import train_dataset
+from compress.stages.layout import MODEL_FILE
+from compress.train import train
+
+
+def check_batch(section: str, batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise RecipeError(
+            f"{section}.batch_size: {batch_size} does not split evenly across {world} processes"
+        )
+
+
+def run(ctx: Context, out: Path) -> dict:
+    cfg = ctx.recipe.pretrain
+    check_batch("pretrain", cfg.batch_size, ctx.world)
+    torch.manual_seed(ctx.recipe.seed)
+    attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
+    record = ModelRecord.named(cfg.model, attention, stage="pretrain", recipe_hash=ctx.recipe.hash)
+    model = record.build()
+    dataset = train_dataset(ctx, record)
+
+    def batches(start: int):
+        return batch_stream(
+            dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
+        )
+
+    summary = train(model, batches, cfg, out, rank=ctx.rank, world=ctx.world, desc="pretrain",
+                    stop_after=ctx.stop_after)  # fmt: skip
+    if ctx.rank == 0:
+        save_model(model, record, out / MODEL_FILE)
+        (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
+    summary["skipped_samples"] += getattr(dataset, "skipped", 0)  # CSV rows dropped at load
+    keys = ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")
+    return {k: summary[k] for k in keys}
+
+
+def report(t: dict) -> list[str]:
+    return ["## Training", "", f"{t['steps']} steps, final loss {t['final_loss']:.4f}, "
+            f"{t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s; skipped samples: {t['skipped_samples']}."]  # fmt: skip
+
+
+STAGE = Stage(
+    "pretrain", ("data", "pretrain"), run, lambda r: r.pretrain is not None,
+    "train a CLIP model with the contrastive loss", distributed=True, report=report,
+)  # fmt: skip

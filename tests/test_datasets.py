@@ -13,15 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.data.datasets import (
-    CsvDataset,
-    DataError,
-    WdsDataset,
-    collate,
-    expand_shards,
-    iter_tar_samples,
-)
-from compress.data.scenes import write_scenes
+from compress.data.datasets import CsvDataset, DataError, collate
+from compress.data.scenes_files import write_scenes
+from compress.data.shards import WdsDataset, expand_shards, iter_tar_samples
 from compress.data.transforms import image_transform
 from compress.models.clip import OPENAI_MEAN, OPENAI_STD
 

@@ -25,8 +25,8 @@ from compress.data.scenes import (
     paraphrases,
     render,
     sample_scene,
-    write_scenes,
 )
+from compress.data.scenes_files import write_scenes
 
 SIZE = 64
 

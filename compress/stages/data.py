@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.data.datasets import CsvDataset, WdsDataset, expand_shards
+from compress.data.datasets import CsvDataset
 from compress.data.scenes import SPLITS, ZEROSHOT_TASKS
+from compress.data.shards import WdsDataset, expand_shards
 from compress.data.transforms import image_transform
 from compress.models import ModelRecord
 from compress.pipeline import Context, Stage
@@ -57,7 +58,7 @@ def train_dataset(ctx: Context, record: ModelRecord):
 
 
 def run(ctx: Context, out: Path) -> dict:
-    from compress.data.scenes import write_scenes
+    from compress.data.scenes_files import write_scenes
 
     s = ctx.recipe.data.scenes
     sizes = {"train": s.train, "val": s.val, "retrieval": s.retrieval}

@@ -48,7 +48,9 @@ def zero_shot(ctx: Context, model) -> float:
     return result["zeroshot"][TASK]["top1"]
 
 
-def run(ctx: Context, teacher, parent: ModelRecord, method: str, steps: int, every: int, work: Path) -> list[dict]:
+def run(
+    ctx: Context, teacher, parent: ModelRecord, method: str, steps: int, every: int, work: Path
+) -> list[dict]:
     """One distillation of ``steps`` steps, evaluated every ``every`` steps (and at step 0)."""
     # a checkpoint at every segment's end: each train() call resumes where the last one stopped
     cfg = replace(ctx.recipe.distill, steps=steps, checkpoint_every=every)
@@ -68,9 +70,15 @@ def run(ctx: Context, teacher, parent: ModelRecord, method: str, steps: int, eve
     for done in range(every, steps + 1, every):
         with contextlib.suppress(Interrupted):  # the end of a segment, not of training
             train(
-                student, lambda s: batches(ctx, record, s, cfg.batch_size), cfg, out,
-                objective=step_loss, extra=Extras(loss, None), desc=method, stop_after=every,
-            )  # fmt: skip
+                student,
+                lambda s: batches(ctx, record, s, cfg.batch_size),
+                cfg,
+                out,
+                objective=step_loss,
+                extra=Extras(loss, None),
+                desc=method,
+                stop_after=every,
+            )
         curve.append({"step": done, "top1": zero_shot(ctx, student.eval())})
         print(f"{method}: step {done} top-1 {curve[-1]['top1']:.3f}", file=sys.stderr)
     curve[-1]["seconds"] = time.perf_counter() - start
@@ -107,13 +115,19 @@ def main() -> None:
     curves = {}
     with tempfile.TemporaryDirectory() as work:
         for method in args.methods.split(","):
-            curves[method] = run(ctx, teacher, parent, method, args.steps, args.eval_every, Path(work))
+            curves[method] = run(
+                ctx, teacher, parent, method, args.steps, args.eval_every, Path(work)
+            )
     baseline = curves.get("none", [{}])[-1].get("top1")
     result = {
         "task": TASK,
         "steps": args.steps,
         "batch_size": recipe.distill.batch_size,
-        "teacher": {"model": recipe.pretrain.model, "params": count_params(teacher), "top1": teacher_top1},
+        "teacher": {
+            "model": recipe.pretrain.model,
+            "params": count_params(teacher),
+            "top1": teacher_top1,
+        },
         "student": {"model": recipe.distill.model},
         "random_init_final_top1": baseline,
         "runs": {},

@@ -64,8 +64,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
             published = config.get("published", {})
             versus = ", ".join(
                 f"{key} {counts[key] / 1e6:.2f}M vs {published[key] / 1e6:.2f}M"
-                for key in ("image", "text", "text_body") if key in published
-            )  # fmt: skip
+                for key in ("image", "text", "text_body")
+                if key in published
+            )
             sizes = "".join(f"{counts[k] / 1e6:>8.2f}M" for k in ("image", "text", "total"))
             print(f"{name:<22}{sizes}  {versus or '-'}")
             print(f"{'':<22}{config.get('description', '')}")
@@ -168,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.path=value")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("ls", help="list models, loadable open_clip architectures, recipes or stages")
+    p = sub.add_parser(
+        "ls", help="list models, loadable open_clip architectures, recipes or stages"
+    )
     p.add_argument("what", choices=["models", "openclip", "recipes", "stages"])
     p.set_defaults(func=cmd_ls)
 

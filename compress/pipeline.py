@@ -55,7 +55,8 @@ class Context:
     stages: list[Stage] = field(default_factory=list)
     rank: int = 0
     world: int = 1
-    stop_after: int | None = None  # training steps before stopping as if interrupted (tests, time slices)
+    # training steps after which a training stage stops as if interrupted (tests, time slices)
+    stop_after: int | None = None
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name

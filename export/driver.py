@@ -171,25 +171,47 @@ def export_model(
             }
             for tower in folders:
                 where = out_dir / tower / backend.file_name
-                check(parity[tower], thresholds, f"{record.name} {tower} tower ({backend.name}, {where})")
+                check(
+                    parity[tower],
+                    thresholds,
+                    f"{record.name} {tower} tower ({backend.name}, {where})",
+                )
 
             shutil.copyfile(vocab, text_dir / vocab.name)
             extra = {
-                "image": {"preprocessing": image_preprocessing(model.visual.image_size, **record.normalization)},
-                "text": {"tokenizer": tokenizer_spec(vocab.name, context, SOT_ID, model.text.eot_id)},
-            }  # fmt: skip
+                "image": {
+                    "preprocessing": image_preprocessing(
+                        model.visual.image_size, **record.normalization
+                    )
+                },
+                "text": {
+                    "tokenizer": tokenizer_spec(vocab.name, context, SOT_ID, model.text.eot_id)
+                },
+            }
             for tower, folder in folders.items():
                 path = folder / backend.file_name
                 io_in, io_out = backend.io_specs(path)
                 manifest = tower_manifest(
-                    model_name=record.name, tower=tower, backend=backend.name,
-                    precision=record.precision, file_name=backend.file_name, sha256=sha256_file(path),
-                    inputs=io_in, outputs=io_out, embed_dim=int(reference["image"].shape[1]),
-                    logit_scale=float(model.logit_scale.detach().exp()), recipe_hash=recipe_hash,
-                    attention=record.attention[tower], parity=parity[tower], **extra[tower],
-                )  # fmt: skip
+                    model_name=record.name,
+                    tower=tower,
+                    backend=backend.name,
+                    precision=record.precision,
+                    file_name=backend.file_name,
+                    sha256=sha256_file(path),
+                    inputs=io_in,
+                    outputs=io_out,
+                    embed_dim=int(reference["image"].shape[1]),
+                    logit_scale=float(model.logit_scale.detach().exp()),
+                    recipe_hash=recipe_hash,
+                    attention=record.attention[tower],
+                    parity=parity[tower],
+                    **extra[tower],
+                )
                 write_manifest(folder, manifest)
-            sizes = {tower: (folder / backend.file_name).stat().st_size for tower, folder in folders.items()}
+            sizes = {
+                tower: (folder / backend.file_name).stat().st_size
+                for tower, folder in folders.items()
+            }
     finally:
         model.train(was_training)
 

@@ -130,6 +130,8 @@ def check(parity: Mapping[str, Any], thresholds: Thresholds, artifact_name: str)
         failures.append(f"max-abs {parity['max_abs']:.3g} > {thresholds.max_abs:g}")
     agreement = parity.get("zero_shot_agreement")
     if agreement is not None and not agreement >= thresholds.min_zero_shot_agreement:
-        failures.append(f"zero-shot agreement {agreement:.4f} < {thresholds.min_zero_shot_agreement:g}")
+        failures.append(
+            f"zero-shot agreement {agreement:.4f} < {thresholds.min_zero_shot_agreement:g}"
+        )
     if failures:
         raise ParityError(f"{artifact_name}: parity check failed: {'; '.join(failures)}")

@@ -67,6 +67,18 @@ def torchrun_edgeclip(recipe: Path, cwd: Path, processes: int = 2) -> subprocess
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [torchrun, "--standalone", f"--nproc_per_node={processes}", "-m", "compress.cli", "run", str(recipe)],
-        cwd=cwd, capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            torchrun,
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "compress.cli",
+            "run",
+            str(recipe),
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )

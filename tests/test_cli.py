@@ -75,8 +75,18 @@ def own_run(tiny_run, tmp_path) -> tuple[Path, Path]:
 def test_eval_command_on_csv_datasets(tiny_run, tmp_path, capsys):
     scenes = tiny_run / "data" / "scenes"
     out = tmp_path / "metrics.json"
-    code = main(["eval", str(tiny_run / "pretrain/model.pt"), "--zeroshot", str(scenes / "zs_shape.csv"),
-                 "--retrieval", str(scenes / "retrieval.csv"), "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            str(tiny_run / "pretrain/model.pt"),
+            "--zeroshot",
+            str(scenes / "zs_shape.csv"),
+            "--retrieval",
+            str(scenes / "retrieval.csv"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["zeroshot"][str(scenes / "zs_shape.csv")]["classes"] == 6

@@ -12,9 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_demo_recipe_runs_end_to_end(tmp_path):
-    short = ["pretrain.steps=30", "pretrain.warmup=5", "distill.steps=20", "distill.warmup=5",
-             "data.scenes.train=2000", "data.scenes.retrieval=200", "data.scenes.zeroshot=144",
-             "export.samples=16"]  # fmt: skip
+    short = [
+        "pretrain.steps=30",
+        "pretrain.warmup=5",
+        "distill.steps=20",
+        "distill.warmup=5",
+        "data.scenes.train=2000",
+        "data.scenes.retrieval=200",
+        "data.scenes.zeroshot=144",
+        "export.samples=16",
+    ]
     cmd = [sys.executable, "-m", "compress.cli", "run", str(ROOT / "recipes/demo.yaml"), *short]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -31,4 +38,6 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
         run_dir / "export/onnx/text/model.onnx"
     ).is_file()
     markdown = (run_dir / "report.md").read_text()
-    assert "## Retrieval" in markdown and "## Distillation" in markdown and "teacher top-1" in markdown
+    assert (
+        "## Retrieval" in markdown and "## Distillation" in markdown and "teacher top-1" in markdown
+    )

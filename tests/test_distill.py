@@ -64,7 +64,9 @@ def test_alpha_mixes_affinity_and_clip():
     student, teacher = (s_img, s_txt, torch.tensor(10.0)), (t_img, t_txt, torch.tensor(20.0))
     pure_clip = clip_loss(*student)
     pure_aff = AffinityMimicking(alpha=1.0)(student, [teacher])
-    assert AffinityMimicking(alpha=0.0)(student, [teacher]).item() == pytest.approx(pure_clip.item())
+    assert AffinityMimicking(alpha=0.0)(student, [teacher]).item() == pytest.approx(
+        pure_clip.item()
+    )
     mixed = AffinityMimicking(alpha=0.25)(student, [teacher])
     assert mixed.item() == pytest.approx(0.25 * pure_aff.item() + 0.75 * pure_clip.item(), rel=1e-6)
     assert CLIPLoss()(student).item() == pytest.approx(pure_clip.item())
@@ -162,7 +164,9 @@ def test_real_size_tinyclip_inherits_from_vit_b16():
     s_qkv = student.visual.blocks[9].attn.qkv.weight.reshape(3, 4, 64, 256)
     t_qkv = teacher.visual.blocks[9].attn.qkv.weight.reshape(3, 12, 64, 768)
     assert torch.equal(s_qkv, t_qkv[:, :4, :, :256])
-    assert torch.equal(student.text.blocks[2].mlp.fc.weight, teacher.text.blocks[8].mlp.fc.weight[:1024, :256])
+    assert torch.equal(
+        student.text.blocks[2].mlp.fc.weight, teacher.text.blocks[8].mlp.fc.weight[:1024, :256]
+    )
     images, tokens = torch.rand(1, 3, 224, 224), torch.randint(1, 1000, (1, 77))
     tokens[0, 9] = EOT_ID
     with torch.no_grad():
@@ -186,7 +190,9 @@ def test_hybrid_student_inherits_from_a_hybrid_teacher():
     torch.manual_seed(0)
     teacher, student = build_model("tiny_mobile"), build_model("tiny_mobile")
     inherit(teacher, student)
-    for (name, t), s in zip(teacher.state_dict().items(), student.state_dict().values(), strict=True):
+    for (name, t), s in zip(
+        teacher.state_dict().items(), student.state_dict().values(), strict=True
+    ):
         assert torch.equal(t, s), name
 
 
@@ -225,12 +231,17 @@ TRAIN = "batch_size: 16\nwarmup: 1\ncheckpoint_every: 2\nlog_every: 2\nlr: 2.0e-
 
 
 def test_progressive_distillation_evaluates_every_stage(tmp_path, teacher_file):
-    distill = TRAIN + """\
+    distill = (
+        TRAIN
+        + """\
 stages:
   - {model: tiny, steps: 2, inherit: {method: leading}}
   - {model: tiny_student, steps: 3, inherit: {method: importance, calibration: 16}}
 """
-    run_dir = run_pipeline(load_recipe(_distill_recipe(tmp_path, teacher_file, distill, True)), STAGES).run_dir
+    )
+    run_dir = run_pipeline(
+        load_recipe(_distill_recipe(tmp_path, teacher_file, distill, True)), STAGES
+    ).run_dir
     summary = json.loads((run_dir / "distill" / "done.json").read_text())["summary"]
     assert [s["model"] for s in summary["stages"]] == ["tiny", "tiny_student"]
     assert all("zs_colour" in s["metrics"]["zeroshot"] for s in summary["stages"])
@@ -244,11 +255,14 @@ stages:
 
 def test_auto_inheritance_prunes_to_its_target_sparsity(tmp_path, teacher_file):
     """Stage 0 copies the teacher; stage 1 learns L0 masks for 320 steps and prunes to ~40%."""
-    distill = TRAIN + """\
+    distill = (
+        TRAIN
+        + """\
 stages:
   - {model: tiny, steps: 1, inherit: {method: leading}}
   - {steps: 320, inherit: {method: auto, sparsity: 0.4, ramp: 0.5}}
 """
+    )
     path = _distill_recipe(tmp_path, teacher_file, distill, True)
     run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
     stages = json.loads((run_dir / "distill" / "done.json").read_text())["summary"]["stages"]
@@ -263,7 +277,9 @@ def test_distillation_resumes_after_a_kill(tmp_path, teacher_file):
     distill = TRAIN + "model: tiny_student\nsteps: 6\nloss: {teacher_scale: learnable}\n"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    straight = run_pipeline(load_recipe(_distill_recipe(tmp_path / "a", teacher_file, distill)), STAGES).run_dir
+    straight = run_pipeline(
+        load_recipe(_distill_recipe(tmp_path / "a", teacher_file, distill)), STAGES
+    ).run_dir
     path = _distill_recipe(tmp_path / "b", teacher_file, distill)
     with pytest.raises(KeyboardInterrupt):  # killed after 3 steps; the last checkpoint is step 2
         run_pipeline(load_recipe(path), STAGES, stop_after=3)
@@ -303,12 +319,19 @@ def test_real_scale_recipe_runs_a_few_steps_at_real_size(tmp_path):
 
     recipe_file = Path(__file__).resolve().parents[1] / "recipes" / "tinyclip_vit8m.yaml"
     overrides = [
-        f"runs_dir={tmp_path / 'runs'}", "teacher.pretrained=null",
-        "data.train=scenes", "data.format=csv",
+        f"runs_dir={tmp_path / 'runs'}",
+        "teacher.pretrained=null",
+        "data.train=scenes",
+        "data.format=csv",
         "data.scenes={image_size: 64, train: 16, val: 8, retrieval: 8, zeroshot: 36, shard_size: 16}",
-        "distill.steps=2", "distill.batch_size=4", "distill.warmup=1", "distill.num_workers=0",
-        "eval.zeroshot=[zs_colour]", "eval.retrieval=[retrieval]", "export=null",
-    ]  # fmt: skip
+        "distill.steps=2",
+        "distill.batch_size=4",
+        "distill.warmup=1",
+        "distill.num_workers=0",
+        "eval.zeroshot=[zs_colour]",
+        "eval.retrieval=[retrieval]",
+        "export=null",
+    ]
     run_dir = run_pipeline(load_recipe(recipe_file, overrides), STAGES).run_dir
     student, record = load_model(run_dir / "distill" / "model.pt")
     assert record.name == "tinyclip_vit_8m_16" and 8.0e6 < count_params(student.visual) < 8.5e6
@@ -326,4 +349,7 @@ def test_incompatible_student_is_a_one_line_error(tmp_path, teacher_file):
         [sys.executable, "-m", "compress.cli", "run", str(path)], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "distill stage 0 (demo_teacher): cannot inherit the image tower: student width 128 > teacher width 32" in proc.stderr
+    assert (
+        "distill stage 0 (demo_teacher): cannot inherit the image tower: student width 128 > teacher width 32"
+        in proc.stderr
+    )

@@ -69,9 +69,16 @@ def samples(tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
 def _export(model, record, out_dir, samples, target="onnx", **kwargs):
     images, tokens = samples
     return export_model(
-        model, record, out_dir, target=target, sample_images=images, sample_tokens=tokens,
-        batch_size=BATCH, recipe_hash="abc123", **kwargs,
-    )  # fmt: skip
+        model,
+        record,
+        out_dir,
+        target=target,
+        sample_images=images,
+        sample_tokens=tokens,
+        batch_size=BATCH,
+        recipe_hash="abc123",
+        **kwargs,
+    )
 
 
 def _tiny(family="tiny", spec=None):

@@ -145,10 +145,16 @@ def _user_csvs(folder: Path, n: int = 24) -> dict[str, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (40, 40), colours[name]).save(path)
         rows.append((path, name))
-    files = {"train": folder / "train.csv", "labelled": folder / "labelled.csv", "pairs": folder / "pairs.csv"}
+    files = {
+        "train": folder / "train.csv",
+        "labelled": folder / "labelled.csv",
+        "pairs": folder / "pairs.csv",
+    }
     files["train"].write_text("filepath,caption\n" + "".join(f"{p},a {c} photo\n" for p, c in rows))
     files["labelled"].write_text("filepath,label\n" + "".join(f"{p},{c}\n" for p, c in rows))
-    files["pairs"].write_text("filepath,caption\n" + "".join(f"{p},a {c} square {i}\n" for i, (p, c) in enumerate(rows)))
+    files["pairs"].write_text(
+        "filepath,caption\n" + "".join(f"{p},a {c} square {i}\n" for i, (p, c) in enumerate(rows))
+    )
     return files
 
 
@@ -167,7 +173,9 @@ export: {{batch_size: 2, samples: 4}}
     run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
     assert sorted(_finished(run_dir)) == ["distill", "eval", "export", "pretrain", "report"]
     report = (run_dir / "report.md").read_text()
-    assert str(files["labelled"]) in report and "## Distillation" in report and "## Exports" in report
+    assert (
+        str(files["labelled"]) in report and "## Distillation" in report and "## Exports" in report
+    )
     assert f"{files['labelled']} top-1" in report  # the distillation table names the user's task
     for word in ("scenes", "Scenes", "zs_", "colour"):
         assert word not in report, word

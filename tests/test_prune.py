@@ -94,7 +94,9 @@ def test_pruned_model_computes_the_masked_model(name, image_attention, text_atte
     after = count_params(pruned)
     assert after < count_params(model) and report["params_after"] == after
     assert report["sparsity"] == pytest.approx(1 - after / count_params(model))
-    rebuilt = build_from_config(json.loads(json.dumps(config)), image_attention, text_attention).eval()
+    rebuilt = build_from_config(
+        json.loads(json.dumps(config)), image_attention, text_attention
+    ).eval()
     assert count_params(rebuilt) == after
     rebuilt.load_state_dict(pruned.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(_embed(rebuilt, images, tokens), out, strict=True))

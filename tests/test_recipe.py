@@ -42,8 +42,12 @@ def test_configs_are_frozen():
 
 
 def test_section_hash_tracks_only_its_sections():
-    a = parse_recipe("name: x\npretrain: {model: tiny}\neval: {retrieval: [retrieval], batch_size: 8}\n")
-    b = parse_recipe("name: x\npretrain: {model: tiny}\neval: {retrieval: [retrieval], batch_size: 9}\n")
+    a = parse_recipe(
+        "name: x\npretrain: {model: tiny}\neval: {retrieval: [retrieval], batch_size: 8}\n"
+    )
+    b = parse_recipe(
+        "name: x\npretrain: {model: tiny}\neval: {retrieval: [retrieval], batch_size: 9}\n"
+    )
     assert a.section_hash("data", "pretrain") == b.section_hash("data", "pretrain")
     assert a.section_hash("eval") != b.section_hash("eval")
 

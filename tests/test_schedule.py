@@ -114,13 +114,25 @@ def test_param_groups_decay_matrices_only():
     named = dict(model.named_parameters())
     decayed_names = {n for n, p in named.items() if id(p) in decay}
     rest_names = {n for n, p in named.items() if id(p) in rest}
-    for name in ("logit_scale", "visual.class_token", "visual.ln_pre.weight", "visual.ln_pre.bias",
-                 "visual.blocks.0.attn.qkv.bias", "visual.blocks.0.mlp.fc.bias",
-                 "text.ln_final.weight", "text.blocks.1.ln_2.bias"):  # fmt: skip
+    for name in (
+        "logit_scale",
+        "visual.class_token",
+        "visual.ln_pre.weight",
+        "visual.ln_pre.bias",
+        "visual.blocks.0.attn.qkv.bias",
+        "visual.blocks.0.mlp.fc.bias",
+        "text.ln_final.weight",
+        "text.blocks.1.ln_2.bias",
+    ):
         assert name in rest_names, name
-    for name in ("visual.patch_embed.weight", "visual.blocks.0.attn.qkv.weight",
-                 "visual.blocks.1.mlp.proj.weight", "visual.proj.weight",
-                 "text.token_embed.weight", "text.blocks.0.attn.out.weight"):  # fmt: skip
+    for name in (
+        "visual.patch_embed.weight",
+        "visual.blocks.0.attn.qkv.weight",
+        "visual.blocks.1.mlp.proj.weight",
+        "visual.proj.weight",
+        "text.token_embed.weight",
+        "text.blocks.0.attn.out.weight",
+    ):
         assert name in decayed_names, name
     assert any(n.endswith("bias") for n in rest_names)
     assert not any(n.endswith("bias") for n in decayed_names)

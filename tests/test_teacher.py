@@ -52,7 +52,9 @@ def test_teacher_from_an_edgeclip_model_file_is_evaluated_and_exported(tmp_path)
     assert done == ["data", "eval", "export", "report", "teacher"]
     loaded, saved = load_model(run_dir / "teacher" / "model.pt")
     assert saved.attention == {"image": None, "text": {"kind": "gated"}}
-    assert saved.provenance["stage"] == "teacher" and saved.provenance["checkpoint"] == str(tmp_path / "mine.pt")
+    assert saved.provenance["stage"] == "teacher" and saved.provenance["checkpoint"] == str(
+        tmp_path / "mine.pt"
+    )
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     manifest = json.loads((run_dir / "export" / "onnx" / "image" / "manifest.json").read_text())
@@ -68,7 +70,11 @@ def test_teacher_from_an_openclip_checkpoint(tmp_path):
     run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
     assert not (run_dir / "data").exists(), "nothing reads the scenes, so none are written"
     ours, record = load_model(run_dir / "teacher" / "model.pt")
-    assert record.name == "openclip:MobileCLIP2-S0" and record.normalization["mean"] == (0.0, 0.0, 0.0)
+    assert record.name == "openclip:MobileCLIP2-S0" and record.normalization["mean"] == (
+        0.0,
+        0.0,
+        0.0,
+    )
     images = torch.rand(2, 3, 256, 256)
     tokens = open_clip().get_tokenizer("MobileCLIP2-S0")(["a dog", "two red squares"])
     with torch.no_grad():

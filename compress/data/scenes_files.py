@@ -106,9 +106,13 @@ def _write_split(
                 syn = {"syn_text": paraphrases(scene)}
                 shards.add(
                     key,
-                    [("png", png), ("txt", text.encode()), ("syn.json", json.dumps(syn).encode()),
-                     ("json", json.dumps(meta).encode())],
-                )  # fmt: skip
+                    [
+                        ("png", png),
+                        ("txt", text.encode()),
+                        ("syn.json", json.dumps(syn).encode()),
+                        ("json", json.dumps(meta).encode()),
+                    ],
+                )
     return shards.close() if shards is not None else []
 
 

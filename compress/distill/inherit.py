@@ -91,7 +91,11 @@ def plan_transformer(
     scores: dict | None = None,
 ) -> TowerPlan:
     """The teacher indices a transformer student tower takes; checks that the pair fits."""
-    _check(type(teacher) is type(student), tower, f"a {type(student).__name__} cannot inherit from a {type(teacher).__name__}")
+    _check(
+        type(teacher) is type(student),
+        tower,
+        f"a {type(student).__name__} cannot inherit from a {type(teacher).__name__}",
+    )
     width_t, width_s = teacher.proj.in_features, student.proj.in_features
     _check(width_s <= width_t, tower, f"student width {width_s} > teacher width {width_t}")
     lt, ls = len(teacher.blocks), len(student.blocks)
@@ -105,9 +109,15 @@ def plan_transformer(
     plan = TowerPlan(_top(scores.get("hidden"), width_s), layers)
     for i, (s_block, t_index) in enumerate(zip(student.blocks, layers, strict=True)):
         (hs, ds, ns), (ht, dt, nt) = _widths(s_block), _widths(teacher.blocks[t_index])
-        _check(hs <= ht, tower, f"student layer {i} has {hs} heads, teacher layer {t_index} has {ht}")
+        _check(
+            hs <= ht, tower, f"student layer {i} has {hs} heads, teacher layer {t_index} has {ht}"
+        )
         _check(ds <= dt or hs == 0, tower, f"student head width {ds} > teacher head width {dt}")
-        _check(ns <= nt, tower, f"student layer {i} has {ns} MLP neurons, teacher layer {t_index} has {nt}")
+        _check(
+            ns <= nt,
+            tower,
+            f"student layer {i} has {ns} MLP neurons, teacher layer {t_index} has {nt}",
+        )
         head_scores = scores.get("heads", {}).get(t_index)
         neuron_scores = scores.get("neurons", {}).get(t_index)
         plan.heads.append(_top(head_scores, hs))
@@ -132,13 +142,17 @@ def _copy_leading(dst_module: nn.Module, src_module: nn.Module, tower: str) -> N
     for name, dst in dst_module.state_dict().items():
         _check(name in src, tower, f"the teacher has no {name}")
         _check(
-            all(d <= s for d, s in zip(dst.shape, src[name].shape, strict=True)) and dst.ndim == src[name].ndim,
-            tower, f"{name}: student {tuple(dst.shape)} is larger than teacher {tuple(src[name].shape)}",
-        )  # fmt: skip
+            all(d <= s for d, s in zip(dst.shape, src[name].shape, strict=True))
+            and dst.ndim == src[name].ndim,
+            tower,
+            f"{name}: student {tuple(dst.shape)} is larger than teacher {tuple(src[name].shape)}",
+        )
         _copy(dst, _leading(src[name], dst.shape))
 
 
-def _copy_attention(dst: Attention, src: Attention, hidden: torch.Tensor, heads: torch.Tensor) -> None:
+def _copy_attention(
+    dst: Attention, src: Attention, hidden: torch.Tensor, heads: torch.Tensor
+) -> None:
     ds, dt = dst.head_dim, src.head_dim
     qkv_w = src.qkv.weight.reshape(3, src.heads, dt, -1)[:, heads, :ds][..., hidden]
     _copy(dst.qkv.weight, qkv_w.reshape(dst.qkv.weight.shape))
@@ -165,8 +179,16 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
     hidden = plan.hidden
     with torch.no_grad():
         if isinstance(student, VisionTransformer):
-            _check(student.seq_len == teacher.seq_len, tower, f"student sees {student.seq_len} tokens, teacher {teacher.seq_len} (image or patch size differ)")
-            _check(type(student.patch_embed) is type(teacher.patch_embed), tower, "the patch stems differ (patch vs conv)")
+            _check(
+                student.seq_len == teacher.seq_len,
+                tower,
+                f"student sees {student.seq_len} tokens, teacher {teacher.seq_len} (image or patch size differ)",
+            )
+            _check(
+                type(student.patch_embed) is type(teacher.patch_embed),
+                tower,
+                "the patch stems differ (patch vs conv)",
+            )
             if isinstance(student.patch_embed, ConvStem):
                 *convs, last = student.patch_embed.layers
                 *t_convs, t_last = teacher.patch_embed.layers
@@ -174,7 +196,11 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
                 _copy(last.weight, t_last.weight[hidden][:, : last.weight.shape[1]])
                 _copy(last.bias, t_last.bias[hidden])
             else:
-                _check(student.patch_embed.weight.shape[1:] == teacher.patch_embed.weight.shape[1:], tower, "patch sizes differ")
+                _check(
+                    student.patch_embed.weight.shape[1:] == teacher.patch_embed.weight.shape[1:],
+                    tower,
+                    "patch sizes differ",
+                )
                 _copy(student.patch_embed.weight, teacher.patch_embed.weight[hidden])
             _copy(student.class_token, teacher.class_token[hidden])
             _copy(student.pos_embed, teacher.pos_embed[:, hidden])
@@ -183,15 +209,23 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
         else:
             ctx = student.pos_embed.shape[0]
             _check(ctx <= teacher.pos_embed.shape[0], tower, f"student context {ctx} > teacher's")
-            _check(student.token_embed.num_embeddings == teacher.token_embed.num_embeddings, tower, "vocabularies differ")
+            _check(
+                student.token_embed.num_embeddings == teacher.token_embed.num_embeddings,
+                tower,
+                "vocabularies differ",
+            )
             _copy(student.token_embed.weight, teacher.token_embed.weight[:, hidden])
             _copy(student.pos_embed, teacher.pos_embed[:ctx][:, hidden])
             _copy_norm(student.ln_final, teacher.ln_final, hidden)
             _inherit_mixers(teacher, student, tower)
         embed = student.proj.weight.shape[0]
-        _check(embed <= teacher.proj.weight.shape[0], tower, "student embedding wider than teacher's")
+        _check(
+            embed <= teacher.proj.weight.shape[0], tower, "student embedding wider than teacher's"
+        )
         _copy(student.proj.weight, teacher.proj.weight[:embed][:, hidden])
-        for block, t_index, heads, neurons in zip(student.blocks, plan.layers, plan.heads, plan.neurons, strict=True):
+        for block, t_index, heads, neurons in zip(
+            student.blocks, plan.layers, plan.heads, plan.neurons, strict=True
+        ):
             source = teacher.blocks[t_index]
             if block.attn is not None:
                 _copy_norm(block.ln_1, source.ln_1, hidden)
@@ -214,7 +248,11 @@ def _inherit_mixers(teacher: TextTransformer, student: TextTransformer, tower: s
 
 def _inherit_hybrid(teacher: HybridVisionTower, student: HybridVisionTower, tower: str) -> dict:
     """MCi towers: stem and final convolution by leading slices; every k-th block within each stage."""
-    _check(len(student.stages) == len(teacher.stages), tower, "the towers have different numbers of stages")
+    _check(
+        len(student.stages) == len(teacher.stages),
+        tower,
+        "the towers have different numbers of stages",
+    )
     _copy_leading(student.stem, teacher.stem, tower)
     kept = []
     for i, (s_stage, t_stage) in enumerate(zip(student.stages, teacher.stages, strict=True)):
@@ -234,7 +272,9 @@ def _inherit_hybrid(teacher: HybridVisionTower, student: HybridVisionTower, towe
                 for name, child in rest.items():
                     _copy_leading(child, getattr(source, name), tower)
                 for name in ("layer_scale_1", "layer_scale_2"):
-                    _copy(getattr(block, name), getattr(source, name)[: getattr(block, name).shape[0]])
+                    _copy(
+                        getattr(block, name), getattr(source, name)[: getattr(block, name).shape[0]]
+                    )
             else:
                 _copy_leading(block, source, tower)
         kept.append(chosen)
@@ -253,11 +293,14 @@ def importance_scores(model: CLIP, batch: dict, score: str = "magnitude") -> dic
     the unit is removed), accumulated the same way.
     """
     if score not in SCORES:
-        raise ValueError(f"unknown importance score {score!r}; expected one of: {', '.join(SCORES)}")
+        raise ValueError(
+            f"unknown importance score {score!r}; expected one of: {', '.join(SCORES)}"
+        )
     towers = {
-        name: tower for name, tower in (("visual", model.visual), ("text", model.text))
+        name: tower
+        for name, tower in (("visual", model.visual), ("text", model.text))
         if isinstance(tower, (VisionTransformer, TextTransformer))
-    }  # fmt: skip
+    }
     records: dict[tuple[str, str, int], torch.Tensor] = {}
     handles = []
 
@@ -267,6 +310,7 @@ def importance_scores(model: CLIP, batch: dict, score: str = "magnitude") -> dic
             if score == "taylor":
                 value.retain_grad()
             records[key] = value
+
         return hook
 
     for name, tower in towers.items():
@@ -331,7 +375,9 @@ def inherit(
         InheritError: a student wider or deeper than its teacher, or towers of different families.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown inheritance method {method!r}; expected one of: {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown inheritance method {method!r}; expected one of: {', '.join(METHODS)}"
+        )
     scores = {}
     if method == "importance":
         if calibration is None:
@@ -343,7 +389,11 @@ def inherit(
         t_tower, s_tower = getattr(teacher, name), getattr(student, name)
         label = "image" if name == "visual" else "text"
         if isinstance(s_tower, HybridVisionTower) or isinstance(t_tower, HybridVisionTower):
-            _check(type(s_tower) is type(t_tower), label, f"a {type(s_tower).__name__} cannot inherit from a {type(t_tower).__name__}")
+            _check(
+                type(s_tower) is type(t_tower),
+                label,
+                f"a {type(s_tower).__name__} cannot inherit from a {type(t_tower).__name__}",
+            )
             with torch.no_grad():
                 report[name] = _inherit_hybrid(t_tower, s_tower, label)
             continue

@@ -105,10 +105,14 @@ class AffinityMimicking(nn.Module):
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if isinstance(teacher_scale, str) and teacher_scale != "learnable":
-            raise ValueError(f"teacher_scale must be a number, 'learnable' or null, got {teacher_scale!r}")
+            raise ValueError(
+                f"teacher_scale must be a number, 'learnable' or null, got {teacher_scale!r}"
+            )
         self.alpha, self.student_scale, self.teacher_scale = alpha, student_scale, teacher_scale
         # learned in log space like CLIP's; initialised from the teacher at the first step
-        self.teacher_log_scale = nn.Parameter(torch.tensor(math.nan)) if teacher_scale == "learnable" else None
+        self.teacher_log_scale = (
+            nn.Parameter(torch.tensor(math.nan)) if teacher_scale == "learnable" else None
+        )
 
     def forward(self, student: Embeddings, teachers: Sequence[Embeddings]) -> torch.Tensor:
         if not teachers:

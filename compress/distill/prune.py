@@ -169,20 +169,25 @@ class TowerMasks(nn.Module):
                 elif gate is not None:
                     gate_w, gate_b = gate.proj.weight, gate.proj.bias  # (heads, dim), (heads,)
                 h = attn.heads
-                self.attn_cost.append((
-                    _numel(attn.qkv.weight, attn.out.weight, gate_w) // (h * d),  # per head·channel
-                    _numel(attn.qkv.bias, gate_b) // h,  # per head
-                    _numel(attn.out.bias, *block.ln_1.parameters()) // d,  # per channel
-                ))  # fmt: skip
+                self.attn_cost.append(
+                    (
+                        _numel(attn.qkv.weight, attn.out.weight, gate_w)
+                        // (h * d),  # per head·channel
+                        _numel(attn.qkv.bias, gate_b) // h,  # per head
+                        _numel(attn.out.bias, *block.ln_1.parameters()) // d,  # per channel
+                    )
+                )
             else:
                 self.attn_cost.append(None)
             if mlp is not None:
                 m = mlp.fc.out_features
-                self.mlp_cost.append((
-                    _numel(mlp.fc.weight, mlp.proj.weight) // (m * d),
-                    _numel(mlp.fc.bias) // m,
-                    _numel(mlp.proj.bias, *block.ln_2.parameters()) // d,
-                ))  # fmt: skip
+                self.mlp_cost.append(
+                    (
+                        _numel(mlp.fc.weight, mlp.proj.weight) // (m * d),
+                        _numel(mlp.fc.bias) // m,
+                        _numel(mlp.proj.bias, *block.ln_2.parameters()) // d,
+                    )
+                )
             else:
                 self.mlp_cost.append(None)
 
@@ -235,8 +240,10 @@ class TowerMasks(nn.Module):
     def check(self, tower: nn.Module) -> None:
         """Raise unless ``tower`` has the shapes these masks were made for."""
         ours = [(h.n, m.n) for h, m in zip(self.heads, self.neurons, strict=True)]
-        theirs = [(b.attn.heads if b.attn else 0, b.mlp.fc.out_features if b.mlp else 0)
-                  for b in tower.blocks]  # fmt: skip
+        theirs = [
+            (b.attn.heads if b.attn else 0, b.mlp.fc.out_features if b.mlp else 0)
+            for b in tower.blocks
+        ]
         if _width(tower) != self.width or theirs != ours:
             raise ValueError("the model's shapes differ from those the masks were made for")
 
@@ -424,9 +431,12 @@ def _pruned_tower(tower: nn.Module, plan: dict) -> tuple[dict, dict]:
         sd["pos_embed"] = tower.pos_embed[:, K] * z
         causal = [b.attn.mask is not None for b in tower.blocks if b.attn is not None]
         cfg.update(
-            context_length=tower.context_length, vocab_size=tower.token_embed.num_embeddings,
-            eot_id=tower.eot_id, causal=causal[0] if causal else True, mixer_layers=0,
-        )  # fmt: skip
+            context_length=tower.context_length,
+            vocab_size=tower.token_embed.num_embeddings,
+            eot_id=tower.eot_id,
+            causal=causal[0] if causal else True,
+            mixer_layers=0,
+        )
         final = "ln_final"
     for j, entry in enumerate(blocks):
         block = tower.blocks[entry["index"]]

@@ -60,8 +60,9 @@ def build_student(step: DistillStep, cfg: DistillConfig, parent: ModelRecord) ->
     else:
         attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
         record = ModelRecord.named(step.model, attention)
-    record = record.derive(provenance={"stage": "distill", "parent": parent.name,
-                                       "inherit": step.inherit.method})  # fmt: skip
+    record = record.derive(
+        provenance={"stage": "distill", "parent": parent.name, "inherit": step.inherit.method}
+    )
     return Trained(record.build(), record)
 
 
@@ -105,14 +106,19 @@ def run_stage(
     method = step.inherit.method
     report: dict = {"method": method}
     if method != "none":
-        calibration = next(iter(batches(0, step.inherit.calibration))) if method == "importance" else None
+        calibration = (
+            next(iter(batches(0, step.inherit.calibration))) if method == "importance" else None
+        )
         try:
             report = inherit(
-                parent.model, student.model,
+                parent.model,
+                student.model,
                 method="importance" if method == "importance" else "leading",
-                image_layers=step.inherit.image_layers, text_layers=step.inherit.text_layers,
-                calibration=calibration, score=step.inherit.score,
-            )  # fmt: skip
+                image_layers=step.inherit.image_layers,
+                text_layers=step.inherit.text_layers,
+                calibration=calibration,
+                score=step.inherit.score,
+            )
         except InheritError as err:
             raise UserError(f"distill stage {index} ({step.model}): {err}") from None
     masks = None
@@ -130,17 +136,26 @@ def run_stage(
     penalty = extras.penalty if masks is not None else None
     step_cfg = replace(cfg, steps=step.steps)
     summary = train(
-        student.model, lambda start: batches(start, cfg.batch_size), step_cfg, out,
-        objective=objective(loss, teachers, student.model, penalty), extra=extras,
-        rank=rank, world=world, desc=f"distill {index}", stop_after=stop_after,
-    )  # fmt: skip
+        student.model,
+        lambda start: batches(start, cfg.batch_size),
+        step_cfg,
+        out,
+        objective=objective(loss, teachers, student.model, penalty),
+        extra=extras,
+        rank=rank,
+        world=world,
+        desc=f"distill {index}",
+        stop_after=stop_after,
+    )
     keys = ("steps", "final_loss", "samples_per_s", "train_seconds", "history")
     result = {"inherit": report, "train": {k: summary[k] for k in keys}}
     if masks is not None:
         student.model.eval()
         pruned, config, pruning = masks.prune(student.model, student.record.attention)
         masks.detach()
-        student = Trained(pruned, student.record.derive(name=f"{parent.record.name}-pruned", config=config))
+        student = Trained(
+            pruned, student.record.derive(name=f"{parent.record.name}-pruned", config=config)
+        )
         result["pruning"] = pruning
     result["parameters"] = count_params(student.model)
     return student, result
@@ -150,4 +165,8 @@ def loss_options(cfg: DistillConfig) -> dict:
     """The loss builder's arguments from the recipe's loss section."""
     if cfg.loss.kind == "clip":
         return {}
-    return {"alpha": cfg.loss.alpha, "student_scale": cfg.loss.student_scale, "teacher_scale": cfg.loss.teacher_scale}
+    return {
+        "alpha": cfg.loss.alpha,
+        "student_scale": cfg.loss.student_scale,
+        "teacher_scale": cfg.loss.teacher_scale,
+    }

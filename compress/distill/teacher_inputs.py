@@ -16,12 +16,15 @@ class TeacherInputs:
 
     def __init__(self, teacher: CLIP, student: CLIP) -> None:
         self.size = teacher.visual.image_size
-        same_image = self.size == student.visual.image_size and teacher.preprocess == student.preprocess
+        same_image = (
+            self.size == student.visual.image_size and teacher.preprocess == student.preprocess
+        )
         self.source = None if same_image else self._stats(student)
         self.target = self._stats(teacher)
         same_text = (teacher.text.context_length, teacher.text.eot_id) == (
-            student.text.context_length, student.text.eot_id,
-        )  # fmt: skip
+            student.text.context_length,
+            student.text.eot_id,
+        )
         self.tokenize = None if same_text else Tokenizer(teacher.text.context_length)
 
     @staticmethod
@@ -32,11 +35,14 @@ class TeacherInputs:
     def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         images, tokens = batch["image"], batch["text"]
         if self.source is not None:
-            (mean, std), (t_mean, t_std) = ((m.to(images.device), s.to(images.device))
-                                            for m, s in (self.source, self.target))  # fmt: skip
+            (mean, std), (t_mean, t_std) = (
+                (m.to(images.device), s.to(images.device)) for m, s in (self.source, self.target)
+            )
             pixels = images * std + mean
             if pixels.shape[-1] != self.size:
-                pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bicubic", antialias=True)
+                pixels = F.interpolate(
+                    pixels, size=(self.size, self.size), mode="bicubic", antialias=True
+                )
             images = (pixels.clamp(0, 1) - t_mean) / t_std
         if self.tokenize is not None:
             tokens = self.tokenize(batch["caption"])

@@ -144,7 +144,9 @@ class Attention(nn.Module):
 
 
 @attention_variants.register("softmax")
-def softmax_attention(dim: int, heads: int, seq_len: int, causal: bool = False, **shape) -> Attention:
+def softmax_attention(
+    dim: int, heads: int, seq_len: int, causal: bool = False, **shape
+) -> Attention:
     """Plain softmax attention; ``shape`` passes ``qkv_bias`` / ``head_dim`` to :class:`Attention`."""
     return Attention(dim, heads, seq_len, causal, **shape)
 

@@ -60,23 +60,52 @@ def build_from_config(
     family = v.get("family", "vit")
     if family == "vit":
         visual = VisionTransformer(
-            v["image_size"], v["patch_size"], v["width"], v["layers"], v["heads"], v.get("mlp_ratio", 4.0),
-            embed_dim, image_attention, v.get("stem", "patch"), v.get("act", "gelu"),
-            v.get("head_dim"), v.get("mlp_hidden"), v.get("stem_channels"),
-        )  # fmt: skip
+            v["image_size"],
+            v["patch_size"],
+            v["width"],
+            v["layers"],
+            v["heads"],
+            v.get("mlp_ratio", 4.0),
+            embed_dim,
+            image_attention,
+            v.get("stem", "patch"),
+            v.get("act", "gelu"),
+            v.get("head_dim"),
+            v.get("mlp_hidden"),
+            v.get("stem_channels"),
+        )
     elif family == "hybrid":
         visual = HybridVisionTower(
-            v["image_size"], v["layers"], v["widths"], v["mixers"], v.get("mlp_ratio", 3.0), embed_dim,
-            v["se_downsample"], v["pos_embed"], v.get("head_dim", 32), image_attention,
-        )  # fmt: skip
+            v["image_size"],
+            v["layers"],
+            v["widths"],
+            v["mixers"],
+            v.get("mlp_ratio", 3.0),
+            embed_dim,
+            v["se_downsample"],
+            v["pos_embed"],
+            v.get("head_dim", 32),
+            image_attention,
+        )
     else:
         raise ValueError(f"unknown vision family {family!r}; expected 'vit' or 'hybrid'")
     text = TextTransformer(
-        t["context_length"], t["vocab_size"], t["width"], t["layers"], t["heads"], t.get("mlp_ratio", 4.0),
-        embed_dim, t.get("eot_id", EOT_ID), text_attention, t.get("causal", True),
-        t.get("mixer_layers", 0), t.get("mixer_kernel", 11), t.get("act", "gelu"),
-        t.get("head_dim"), t.get("mlp_hidden"),
-    )  # fmt: skip
+        t["context_length"],
+        t["vocab_size"],
+        t["width"],
+        t["layers"],
+        t["heads"],
+        t.get("mlp_ratio", 4.0),
+        embed_dim,
+        t.get("eot_id", EOT_ID),
+        text_attention,
+        t.get("causal", True),
+        t.get("mixer_layers", 0),
+        t.get("mixer_kernel", 11),
+        t.get("act", "gelu"),
+        t.get("head_dim"),
+        t.get("mlp_hidden"),
+    )
     return CLIP(visual, text, **image_normalization(cfg))
 
 

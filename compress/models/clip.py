@@ -13,7 +13,6 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-
 class CLIP(nn.Module):
     """Two towers mapping images and token ids into one L2-normalised embedding space.
 

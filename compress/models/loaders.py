@@ -111,17 +111,29 @@ def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
         if v.get("timm_pool", "avg") != "avg" or v.get("timm_proj"):
             return "MCi tower with a custom pool or projection"
         return {
-            "family": "hybrid", "image_size": v.get("image_size", 256), **MCI[timm_name],
-            "mixers": ["repmixer", "repmixer", "repmixer", "attention"], "mlp_ratio": 3,
-            "se_downsample": [False, False, True, True], "pos_embed": [False, False, False, True],
+            "family": "hybrid",
+            "image_size": v.get("image_size", 256),
+            **MCI[timm_name],
+            "mixers": ["repmixer", "repmixer", "repmixer", "attention"],
+            "mlp_ratio": 3,
+            "se_downsample": [False, False, True, True],
+            "pos_embed": [False, False, False, True],
             "head_dim": 32,
-        }  # fmt: skip
+        }
     if not isinstance(v.get("layers"), int):
         return "ResNet image tower"
-    departure = _departure(v, {
-        "attentional_pool": False, "ls_init_value": None, "no_ln_pre": False, "pool_type": "tok",
-        "final_ln_after_pool": False, "output_tokens": False, "patch_dropout": 0.0,
-    })  # fmt: skip
+    departure = _departure(
+        v,
+        {
+            "attentional_pool": False,
+            "ls_init_value": None,
+            "no_ln_pre": False,
+            "pool_type": "tok",
+            "final_ln_after_pool": False,
+            "output_tokens": False,
+            "patch_dropout": 0.0,
+        },
+    )
     if departure:
         return f"vision_cfg.{departure}"
     size = v.get("image_size", 224)
@@ -131,27 +143,43 @@ def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
         size = size[0]
     width = v["width"]
     return {
-        "family": "vit", "image_size": size, "patch_size": v["patch_size"], "width": width,
-        "layers": v["layers"], "heads": width // v.get("head_width", 64),
-        "mlp_ratio": v.get("mlp_ratio", 4.0), "act": "quick_gelu" if quick_gelu else "gelu",
-    }  # fmt: skip
+        "family": "vit",
+        "image_size": size,
+        "patch_size": v["patch_size"],
+        "width": width,
+        "layers": v["layers"],
+        "heads": width // v.get("head_width", 64),
+        "mlp_ratio": v.get("mlp_ratio", 4.0),
+        "act": "quick_gelu" if quick_gelu else "gelu",
+    }
 
 
 def _text_config(t: dict, quick_gelu: bool) -> dict | str:
     if t.get("hf_model_name"):
         return f"Hugging Face text tower {t['hf_model_name']}"
-    departure = _departure(t, {
-        "embed_cls": False, "pool_type": "argmax", "proj_bias": False, "ls_init_value": None,
-        "output_tokens": False, "proj_type": "linear",
-    })  # fmt: skip
+    departure = _departure(
+        t,
+        {
+            "embed_cls": False,
+            "pool_type": "argmax",
+            "proj_bias": False,
+            "ls_init_value": None,
+            "output_tokens": False,
+            "proj_type": "linear",
+        },
+    )
     if departure:
         return f"text_cfg.{departure}"
     return {
-        "context_length": t.get("context_length", 77), "vocab_size": t.get("vocab_size", 49408),
-        "width": t.get("width", 512), "layers": t.get("layers", 12), "heads": t.get("heads", 8),
-        "mlp_ratio": t.get("mlp_ratio", 4.0), "causal": not t.get("no_causal_mask", False),
+        "context_length": t.get("context_length", 77),
+        "vocab_size": t.get("vocab_size", 49408),
+        "width": t.get("width", 512),
+        "layers": t.get("layers", 12),
+        "heads": t.get("heads", 8),
+        "mlp_ratio": t.get("mlp_ratio", 4.0),
+        "causal": not t.get("no_causal_mask", False),
         "act": "quick_gelu" if quick_gelu else "gelu",
-    }  # fmt: skip
+    }
 
 
 def _pretrained_cfg(arch: str, pretrained: str | None) -> dict:
@@ -180,9 +208,12 @@ def openclip_config(arch: str, pretrained: str | None = None) -> dict:
     if "mean" in tag_cfg:
         vision.update(mean=list(tag_cfg["mean"]), std=list(tag_cfg["std"]))
     return {
-        "name": f"{PREFIX}{arch}", "description": f"open_clip {arch}",
-        "embed_dim": cfg["embed_dim"], "vision": vision, "text": text,
-    }  # fmt: skip
+        "name": f"{PREFIX}{arch}",
+        "description": f"open_clip {arch}",
+        "embed_dim": cfg["embed_dim"],
+        "vision": vision,
+        "text": text,
+    }
 
 
 def supported_architectures() -> list[str]:
@@ -259,8 +290,11 @@ def load_given(
     from compress.models import build_model, load_model
 
     arch = parse_name(model)
-    source = {"source": model, "checkpoint": str(checkpoint) if checkpoint else None,
-              "pretrained": pretrained}  # fmt: skip
+    source = {
+        "source": model,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "pretrained": pretrained,
+    }
     if arch is not None:
         loaded, config = load_openclip(arch, checkpoint, pretrained)
         return loaded, ModelRecord(config["name"], config, provenance=source)
@@ -314,6 +348,9 @@ def load_openclip(
             f"{source}: does not fit open_clip {arch} ({str(err).splitlines()[0]})"
         ) from None
     model = from_openclip_model(oc_model, config, image_attention, text_attention)
-    config["source"] = {"arch": arch, "checkpoint": str(checkpoint) if checkpoint else None,
-                        "pretrained": pretrained}  # fmt: skip
+    config["source"] = {
+        "arch": arch,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "pretrained": pretrained,
+    }
     return model, config

@@ -343,8 +343,9 @@ class HybridVisionTower(nn.Module):
                 blocks = (MixerBlock(width, 3, mlp_ratio, 7) for _ in range(depth))
             elif mixer == "attention":
                 blocks = (
-                    AttentionBlock(width, head_dim, mlp_ratio, side * side, attention) for _ in range(depth)
-                )  # fmt: skip
+                    AttentionBlock(width, head_dim, mlp_ratio, side * side, attention)
+                    for _ in range(depth)
+                )
             else:
                 raise ValueError(
                     f"unknown token mixer {mixer!r}; expected 'repmixer' or 'attention'"

@@ -50,8 +50,12 @@ class ModelRecord:
     @classmethod
     def named(cls, name: str, attention: dict | None = None, **provenance: Any) -> ModelRecord:
         """The record of a registry model with the given attention specs."""
-        return cls(name, model_config(name), {**dict.fromkeys(TOWERS), **(attention or {})},
-                   provenance=provenance)  # fmt: skip
+        return cls(
+            name,
+            model_config(name),
+            {**dict.fromkeys(TOWERS), **(attention or {})},
+            provenance=provenance,
+        )
 
     @property
     def normalization(self) -> dict:

@@ -26,7 +26,9 @@ class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int, act: str = "gelu") -> None:
         super().__init__()
         if act not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {act!r}; expected one of: {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {act!r}; expected one of: {', '.join(ACTIVATIONS)}"
+            )
         self.fc = nn.Linear(dim, hidden)
         self.act = ACTIVATIONS[act]()
         self.proj = nn.Linear(hidden, dim)
@@ -93,7 +95,9 @@ class ConvStem(nn.Module):
         if channels is None:
             channels = [max(width // 2 ** (halvings - 1 - i), 16) for i in range(halvings)]
         if len(channels) != halvings:
-            raise ValueError(f"a patch-{patch_size} conv stem has {halvings} convolutions, got {channels}")
+            raise ValueError(
+                f"a patch-{patch_size} conv stem has {halvings} convolutions, got {channels}"
+            )
         self.channels = list(channels)
         layers, cin = [], 3
         for out in channels:

@@ -19,7 +19,20 @@ from compress.recipe.sections import (
 )
 
 __all__ = [
-    "AttentionConfig", "DataConfig", "DistillConfig", "DistillStep", "EvalConfig", "ExportConfig",
-    "InheritConfig", "LossConfig", "PretrainConfig", "Recipe", "RecipeError", "ScenesConfig",
-    "TeacherConfig", "TrainConfig", "load_recipe", "parse_recipe",
+    "AttentionConfig",
+    "DataConfig",
+    "DistillConfig",
+    "DistillStep",
+    "EvalConfig",
+    "ExportConfig",
+    "InheritConfig",
+    "LossConfig",
+    "PretrainConfig",
+    "Recipe",
+    "RecipeError",
+    "ScenesConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "load_recipe",
+    "parse_recipe",
 ]

@@ -106,8 +106,12 @@ class _Loader:
         if not isinstance(data, dict):
             raise self.error(path, f"expected a mapping, got {_describe(data)}")
         hints = typing.get_type_hints(cls)
-        own = cls.__dict__.get("__annotations__", {})  # a section's own keys first, then shared ones
-        fields = {f.name: f for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)}
+        own = cls.__dict__.get(
+            "__annotations__", {}
+        )  # a section's own keys first, then shared ones
+        fields = {
+            f.name: f for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
+        }
         prefix = f"{path}." if path else ""
         for key in data:
             if key not in fields:

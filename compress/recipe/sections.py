@@ -111,9 +111,8 @@ class ScenesConfig:
 class DataConfig:
     """Training data: the embedded scenes dataset, or a CSV file / webdataset shards of your own."""
 
-    train: str = (
-        "scenes"  # "scenes", a CSV path (filepath,caption) or a shard pattern (x-{000..009}.tar)
-    )
+    # "scenes", a CSV path (filepath,caption) or a shard pattern (x-{000..009}.tar)
+    train: str = "scenes"
     format: Literal["csv", "wds"] = "wds"  # scenes only: which written copy training reads
     skip_bad: bool = False  # true: skip (and count) malformed samples instead of stopping
     image_key: str = "filepath"  # CSV column names
@@ -226,7 +225,8 @@ class LossConfig:
     kind: Literal["affinity", "clip"] = "affinity"
     alpha: float = 1.0  # weight of affinity mimicking; TinyCLIP uses 1
     student_scale: float | None = None  # fixed logit scale for the student; null: its own, learned
-    teacher_scale: float | Literal["learnable"] | None = None  # fixed, learned, or null: each teacher's own
+    # fixed, learned, or null: each teacher's own
+    teacher_scale: float | Literal["learnable"] | None = None
 
     def __post_init__(self) -> None:
         require(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
@@ -263,7 +263,8 @@ class InheritConfig:
 class DistillStep:
     """One step of a progressive distillation: a student, how it inherits, how long it trains."""
 
-    model: str | None = None  # registry name; null with inherit.method auto: the previous model pruned
+    # registry name; null with inherit.method auto: the previous model pruned
+    model: str | None = None
     inherit: InheritConfig = field(default_factory=InheritConfig)
     steps: int = 1000
 
@@ -316,10 +317,7 @@ class EvalConfig:
 
     zeroshot: tuple[str, ...] = ()  # filepath,label CSVs (or scenes zs_* splits)
     retrieval: tuple[str, ...] = ()  # filepath,caption CSVs (or the scenes retrieval split)
-    templates: tuple[str, ...] = (
-        "a {}.",
-        "a picture of a {}.",
-    )  # class name → prompt; embeddings averaged
+    templates: tuple[str, ...] = ("a {}.", "a picture of a {}.")  # class → prompts, averaged
     label_key: str = "label"  # CSV column holding the class name
     batch_size: int = 256
 

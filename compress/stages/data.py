@@ -52,9 +52,15 @@ def train_dataset(ctx: Context, record: ModelRecord):
         columns = {"image_key": data.image_key, "caption_key": data.caption_key}
         return CsvDataset(source, transform, tokenize, skip_bad=data.skip_bad, **columns)
     return WdsDataset(  # a list of shards, or a brace pattern it expands
-        source, transform, tokenize, shuffle_buffer=2000, seed=ctx.recipe.seed,
-        rank=ctx.rank, world_size=ctx.world, skip_bad=data.skip_bad,
-    )  # fmt: skip
+        source,
+        transform,
+        tokenize,
+        shuffle_buffer=2000,
+        seed=ctx.recipe.seed,
+        rank=ctx.rank,
+        world_size=ctx.world,
+        skip_bad=data.skip_bad,
+    )
 
 
 def run(ctx: Context, out: Path) -> dict:
@@ -75,10 +81,19 @@ def run(ctx: Context, out: Path) -> dict:
 
 def report(summary: dict) -> list[str]:
     splits = summary.get("splits", {})
-    return ["## Data", "", "Scenes splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()) + "."]
+    return [
+        "## Data",
+        "",
+        "Scenes splits: " + ", ".join(f"{k} {v}" for k, v in splits.items()) + ".",
+    ]
 
 
 STAGE = Stage(
-    "data", ("data",), run, uses_scenes, "write the scenes dataset (CSV + webdataset shards)",
-    check=check, report=report,
-)  # fmt: skip
+    "data",
+    ("data",),
+    run,
+    uses_scenes,
+    "write the scenes dataset (CSV + webdataset shards)",
+    check=check,
+    report=report,
+)

@@ -54,9 +54,17 @@ def run(ctx: Context, out: Path) -> dict:
             return batch_stream(dataset, size, seed, ctx.rank, ctx.world, start, cfg.num_workers)
 
         current, summary = run_stage(
-            i, step, cfg, current, teachers, batches, stage_dir,
-            rank=ctx.rank, world=ctx.world, stop_after=ctx.stop_after,
-        )  # fmt: skip
+            i,
+            step,
+            cfg,
+            current,
+            teachers,
+            batches,
+            stage_dir,
+            rank=ctx.rank,
+            world=ctx.world,
+            stop_after=ctx.stop_after,
+        )
         summary["model"] = current.record.name
         summary["kept_fraction_of_teacher_parameters"] = summary["parameters"] / teacher_params
         if ctx.rank == 0:
@@ -68,7 +76,11 @@ def run(ctx: Context, out: Path) -> dict:
         summaries.append(summary)
     if ctx.rank == 0:
         save_model(current.model, current.record, out / MODEL_FILE)
-    return {"stages": summaries, "teacher_parameters": teacher_params, "parameters": count_params(current.model)}
+    return {
+        "stages": summaries,
+        "teacher_parameters": teacher_params,
+        "parameters": count_params(current.model),
+    }
 
 
 def report(summary: dict) -> list[str]:
@@ -76,9 +88,12 @@ def report(summary: dict) -> list[str]:
     # the first zero-shot task the recipe evaluates, if any, as the per-student accuracy column
     task = next((t for s in stages for t in s.get("metrics", {}).get("zeroshot", {})), None)
     column = f"{task} top-1" if task else "top-1"
-    lines = ["## Distillation", "",
-             f"| stage | student | parameters | of teacher | inheritance | steps | final loss | {column} |",
-             "|---|---|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "## Distillation",
+        "",
+        f"| stage | student | parameters | of teacher | inheritance | steps | final loss | {column} |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
     for i, s in enumerate(stages):
         zs = s.get("metrics", {}).get("zeroshot", {}).get(task)
         lines.append(
@@ -89,7 +104,12 @@ def report(summary: dict) -> list[str]:
 
 
 STAGE = Stage(
-    "distill", ("data", "pretrain", "teacher", "distill"), run, lambda r: r.distill is not None,
+    "distill",
+    ("data", "pretrain", "teacher", "distill"),
+    run,
+    lambda r: r.distill is not None,
     "distil a student from the run's model (affinity mimicking, weight inheritance)",
-    distributed=True, check=check, report=report,
-)  # fmt: skip
+    distributed=True,
+    check=check,
+    report=report,
+)

@@ -57,7 +57,9 @@ def report(ev: dict) -> list[str]:
             "|---|---:|---:|---:|---:|" + ("---:|---:|" if teacher else ""),
         ]
         for task, r in ev["zeroshot"].items():
-            row = f"| {task} | {r['classes']} | {r['images']} | {pct(r['top1'])} | {pct(r['top5'])} |"
+            row = (
+                f"| {task} | {r['classes']} | {r['images']} | {pct(r['top1'])} | {pct(r['top5'])} |"
+            )
             if task in teacher:
                 t1 = teacher[task]["top1"]
                 row += f" {pct(t1)} | {pct(r['top1'] / t1) if t1 else '-'} |"
@@ -83,7 +85,11 @@ def _has_model(recipe: Recipe) -> bool:
 
 
 STAGE = Stage(
-    "eval", ("data", "pretrain", "teacher", "distill", "eval"), run,
-    lambda r: r.eval is not None and _has_model(r), "zero-shot classification and retrieval",
-    check=check, report=report,
-)  # fmt: skip
+    "eval",
+    ("data", "pretrain", "teacher", "distill", "eval"),
+    run,
+    lambda r: r.eval is not None and _has_model(r),
+    "zero-shot classification and retrieval",
+    check=check,
+    report=report,
+)

@@ -38,17 +38,27 @@ def run(ctx: Context, out: Path) -> dict:
     images, tokens = parity_samples(ctx, record, cfg.samples)
     return {
         target: export_model(
-            model, record, export_dir(ctx, target), target=target, sample_images=images,
-            sample_tokens=tokens, batch_size=cfg.batch_size, recipe_hash=ctx.recipe.hash,
+            model,
+            record,
+            export_dir(ctx, target),
+            target=target,
+            sample_images=images,
+            sample_tokens=tokens,
+            batch_size=cfg.batch_size,
+            recipe_hash=ctx.recipe.hash,
             thresholds=cfg.thresholds(),
         )
         for target in cfg.formats
-    }  # fmt: skip
+    }
 
 
 def report(summary: dict) -> list[str]:
-    lines = ["## Exports (checked against PyTorch)", "",
-             "| artifact | size | min cosine | max abs diff | zero-shot agreement |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "## Exports (checked against PyTorch)",
+        "",
+        "| artifact | size | min cosine | max abs diff | zero-shot agreement |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for target, result in summary.items():
         for tower in ("image", "text"):
             a = result[tower]
@@ -61,7 +71,10 @@ def report(summary: dict) -> list[str]:
 
 
 STAGE = Stage(
-    "export", ("data", "pretrain", "teacher", "distill", "export"), run,
+    "export",
+    ("data", "pretrain", "teacher", "distill", "export"),
+    run,
     lambda r: r.export is not None and (r.pretrain is not None or r.teacher is not None),
-    "export the towers and check them against PyTorch", report=report,
-)  # fmt: skip
+    "export the towers and check them against PyTorch",
+    report=report,
+)

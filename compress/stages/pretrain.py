@@ -36,8 +36,16 @@ def run(ctx: Context, out: Path) -> dict:
             dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
         )
 
-    summary = train(model, batches, cfg, out, rank=ctx.rank, world=ctx.world, desc="pretrain",
-                    stop_after=ctx.stop_after)  # fmt: skip
+    summary = train(
+        model,
+        batches,
+        cfg,
+        out,
+        rank=ctx.rank,
+        world=ctx.world,
+        desc="pretrain",
+        stop_after=ctx.stop_after,
+    )
     if ctx.rank == 0:
         save_model(model, record, out / MODEL_FILE)
         (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
@@ -47,11 +55,20 @@ def run(ctx: Context, out: Path) -> dict:
 
 
 def report(t: dict) -> list[str]:
-    return ["## Training", "", f"{t['steps']} steps, final loss {t['final_loss']:.4f}, "
-            f"{t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s; skipped samples: {t['skipped_samples']}."]  # fmt: skip
+    return [
+        "## Training",
+        "",
+        f"{t['steps']} steps, final loss {t['final_loss']:.4f}, "
+        f"{t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s; skipped samples: {t['skipped_samples']}.",
+    ]
 
 
 STAGE = Stage(
-    "pretrain", ("data", "pretrain"), run, lambda r: r.pretrain is not None,
-    "train a CLIP model with the contrastive loss", distributed=True, report=report,
-)  # fmt: skip
+    "pretrain",
+    ("data", "pretrain"),
+    run,
+    lambda r: r.pretrain is not None,
+    "train a CLIP model with the contrastive loss",
+    distributed=True,
+    report=report,
+)

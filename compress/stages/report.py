@@ -30,7 +30,12 @@ def collect(ctx: Context) -> dict:
         done = ctx.done(stage.name)
         if done is not None:
             stages[stage.name] = {k: done.get(k) for k in ("finished", "seconds", "summary")}
-    out = {"name": recipe.name, "recipe_hash": recipe.hash, "recipe": recipe.to_dict(), "stages": stages}
+    out = {
+        "name": recipe.name,
+        "recipe_hash": recipe.hash,
+        "recipe": recipe.to_dict(),
+        "stages": stages,
+    }
     final, own = final_model(ctx), own_model(ctx)
     if final.exists():
         out["model"] = _describe(final)
@@ -57,20 +62,36 @@ def _describe(path: Path) -> dict:
 def _model_lines(info: dict) -> list[str]:
     m = info["model"]
     p = m["parameters"]
-    attn = ", ".join(f"{tower}: {(spec or {'kind': 'softmax'})['kind']}" for tower, spec in m["attention"].items())
-    lines = ["## Model", "", f"`{m['name']}` — {p['total'] / 1e6:.2f} M parameters "
-             f"(image {p['image'] / 1e6:.2f} M, text {p['text'] / 1e6:.2f} M), {mb(m['fp32_bytes'])} in fp32; attention {attn}."]  # fmt: skip
+    attn = ", ".join(
+        f"{tower}: {(spec or {'kind': 'softmax'})['kind']}"
+        for tower, spec in m["attention"].items()
+    )
+    lines = [
+        "## Model",
+        "",
+        f"`{m['name']}` — {p['total'] / 1e6:.2f} M parameters "
+        f"(image {p['image'] / 1e6:.2f} M, text {p['text'] / 1e6:.2f} M), {mb(m['fp32_bytes'])} in fp32; attention {attn}.",
+    ]
     if "teacher" in info:
         t = info["teacher"]["parameters"]["total"]
-        lines.append(f"Distilled from `{info['teacher']['name']}` ({t / 1e6:.2f} M parameters): "
-                     f"{t / p['total']:.1f}× fewer parameters.")  # fmt: skip
+        lines.append(
+            f"Distilled from `{info['teacher']['name']}` ({t / 1e6:.2f} M parameters): "
+            f"{t / p['total']:.1f}× fewer parameters."
+        )
     return lines
 
 
 def render_markdown(info: dict, stages: list[Stage]) -> str:
-    lines = [f"# edgeclip run `{info['name']}`", "",
-             f"Recipe hash `{info['recipe_hash']}` · resolved recipe in `recipe.yaml`.", "",
-             "## Stages", "", "| stage | finished | seconds |", "|---|---|---:|"]  # fmt: skip
+    lines = [
+        f"# edgeclip run `{info['name']}`",
+        "",
+        f"Recipe hash `{info['recipe_hash']}` · resolved recipe in `recipe.yaml`.",
+        "",
+        "## Stages",
+        "",
+        "| stage | finished | seconds |",
+        "|---|---|---:|",
+    ]
     done = info["stages"]
     lines += [f"| {name} | {s['finished']} | {s['seconds'] or ''} |" for name, s in done.items()]
     if "model" in info:
@@ -90,5 +111,10 @@ def write_report(ctx: Context) -> dict:
     return {"report": str(ctx.run_dir / "report.md")}
 
 
-STAGE = Stage("report", (), lambda ctx, out: write_report(ctx), lambda r: True,
-              "write report.md and report.json")  # fmt: skip
+STAGE = Stage(
+    "report",
+    (),
+    lambda ctx, out: write_report(ctx),
+    lambda r: True,
+    "write report.md and report.json",
+)

@@ -21,15 +21,20 @@ def check_given(recipe: Recipe, key: str, cfg: TeacherConfig) -> None:
         return
     supported = supported_architectures()
     if arch not in supported:
-        raise recipe.error(f"{key}.model", f"open_clip architecture {arch!r} is not supported; "
-                                           f"supported: {', '.join(supported)}")  # fmt: skip
+        raise recipe.error(
+            f"{key}.model",
+            f"open_clip architecture {arch!r} is not supported; supported: {', '.join(supported)}",
+        )
     if cfg.pretrained is not None:
         from compress.compat import open_clip
 
         tags = open_clip().list_pretrained_tags_by_model(arch)
         if cfg.pretrained not in tags:
-            raise recipe.error(f"{key}.pretrained", f"open_clip has no tag {cfg.pretrained!r} for "
-                                                    f"{arch}; tags: {', '.join(tags) or 'none'}")  # fmt: skip
+            raise recipe.error(
+                f"{key}.pretrained",
+                f"open_clip has no tag {cfg.pretrained!r} for "
+                f"{arch}; tags: {', '.join(tags) or 'none'}",
+            )
 
 
 def run(ctx: Context, out: Path) -> dict:
@@ -38,7 +43,9 @@ def run(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.recipe.teacher
     model, record = load_given(cfg.model, cfg.checkpoint, cfg.pretrained)
-    save_model(model, record.derive(provenance={**record.provenance, "stage": "teacher"}), out / MODEL_FILE)
+    save_model(
+        model, record.derive(provenance={**record.provenance, "stage": "teacher"}), out / MODEL_FILE
+    )
     weights = cfg.checkpoint or (f"open_clip tag {cfg.pretrained}" if cfg.pretrained else None)
     if weights is None:
         print(f"teacher {cfg.model}: no checkpoint or pretrained tag given, weights are random")
@@ -47,7 +54,10 @@ def run(ctx: Context, out: Path) -> dict:
 
 
 STAGE = Stage(
-    "teacher", ("teacher",), run, lambda r: r.teacher is not None,
+    "teacher",
+    ("teacher",),
+    run,
+    lambda r: r.teacher is not None,
     "load a given model (open_clip checkpoint or tag, or ours)",
     check=lambda recipe: check_given(recipe, "teacher", recipe.teacher),
-)  # fmt: skip
+)

@@ -1,5 +1,6 @@
 """Recipes: every file validates; each kind of bad input gives one line with the place and exit code 2."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,36 @@ BAD = [
         r"bad\.yaml:1: name: missing; expected a string",
     ),
     (
+        "infinite-float",
+        BASE + "  lr: .inf\n",
+        [],
+        r"bad\.yaml:4: pretrain\.lr: expected a finite number, got inf",
+    ),
+    (
+        "nan-float",
+        BASE + "  lr: .nan\n",
+        [],
+        r"bad\.yaml:4: pretrain\.lr: expected a finite number",
+    ),
+    (
+        "infinite-override",
+        BASE,
+        ["pretrain.weight_decay=-.inf"],
+        r"\(command-line override\): pretrain\.weight_decay: expected a finite number, got -inf",
+    ),
+    (
+        "duplicate-key",
+        "name: demo\nseed: 1\npretrain:\n  model: tiny\nseed: 2\n",
+        [],
+        r"bad\.yaml:5: seed: set twice \(lines 2 and 5\); keep one",
+    ),
+    (
+        "duplicate-nested-key",
+        BASE + "  steps: 3\n  steps: 4\n",
+        [],
+        r"bad\.yaml:5: pretrain\.steps: set twice \(lines 4 and 5\)",
+    ),
+    (
         "eval-without-tasks",
         BASE + "eval: {batch_size: 8}\n",
         [],
@@ -141,3 +172,84 @@ def test_bad_recipe_cli_exit_code_2(tmp_path, case, text, overrides, message):
     import re
 
     assert re.search(message, lines[0])
+
+
+# Inputs the recipe names that do not exist: caught by `validate` and at the start of `run`,
+# before any stage (the scenes splits a run writes itself are not required to exist yet).
+MISSING = [
+    (
+        "train-csv",
+        "data: {train: nope/train.csv}\npretrain: {model: tiny}\n",
+        r"m\.yaml:1: data\.train: no such file: nope/train\.csv",
+    ),
+    (
+        "train-shards",
+        "data: {train: 'nope/x-{000..009}.tar'}\npretrain: {model: tiny}\n",
+        r"m\.yaml:1: data\.train: no shard file matches nope/x-\{000\.\.009\}\.tar",
+    ),
+    (
+        "eval-csv",
+        "pretrain: {model: tiny}\neval: {zeroshot: [zs_shape, nope/labels.csv]}\n",
+        r"m\.yaml:2: eval\.zeroshot\[1\]: no such file: nope/labels\.csv",
+    ),
+    (
+        "teacher-checkpoint",
+        "teacher: {model: tiny, checkpoint: nope/teacher.pt}\n",
+        r"m\.yaml:1: teacher\.checkpoint: no such file: nope/teacher\.pt",
+    ),
+    (
+        "ensemble-checkpoint",
+        "teacher: {model: tiny}\ndistill:\n  model: tiny_student\n"
+        "  ensemble: [{model: tiny, checkpoint: nope/member.pt}]\n",
+        r"m\.yaml:4: distill\.ensemble\[0\]\.checkpoint: no such file: nope/member\.pt",
+    ),
+]
+
+
+@pytest.mark.parametrize("case,body,message", MISSING, ids=[m[0] for m in MISSING])
+def test_missing_inputs_fail_before_anything_runs(tmp_path, case, body, message):
+    from compress.pipeline import check_inputs, run_pipeline
+    from compress.stages import STAGES
+
+    path = tmp_path / "m.yaml"
+    path.write_text(body + f"name: m\nruns_dir: {tmp_path / 'runs'}\n")  # sections from line 1
+    recipe = load_recipe(path)
+    with pytest.raises(RecipeError, match=message) as err:
+        check_inputs(recipe, STAGES)
+    assert "\n" not in str(err.value)
+    with pytest.raises(RecipeError, match=message):
+        run_pipeline(recipe, STAGES)
+    assert not (tmp_path / "runs").exists(), "nothing may run before the inputs are checked"
+    for command in ("validate", "run"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "compress.cli", command, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        import re
+
+        assert re.search(message, proc.stderr)
+
+
+def test_an_offline_download_says_so_and_how_to_do_without(tmp_path):
+    """No network (HF_HUB_OFFLINE makes the hub fail at once, as a dead network does after retries)."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"name: t\nruns_dir: {tmp_path / 'runs'}\n"
+        "teacher: {model: 'openclip:ViT-B-32', pretrained: laion2b_s34b_b79k}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()[-1:]
+    assert "ViT-B-32 tag 'laion2b_s34b_b79k': the weights could not be downloaded from" in line
+    assert "Hugging Face Hub (laion/CLIP-ViT-B-32-laion2B-s34B-b79K)" in line
+    assert "checkpoint: path/to/file instead of pretrained" in line
+    assert "does not fit" not in line

@@ -304,6 +304,29 @@ def load_given(
     return loaded, record.derive(provenance={**source, "parent": record.provenance})
 
 
+def _download(arch: str, tag: str | None) -> str | None:
+    """The local file of a pretrained tag's weights, downloaded by open_clip into its cache once;
+    a failed download says so, from where, and how to do without it."""
+    if tag is None:
+        return None
+    oc = open_clip()
+    cfg = oc.get_pretrained_cfg(arch, tag)
+    hub = cfg.get("hf_hub", "").rstrip("/")
+    where = f"the Hugging Face Hub ({hub})" if hub else cfg.get("url") or "nowhere (no source)"
+    try:
+        path = oc.download_pretrained(cfg)
+    except Exception as err:  # network, hub and file errors all mean: no weights here
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise LoaderError(
+            f"open_clip {arch} tag {tag!r}: the weights could not be downloaded from {where} "
+            f"({reason}); download them where the network allows and give the file as "
+            "checkpoint: path/to/file instead of pretrained"
+        ) from None
+    if not path:
+        raise LoaderError(f"open_clip {arch} tag {tag!r}: open_clip names no file for it")
+    return path
+
+
 def load_openclip(
     arch: str,
     checkpoint: str | Path | None = None,
@@ -333,9 +356,10 @@ def load_openclip(
             f"open_clip has no pretrained tag {pretrained!r} for {arch}; tags: {tags}"
         )
     source = str(checkpoint) if checkpoint is not None else pretrained
+    weights = str(checkpoint) if checkpoint is not None else _download(arch, pretrained)
     try:
         oc_model = oc.create_model(
-            arch, pretrained=source, weights_only=True, force_quick_gelu=quick_gelu, device="cpu"
+            arch, pretrained=weights, weights_only=True, force_quick_gelu=quick_gelu, device="cpu"
         )
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))

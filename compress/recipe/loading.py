@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -87,18 +89,27 @@ class _Loader:
                 self.convert(a, v, f"{path}[{i}]")
                 for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
-        if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        if tp is float:
+            return self.number(value, path)
         if tp is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if tp in (bool, str) and isinstance(value, tp):
             return value
-        if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
         raise self.error(path, f"expected {_type_name(tp)}, got {_describe(value)}")
+
+    def number(self, value: Any, path: str) -> float:
+        """A finite float: NaN and ±inf would pass or fail range checks by accident."""
+        number = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise self.error(path, f"expected a number, got {_describe(value)}")
+        if not math.isfinite(number):
+            raise self.error(path, f"expected a finite number, got {value!r}")
+        return number
 
     def build(self, cls: type, data: Any, path: str) -> Any:
         if data is None:
@@ -130,6 +141,11 @@ class _Loader:
             raise self.error(f"{prefix}{err.key}", str(err)) from None
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, path: str, first: int, again: int) -> None:
+        self.path, self.first, self.again = path, first, again
+
+
 def _line_numbers(
     node: yaml.Node, path: str = "", out: dict[str, int] | None = None
 ) -> dict[str, int]:
@@ -137,9 +153,13 @@ def _line_numbers(
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key, value in node.value:
             sub = f"{path}.{key.value}" if path else str(key.value)
-            out[sub] = key.start_mark.line + 1
+            line = key.start_mark.line + 1
+            if sub in seen:  # YAML keeps the last value silently; a recipe must say one thing
+                raise _DuplicateKey(sub, seen[sub], line)
+            seen[sub] = out[sub] = line
             _line_numbers(value, sub, out)
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
@@ -176,7 +196,13 @@ def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] = ())
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise RecipeError(f"{where}: YAML syntax error: {problem}") from None
-    lines = _line_numbers(root) if root is not None else {}
+    try:
+        lines = _line_numbers(root) if root is not None else {}
+    except _DuplicateKey as dup:
+        raise RecipeError(
+            f"{source}:{dup.again}: {dup.path}: set twice (lines {dup.first} and {dup.again}); "
+            "keep one"
+        ) from None
     if data is None:
         data = {}
     overridden = {o.split("=", 1)[0].strip() for o in overrides}

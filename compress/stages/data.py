@@ -24,11 +24,9 @@ def uses_scenes(recipe: Recipe) -> bool:
     return trains or any(task in SPLITS for task in tasks)
 
 
-def check(recipe: Recipe) -> None:
-    """The training data the recipe names exists (CSV file or shards)."""
+def check_train_data(recipe: Recipe) -> None:
+    """The training data the recipe names exists (a CSV file, or at least one shard file)."""
     train = recipe.data.train
-    if (recipe.pretrain or recipe.distill) is None or train == SCENES:
-        return
     if train.endswith(".csv") and not Path(train).is_file():
         raise recipe.error("data.train", f"no such file: {train}")
     if train.endswith(".tar") and not any(Path(s).is_file() for s in expand_shards(train)):
@@ -94,6 +92,5 @@ STAGE = Stage(
     run,
     uses_scenes,
     "write the scenes dataset (CSV + webdataset shards)",
-    check=check,
     report=report,
 )

@@ -16,7 +16,7 @@ from compress.io import write_json
 from compress.models import ModelRecord, count_params, load_model, save_model
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe
-from compress.stages.data import train_dataset
+from compress.stages.data import check_train_data, train_dataset
 from compress.stages.eval import evaluate_model
 from compress.stages.layout import MODEL_FILE, distill_stage_dir, own_model
 from compress.stages.pretrain import check_batch
@@ -25,6 +25,7 @@ from compress.stages.teacher import check_given
 
 
 def check(recipe: Recipe) -> None:
+    check_train_data(recipe)
     for i, member in enumerate(recipe.distill.ensemble):
         check_given(recipe, f"distill.ensemble[{i}]", member)
 

@@ -10,7 +10,7 @@ from compress.data.batches import batch_stream
 from compress.models import ModelRecord, save_model
 from compress.pipeline import Context, Stage
 from compress.recipe import RecipeError
-from compress.stages.data import train_dataset
+from compress.stages.data import check_train_data, train_dataset
 from compress.stages.layout import MODEL_FILE
 from compress.train import train
 
@@ -70,5 +70,6 @@ STAGE = Stage(
     lambda r: r.pretrain is not None,
     "train a CLIP model with the contrastive loss",
     distributed=True,
+    check=check_train_data,
     report=report,
 )

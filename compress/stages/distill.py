@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from compress.data.batches import batch_stream
+from compress.distill.student import Trained, freeze, run_stage
 from compress.io import write_json
 from compress.models import ModelRecord, count_params, load_model, save_model
 from compress.pipeline import Context, Stage
@@ -31,8 +32,7 @@ def check(recipe: Recipe) -> None:
 
 
 def run(ctx: Context, out: Path) -> dict:
-    from compress.distill.student import Trained, freeze, run_stage
-    from compress.models.loaders import load_given
+    from compress.models.loaders import load_given  # lazy: open_clip loads only when needed
 
     cfg = ctx.recipe.distill
     check_batch("distill", cfg.batch_size, ctx.world)

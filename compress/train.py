@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.distill.losses import clip_loss
+from compress.errors import UserError
 from compress.io import atomic_save, write_json
 from compress.recipe import TrainConfig
 
@@ -156,8 +157,43 @@ class TrainLog:
             "train_seconds": p.seconds,
             "skipped_samples": p.skipped,  # unreadable samples dropped from batches (skip_bad: true)
             "world_size": world,
+            "precision": self.cfg.precision,
             "history": p.history,
         }
+
+
+class MixedPrecision:
+    """The forward pass under autocast (bf16 or fp16) and, for fp16, loss scaling; fp32 changes
+    nothing. Weights, optimizer state and checkpoints stay fp32 whatever the precision."""
+
+    DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, precision: str, device: torch.device, desc: str) -> None:
+        if precision == "fp16" and device.type != "cuda":
+            raise UserError(
+                f"{desc}: precision fp16 needs a CUDA GPU and this model trains on the "
+                f"{device.type}; use bf16 (or fp32)"
+            )
+        self.precision, self.device = precision, device
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def autocast(self) -> torch.autocast:
+        dtype = self.DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, clip: Callable[[], None]) -> None:
+        """Clip the (unscaled) gradients, then step; fp16 skips a step whose gradients overflowed."""
+        if self.scaler is None:
+            clip()
+            optimizer.step()
+            return
+        self.scaler.unscale_(optimizer)
+        clip()
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
 
 def train_step(
@@ -169,19 +205,24 @@ def train_step(
     extra: nn.Module | None,
     cfg: TrainConfig,
     world: int,
+    precision: MixedPrecision,
 ) -> float:
     """One optimisation step on one batch; the loss value."""
-    value = objective(net, batch)
+    with precision.autocast():  # the losses themselves run in fp32 (compress.distill.losses.fp32)
+        value = objective(net, batch)
     optimizer.zero_grad(set_to_none=True)
-    value.backward()
+    precision.backward(value)
     if extra is not None and world > 1:  # DDP averages the model's gradients, not these
         for p in extra.parameters():
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad /= world
-    if cfg.grad_clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+
+    def clip() -> None:
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+
+    precision.step(optimizer, clip)
     with torch.no_grad():  # as in CLIP: the temperature may not go below 1/100
         model.logit_scale.clamp_(0, math.log(100))
     return value.item()
@@ -222,6 +263,7 @@ def train(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    precision = MixedPrecision(cfg.precision, model.logit_scale.device, desc)
     optimizer, schedule = optimizer_for(model, extra, cfg)
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule}
     if extra is not None:
@@ -243,7 +285,7 @@ def train(
                     f"rank {rank}: a batch with fewer than 2 readable samples; fix or drop the bad data"
                 )
             continue
-        loss = train_step(net, model, batch, objective, optimizer, extra, cfg, world)
+        loss = train_step(net, model, batch, objective, optimizer, extra, cfg, world, precision)
         schedule.step()
         progress.step += 1
         log.step(loss, schedule.get_last_lr()[0])

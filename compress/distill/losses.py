@@ -10,6 +10,7 @@ similarities span the global batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -25,6 +26,36 @@ losses = Registry("loss")
 Embeddings = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (image (B, D), text (B, D), scale)
 
 
+def _float(value):
+    """Tensors (also inside tuples and lists) as float32; anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, tuple | list):
+        return type(value)(_float(v) for v in value)
+    return value
+
+
+def fp32(fn):
+    """Run a loss in float32 under any autocast: the logit matrix, its softmax and the logit scale
+    are where bf16's 8-bit mantissa would cost accuracy (mixed precision stops at the towers)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in _tensors(args)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*_float(args), **{k: _float(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, tuple | list):
+        for v in value:
+            yield from _tensors(v)
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate every process's rows (rank order) so similarities span the global batch.
 
@@ -37,6 +68,7 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x), dim=0)
 
 
+@fp32
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """L = ½[CE(s·I·Tᵀ, diag) + CE(s·T·Iᵀ, diag)] over the global batch."""
     return _contrastive(scale * gather(image_emb) @ gather(text_emb).T)
@@ -75,6 +107,7 @@ def affinity_loss(logits: torch.Tensor, i2t: torch.Tensor, t2i: torch.Tensor) ->
 class CLIPLoss(nn.Module):
     """The contrastive loss alone; needs no teacher."""
 
+    @fp32
     def forward(self, student: Embeddings, teachers: Sequence[Embeddings] = ()) -> torch.Tensor:
         return clip_loss(*student)
 
@@ -114,6 +147,7 @@ class AffinityMimicking(nn.Module):
             nn.Parameter(torch.tensor(math.nan)) if teacher_scale == "learnable" else None
         )
 
+    @fp32
     def forward(self, student: Embeddings, teachers: Sequence[Embeddings]) -> torch.Tensor:
         if not teachers:
             raise ValueError("affinity mimicking needs at least one teacher")

@@ -142,6 +142,9 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints
     num_workers: int = 0  # DataLoader worker processes
     log_every: int = 50
+    # bf16: autocast the towers (CPU and GPU; the loss stays fp32); fp16: GPU only, loss-scaled.
+    # How, not what: a run may resume at another precision (not part of the stage's hash).
+    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"hash": False})
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -421,11 +424,24 @@ class Recipe:
         return where.error(path, message) if where else RecipeError(f"{path}: {message}")
 
     def section_hash(self, *sections: str) -> str:
-        """A short hash of the named sections (plus the seed): what a stage's output depends on."""
-        everything = self.to_dict()
-        chosen = {"seed": self.seed, **{s: everything[s] for s in sections}}
+        """A short hash of the named sections (plus the seed): what a stage's output depends on.
+        Fields marked ``metadata={"hash": False}`` (how to compute, not what) are left out."""
+        chosen = {"seed": self.seed, **{s: _what(getattr(self, s)) for s in sections}}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _what(value):
+    """A section as plain data without its how-not-what fields."""
+    if dataclasses.is_dataclass(value):
+        return {
+            f.name: _what(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("hash", True)
+        }
+    if isinstance(value, tuple | list):
+        return [_what(v) for v in value]
+    return value

@@ -1,0 +1,95 @@
+"""Training-step roofline: samples/s, counted FLOPs and the fraction of the machine's GEMM rate.
+
+For each model × precision, times the loop's own step (``compress.train.train_step``: forward
+under autocast, fp32 loss, backward, clipping, fused AdamW) on synthetic batches already in
+memory, counts the step's FLOPs with ``torch.utils.flop_counter`` and divides. The machine's
+fp32 and bf16 GEMM rates (a square ``torch.matmul``) are measured in the same run, so the
+fraction reached is read against today's machine, not a datasheet.
+
+Run: python benchmarks/train.py [--steps 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from compress.models import build_model
+from compress.recipe import TrainConfig
+from compress.tokenizer import EOT_ID
+from compress.train import MixedPrecision, clip_objective, optimizer_for, train_step
+
+CASES = (("demo_teacher", 128), ("tinyclip_vit_8m_16", 64))
+PRECISIONS = ("fp32", "bf16")
+
+
+def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """The rate of an n×n×n matmul in ``dtype``, best of ``repeats``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)  # warm-up
+    best = min(_time(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def batch_for(model, size: int) -> dict:
+    image, context = model.visual.image_size, model.text.context_length
+    tokens = torch.randint(1, 1000, (size, context))
+    tokens[:, context // 2] = EOT_ID
+    tokens[:, context // 2 + 1 :] = 0
+    return {"image": torch.randn(size, 3, image, image), "text": tokens}
+
+
+def bench(name: str, batch_size: int, precision: str, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    cfg = TrainConfig(steps=steps + 2, batch_size=batch_size, precision=precision)
+    optimizer, _ = optimizer_for(model, None, cfg)
+    mixed = MixedPrecision(precision, torch.device("cpu"), name)
+    batch = batch_for(model, batch_size)
+
+    def step() -> float:
+        return train_step(model, model, batch, clip_objective, optimizer, None, cfg, 1, mixed)
+
+    with FlopCounterMode(display=False) as counter:
+        step()  # also the warm-up
+    flops = counter.get_total_flops()
+    seconds = min(_time(step) for _ in range(steps))
+    return {
+        "model": name,
+        "batch_size": batch_size,
+        "precision": precision,
+        "samples_per_s": batch_size / seconds,
+        "step_seconds": seconds,
+        "step_gflop": flops / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per case (best is kept)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    gemm = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    results = []
+    for name, batch_size in CASES:
+        for precision in PRECISIONS:
+            row = bench(name, batch_size, precision, args.steps)
+            row["fraction_of_gemm"] = row["achieved_gflops"] / gemm[precision]
+            results.append(row)
+    print(json.dumps({"threads": args.threads, "gemm_gflops": gemm, "steps": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,13 @@ import torch
 from compress.data.batches import batch_stream
 from compress.distill.inherit import inherit
 from compress.distill.losses import losses
-from compress.distill.student import Extras, build_student, freeze, loss_options, objective
+from compress.distill.student import (
+    DistillObjective,
+    Extras,
+    build_student,
+    freeze,
+    loss_options,
+)
 from compress.evaluate import evaluate_csvs
 from compress.models import ModelRecord, count_params, load_model
 from compress.pipeline import Context
@@ -63,7 +69,7 @@ def run(
             calibration = next(iter(batches(ctx, record, 0, step.inherit.calibration)))
         inherit(teacher, student, method=method, calibration=calibration)
     loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
-    step_loss = objective(loss, [teacher], student)
+    step_loss = DistillObjective(loss, [teacher], student)
     curve = [{"step": 0, "top1": zero_shot(ctx, student.eval())}]
     out = work / method
     start = time.perf_counter()

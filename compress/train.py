@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 import time
@@ -18,8 +20,6 @@ from compress.distill.losses import clip_loss
 from compress.errors import UserError
 from compress.io import atomic_save, write_json
 from compress.recipe import TrainConfig
-
-Objective = Callable[[nn.Module, dict], torch.Tensor]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -54,9 +54,23 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def clip_objective(net: nn.Module, batch: dict) -> torch.Tensor:
-    """Pretraining: the contrastive loss of the model's own embeddings."""
-    return clip_loss(*net(batch["image"], batch["text"]))
+class Objective:
+    """What a step minimises, in two halves so that a batch can be embedded a part at a time:
+    ``embed(net, batch)`` gives the model's (image, text, scale) for (part of) a batch and
+    ``loss(out, batch)`` the loss of the whole batch's embeddings. Calling it does both.
+    This one is pretraining's: the contrastive loss of the model's own embeddings."""
+
+    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+        return net(batch["image"], batch["text"])
+
+    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
+        return clip_loss(*out)
+
+    def __call__(self, net: nn.Module, batch: dict) -> torch.Tensor:
+        return self.loss(self.embed(net, batch), batch)
+
+
+clip_objective = Objective()
 
 
 def optimizer_for(
@@ -196,6 +210,65 @@ class MixedPrecision:
         self.scaler.update()
 
 
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """A batch as ``parts`` consecutive micro-batches (tensors and lists split, counts kept once)."""
+    n = len(batch["image"])
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    pieces = []
+    for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        piece = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor | list):
+                piece[key] = value[start:stop]
+            else:
+                piece[key] = value if i == 0 else type(value)()
+        pieces.append(piece)
+    return pieces
+
+
+def accumulated_backward(
+    net: nn.Module, batch: dict, objective: Objective, parts: int, precision: MixedPrecision
+) -> torch.Tensor:
+    """Backward of the whole batch's loss while holding one micro-batch's activations at a time.
+
+    Gradient caching (Gao et al. 2021): embed every part without a graph, take the loss of the
+    whole batch on those embeddings (so every logit matrix spans the whole batch, negatives
+    included) and its gradient with respect to them, then re-embed each part with a graph and
+    backpropagate that gradient. The random state is replayed, so a part embeds the same both
+    times; the gradient is the full batch's up to float rounding. Under DDP only the last part
+    synchronises.
+    """
+    pieces = split_batch(batch, min(parts, len(batch["image"])))
+    states, outs = [], []
+    cuda = torch.cuda.is_available()
+    with torch.no_grad(), precision.autocast():
+        for piece in pieces:
+            states.append((torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None))
+            outs.append(objective.embed(net, piece))
+    image = torch.cat([o[0] for o in outs]).float().requires_grad_()
+    text = torch.cat([o[1] for o in outs]).float().requires_grad_()
+    scale = outs[0][2].detach().float().requires_grad_()
+    with precision.autocast():
+        value = objective.loss((image, text, scale), batch)
+    precision.backward(value)
+    sizes = [len(piece["image"]) for piece in pieces]
+    grads = list(zip(image.grad.split(sizes), text.grad.split(sizes), strict=True))
+    for i, (piece, state, (d_image, d_text)) in enumerate(zip(pieces, states, grads, strict=True)):
+        last = i == len(pieces) - 1
+        torch.set_rng_state(state[0])
+        if cuda:
+            torch.cuda.set_rng_state_all(state[1])
+        sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
+        with sync:
+            with precision.autocast():
+                out = objective.embed(net, piece)
+            surrogate = (out[0].float() * d_image).sum() + (out[1].float() * d_text).sum()
+            if last:  # the scale is shared by every part: its gradient flows once
+                surrogate = surrogate + (out[2].float() * scale.grad).sum()
+            surrogate.backward()
+    return value
+
+
 def train_step(
     net: nn.Module,
     model: nn.Module,
@@ -207,11 +280,14 @@ def train_step(
     world: int,
     precision: MixedPrecision,
 ) -> float:
-    """One optimisation step on one batch; the loss value."""
-    with precision.autocast():  # the losses themselves run in fp32 (compress.distill.losses.fp32)
-        value = objective(net, batch)
+    """One optimisation step on one batch (embedded in ``cfg.accumulate`` parts); the loss value."""
     optimizer.zero_grad(set_to_none=True)
-    precision.backward(value)
+    if cfg.accumulate > 1:
+        value = accumulated_backward(net, batch, objective, cfg.accumulate, precision)
+    else:
+        with precision.autocast():  # the losses themselves run in fp32 (losses.fp32)
+            value = objective(net, batch)
+        precision.backward(value)
     if extra is not None and world > 1:  # DDP averages the model's gradients, not these
         for p in extra.parameters():
             if p.grad is not None:
@@ -248,8 +324,8 @@ def train(
         batches: ``batches(start_step)`` yields this rank's batches from that step on.
         cfg: optimisation settings.
         out_dir: holds ``checkpoint.pt`` (resumable state) and ``train.json`` (curve, speed).
-        objective: ``objective(net, batch)`` → the loss to minimise; ``net`` is the model (DDP-
-            wrapped under torchrun). The default is the CLIP loss.
+        objective: an :class:`Objective`: ``embed(net, batch)`` and ``loss(out, batch)``; ``net``
+            is the model (DDP-wrapped under torchrun). The default is the CLIP loss.
         extra: a module with more trainable state (a loss's learnable scale, pruning masks),
             optimised and checkpointed with the model at a constant learning rate (no warm-up or
             decay); its ``param_groups(lr)`` is used when it has one, otherwise its parameters

@@ -22,7 +22,7 @@ from compress.distill.teacher_inputs import TeacherInputs
 from compress.errors import UserError
 from compress.models import CLIP, ModelRecord, count_params
 from compress.recipe import DistillConfig, DistillStep
-from compress.train import train
+from compress.train import Objective, train
 
 
 class Trained(NamedTuple):
@@ -38,19 +38,23 @@ def freeze(model: CLIP) -> CLIP:
     return model.eval()
 
 
-def objective(loss: nn.Module, teachers: Sequence[CLIP], student: CLIP, penalty=None):
-    """The per-step loss: the student's embeddings against the teachers' (computed under no_grad),
-    plus the pruning penalty when masks are learned."""
-    inputs = [TeacherInputs(t, student) for t in teachers]
+class DistillObjective(Objective):
+    """The student's embeddings against the teachers' (computed under no_grad on the whole
+    batch), plus the pruning penalty when masks are learned."""
 
-    def step_loss(net: nn.Module, batch: dict) -> torch.Tensor:
-        out = net(batch["image"], batch["text"])
+    def __init__(
+        self, loss: nn.Module, teachers: Sequence[CLIP], student: CLIP, penalty=None
+    ) -> None:
+        self.criterion, self.teachers, self.penalty = loss, teachers, penalty
+        self.inputs = [TeacherInputs(t, student) for t in teachers]
+
+    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         with torch.no_grad():
-            targets = [t(*adapt(batch)) for t, adapt in zip(teachers, inputs, strict=True)]
-        value = loss(out, targets)
-        return value + penalty() if penalty is not None else value
-
-    return step_loss
+            targets = [
+                t(*adapt(batch)) for t, adapt in zip(self.teachers, self.inputs, strict=True)
+            ]
+        value = self.criterion(out, targets)
+        return value + self.penalty() if self.penalty is not None else value
 
 
 def build_student(step: DistillStep, cfg: DistillConfig, parent: ModelRecord) -> Trained:
@@ -140,7 +144,7 @@ def run_stage(
         lambda start: batches(start, cfg.batch_size),
         step_cfg,
         out,
-        objective=objective(loss, teachers, student.model, penalty),
+        objective=DistillObjective(loss, teachers, student.model, penalty),
         extra=extras,
         rank=rank,
         world=world,

@@ -145,6 +145,9 @@ class TrainConfig:
     # bf16: autocast the towers (CPU and GPU; the loss stays fp32); fp16: GPU only, loss-scaled.
     # How, not what: a run may resume at another precision (not part of the stage's hash).
     precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"hash": False})
+    # >1: embed the batch in this many parts, with every logit matrix still spanning the whole
+    # batch (gradient caching): the same step in 1/N of the activation memory, a little slower
+    accumulate: int = field(default=1, metadata={"hash": False})
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -169,6 +172,11 @@ class TrainConfig:
         )
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        require(
+            1 <= self.accumulate <= self.batch_size,
+            "accumulate",
+            f"must be in [1, batch_size], got {self.accumulate}",
+        )
 
 
 def _check_registry_model(model: str, alternatives: str = "") -> None:

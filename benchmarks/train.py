@@ -4,7 +4,8 @@ For each model × precision, times the loop's own step (``compress.train.train_s
 under autocast, fp32 loss, backward, clipping, fused AdamW) on synthetic batches already in
 memory, counts the step's FLOPs with ``torch.utils.flop_counter`` and divides. The machine's
 fp32 and bf16 GEMM rates (a square ``torch.matmul``) are measured in the same run, so the
-fraction reached is read against today's machine, not a datasheet.
+fraction reached is read against today's machine, not a datasheet. Last, the peak memory of one
+large-batch step with and without ``accumulate`` (each in a fresh process).
 
 Run: python benchmarks/train.py [--steps 5] [--threads 2]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 
 import torch
@@ -49,10 +51,12 @@ def batch_for(model, size: int) -> dict:
     return {"image": torch.randn(size, 3, image, image), "text": tokens}
 
 
-def bench(name: str, batch_size: int, precision: str, steps: int) -> dict:
+def bench(name: str, batch_size: int, precision: str, steps: int, accumulate: int = 1) -> dict:
     torch.manual_seed(0)
     model = build_model(name).train()
-    cfg = TrainConfig(steps=steps + 2, batch_size=batch_size, precision=precision)
+    cfg = TrainConfig(
+        steps=steps + 2, batch_size=batch_size, precision=precision, accumulate=accumulate
+    )
     optimizer, _ = optimizer_for(model, None, cfg)
     mixed = MixedPrecision(precision, torch.device("cpu"), name)
     batch = batch_for(model, batch_size)
@@ -75,6 +79,28 @@ def bench(name: str, batch_size: int, precision: str, steps: int) -> dict:
     }
 
 
+def _peak(name: str, batch_size: int, accumulate: int, out) -> None:
+    # a child inherits its parent's high-water mark (ru_maxrss too): reset it first (Linux)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    bench(name, batch_size, "fp32", 1, accumulate)
+    with open("/proc/self/status") as f:
+        status = f.read()
+    out.put(int(status.split("VmHWM:")[1].split()[0]) / 1024)  # kB → MB
+
+
+def peak_memory_mb(name: str, batch_size: int, accumulate: int) -> float:
+    """Peak resident memory of a fresh process that runs two steps of the given batch."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak, args=(name, batch_size, accumulate, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"the memory probe for {name} failed (exit code {process.exitcode})")
+    return queue.get()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per case (best is kept)")
@@ -88,7 +114,21 @@ def main() -> None:
             row = bench(name, batch_size, precision, args.steps)
             row["fraction_of_gemm"] = row["achieved_gflops"] / gemm[precision]
             results.append(row)
-    print(json.dumps({"threads": args.threads, "gemm_gflops": gemm, "steps": results}, indent=2))
+    memory = [
+        {
+            "model": "demo_teacher",
+            "batch_size": 1024,
+            "accumulate": n,
+            "peak_rss_mb": peak_memory_mb("demo_teacher", 1024, n),
+        }
+        for n in (1, 8)
+    ]
+    print(
+        json.dumps(
+            {"threads": args.threads, "gemm_gflops": gemm, "steps": results, "memory": memory},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from compress.compat import open_clip
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.models import build_from_config
 from compress.models.clip import CLIP
 from compress.models.record import ModelRecord
@@ -316,10 +316,9 @@ def _download(arch: str, tag: str | None) -> str | None:
     try:
         path = oc.download_pretrained(cfg)
     except Exception as err:  # network, hub and file errors all mean: no weights here
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise LoaderError(
             f"open_clip {arch} tag {tag!r}: the weights could not be downloaded from {where} "
-            f"({reason}); download them where the network allows and give the file as "
+            f"({first_line(err)}); download them where the network allows and give the file as "
             "checkpoint: path/to/file instead of pretrained"
         ) from None
     if not path:
@@ -368,9 +367,7 @@ def load_openclip(
             f"{source}: not a weights-only checkpoint ({what}); edgeclip never runs code from a checkpoint"
         ) from None
     except RuntimeError as err:  # open_clip's strict load: keys or shapes of another model
-        raise LoaderError(
-            f"{source}: does not fit open_clip {arch} ({str(err).splitlines()[0]})"
-        ) from None
+        raise LoaderError(f"{source}: does not fit open_clip {arch} ({first_line(err)})") from None
     model = from_openclip_model(oc_model, config, image_attention, text_attention)
     config["source"] = {
         "arch": arch,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.models.build import build_from_config, image_normalization, model_config
 from compress.models.clip import CLIP
 
@@ -107,11 +107,7 @@ def _read(path: str | Path, mmap: bool) -> dict:
     try:  # weights-only: loading runs no code from the file
         return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except Exception as err:  # pickle, zip and unpickler errors all mean "not our file"
-        raise ModelFileError(f"{path}: not an edgeclip model file ({_first_line(err)})") from None
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelFileError(f"{path}: not an edgeclip model file ({first_line(err)})") from None
 
 
 def read_record(path: str | Path) -> ModelRecord:
@@ -136,5 +132,5 @@ def load_model(path: str | Path) -> tuple[CLIP, ModelRecord]:
         model = record.build()
         model.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{path}: not an edgeclip model file ({_first_line(err)})") from None
+        raise ModelFileError(f"{path}: not an edgeclip model file ({first_line(err)})") from None
     return model.eval(), record

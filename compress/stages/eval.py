@@ -8,7 +8,7 @@ from compress.io import write_json
 from compress.models import CLIP, load_model
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe
-from compress.stages.layout import final_model, own_model, task_csv
+from compress.stages.layout import final_model, has_model, own_model, task_csv
 from compress.stages.report import pct
 
 
@@ -80,15 +80,11 @@ def report(ev: dict) -> list[str]:
     return lines
 
 
-def _has_model(recipe: Recipe) -> bool:
-    return recipe.pretrain is not None or recipe.teacher is not None
-
-
 STAGE = Stage(
     "eval",
     ("data", "pretrain", "teacher", "distill", "eval"),
     run,
-    lambda r: r.eval is not None and _has_model(r),
+    lambda r: r.eval is not None and has_model(r),
     "zero-shot classification and retrieval",
     check=check,
     report=report,

@@ -12,7 +12,7 @@ from compress.data.transforms import image_transform
 from compress.models import ModelRecord, load_model
 from compress.pipeline import Context, Stage
 from compress.stages.data import train_dataset
-from compress.stages.layout import export_dir, final_model, task_csv
+from compress.stages.layout import export_dir, final_model, has_model, task_csv
 from compress.stages.report import mb, pct
 from compress.tokenizer import Tokenizer
 
@@ -74,7 +74,7 @@ STAGE = Stage(
     "export",
     ("data", "pretrain", "teacher", "distill", "export"),
     run,
-    lambda r: r.export is not None and (r.pretrain is not None or r.teacher is not None),
+    lambda r: r.export is not None and has_model(r),
     "export the towers and check them against PyTorch",
     report=report,
 )

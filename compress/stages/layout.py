@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.pipeline import Context
+from compress.recipe import Recipe
 
 MODEL_FILE = "model.pt"
 
@@ -21,6 +22,11 @@ def scenes_dir(ctx: Context) -> Path:
 def task_csv(ctx: Context, name: str) -> Path:
     """An evaluation task: a CSV path of the user's, or a split of the scenes dataset."""
     return Path(name) if name.endswith(".csv") else scenes_dir(ctx) / f"{name}.csv"
+
+
+def has_model(recipe: Recipe) -> bool:
+    """Whether the run has a model of its own (trained by pretrain or loaded by teacher)."""
+    return recipe.pretrain is not None or recipe.teacher is not None
 
 
 def own_model(ctx: Context) -> Path:

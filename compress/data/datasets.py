@@ -7,16 +7,38 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from compress.data.transforms import ImageTransform
 from compress.errors import UserError
 
-Transform = Callable[[Image.Image], torch.Tensor]
 Tokenize = Callable[[str], Any]
+
+
+class Decoded(NamedTuple):
+    """A sample read and decoded, before normalisation: what a dataset's cache keeps."""
+
+    pixels: np.ndarray  # uint8 (S, S, 3), resized and cropped
+    text: Any  # token ids, or the caption when there is no tokenizer
+    caption: str
+    label: str | None
+
+    def item(self, transform: ImageTransform, index: int) -> dict[str, Any]:
+        """The dataset item: the normalised image tensor, text, caption, index (and label)."""
+        item = {
+            "image": transform.normalize(self.pixels),
+            "text": self.text,
+            "caption": self.caption,
+            "index": index,
+        }
+        if self.label is not None:
+            item["label"] = self.label
+        return item
 
 
 class DataError(UserError):
@@ -75,6 +97,10 @@ class CsvDataset(Dataset):
     `None` instead, and `collate` drops it and reports the count in the batch's `"skipped"`
     (which works the same with DataLoader workers, as collation happens where the items are).
 
+    With `cache=True` each decoded sample (uint8 pixels at the transform's size, token ids) is
+    kept in memory when first read, so later epochs skip reading and decoding; the items are
+    the same. Each DataLoader worker keeps its own cache.
+
     Example:
         >>> ds = CsvDataset("scenes/val.csv", image_transform(64))  # doctest: +SKIP
         >>> ds[0]["caption"]  # doctest: +SKIP
@@ -84,13 +110,14 @@ class CsvDataset(Dataset):
     def __init__(
         self,
         csv_path: str | os.PathLike,
-        transform: Transform,
+        transform: ImageTransform,
         tokenize: Tokenize | None = None,
         *,
         image_key: str = "filepath",
         caption_key: str | None = "caption",
         label_key: str | None = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         self.csv_path = Path(csv_path)
         self.root = self.csv_path.parent
@@ -99,6 +126,7 @@ class CsvDataset(Dataset):
         self.label_key = label_key
         self.skip_bad = skip_bad
         self.skipped = 0  # rows dropped at load (skip_bad=True)
+        self.cache: dict[int, Decoded] | None = {} if cache else None
         # (line, image path as written, caption, label or None)
         self._rows: list[tuple[int, str, str, str | None]] = []
         keys = [image_key, caption_key, label_key]  # caption is optional for zero-shot sets
@@ -176,24 +204,23 @@ class CsvDataset(Dataset):
         return path if path.is_absolute() else self.root / path
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        line, path, caption, label = self._rows[i]
-        try:
-            img = load_image(self.image_path(i))
-        except DECODE_ERRORS as err:
-            if self.skip_bad:
-                return None
-            raise DataError(
-                f"{self.csv_path}:{line}: image '{path}' cannot be read: {reason(err)}"
-            ) from err
-        item = {
-            "image": self.transform(img),
-            "text": text_value(self.tokenize, caption),
-            "caption": caption,
-            "index": i,
-        }
-        if self.label_key:
-            item["label"] = label
-        return item
+        decoded = self.cache.get(i) if self.cache is not None else None
+        if decoded is None:
+            line, path, caption, label = self._rows[i]
+            try:
+                img = load_image(self.image_path(i))
+            except DECODE_ERRORS as err:
+                if self.skip_bad:
+                    return None
+                raise DataError(
+                    f"{self.csv_path}:{line}: image '{path}' cannot be read: {reason(err)}"
+                ) from err
+            decoded = Decoded(
+                self.transform.pixels(img), text_value(self.tokenize, caption), caption, label
+            )
+            if self.cache is not None:
+                self.cache[i] = decoded
+        return decoded.item(self.transform, i)
 
     def __repr__(self) -> str:
         return f"CsvDataset({str(self.csv_path)!r}, {len(self)} rows, skipped={self.skipped})"

@@ -17,12 +17,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 from compress.data.datasets import (
     DECODE_ERRORS,
     DataError,
+    Decoded,
     Tokenize,
-    Transform,
     load_image,
     reason,
     text_value,
 )
+from compress.data.transforms import ImageTransform
+
+# What a skipped sample leaves in a shard's decoded stream (``skip_bad``).
+BAD, TRUNCATED = "bad sample", "truncated shard"
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
@@ -147,6 +151,11 @@ class WdsDataset(IterableDataset):
     `skipped` (`truncated_shards` counts the latter alone). The counters live in the process
     that iterates: with DataLoader workers they stay in the workers' copies.
 
+    With `cache=True` the decoded samples of every shard read to its end stay in memory (uint8
+    pixels at the transform's size and the token ids, ~S²·3 bytes a sample), so later epochs
+    neither read nor decode the shard again; the items are the same. The cache lives in the
+    process that iterates, so it helps without DataLoader workers, or with persistent ones.
+
     Example:
         >>> ds = WdsDataset("scenes/wds/train-{000000..000004}.tar", image_transform(64),
         ...                 shuffle_buffer=1000, seed=0)  # doctest: +SKIP
@@ -156,7 +165,7 @@ class WdsDataset(IterableDataset):
     def __init__(
         self,
         shards: str | os.PathLike | Sequence[str | os.PathLike],
-        transform: Transform,
+        transform: ImageTransform,
         tokenize: Tokenize | None = None,
         *,
         image_exts: Sequence[str] = ("png", "jpg", "jpeg", "webp"),
@@ -167,6 +176,7 @@ class WdsDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         if isinstance(shards, (str, os.PathLike)):
             self.shards = expand_shards(os.fspath(shards))
@@ -195,23 +205,52 @@ class WdsDataset(IterableDataset):
         self.epoch = 0
         self.skipped = 0
         self.truncated_shards = 0
+        self.cache: dict[str, list[Decoded | str]] | None = {} if cache else None
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the shard order and shuffle buffer for `epoch`."""
         self.epoch = int(epoch)
 
-    def _samples(self, shards: list[str]) -> Iterator[tuple[str, str, dict[str, bytes]]]:
-        for shard in shards:
+    def _read(self, shard: str) -> Iterator[Decoded | str]:
+        """A shard's samples in tar order, decoded; with ``skip_bad``, ``BAD`` in place of a bad
+        sample and ``TRUNCATED`` where a cut-off shard ends."""
+        samples = iter_tar_samples(shard)
+        while True:
             try:
-                for key, members in iter_tar_samples(shard):
-                    yield shard, key, members
+                key, members = next(samples)
+            except StopIteration:
+                return
             except DataError:
                 if not self.skip_bad:
                     raise
-                self.skipped += 1
-                self.truncated_shards += 1
+                yield TRUNCATED
+                return
+            try:
+                yield self._decode(shard, key, members)
+            except DataError:
+                if not self.skip_bad:
+                    raise
+                yield BAD
 
-    def _decode(self, shard: str, key: str, members: dict[str, bytes]) -> dict[str, Any]:
+    def _records(self, shards: list[str]) -> Iterator[Decoded]:
+        """The decoded samples of ``shards`` in order, counting the skipped ones; a shard read
+        to its end is kept in memory when caching, and later epochs read it from there."""
+        for shard in shards:
+            cached = self.cache.get(shard) if self.cache is not None else None
+            keep = self.cache is not None and cached is None
+            kept: list[Decoded | str] = []
+            for record in self._read(shard) if cached is None else cached:
+                if keep:
+                    kept.append(record)
+                if isinstance(record, str):
+                    self.skipped += 1
+                    self.truncated_shards += record == TRUNCATED
+                else:
+                    yield record
+            if keep:
+                self.cache[shard] = kept
+
+    def _decode(self, shard: str, key: str, members: dict[str, bytes]) -> Decoded:
         found = ", ".join(f".{e}" for e in members)
         image_ext = next((e for e in self.image_exts if e in members), None)
         if image_ext is None:
@@ -233,14 +272,9 @@ class WdsDataset(IterableDataset):
             raise DataError(
                 f"{shard}: sample '{key}': image '{key}.{image_ext}' cannot be read: {reason(err)}"
             ) from err
-        item = {
-            "image": self.transform(img),
-            "text": text_value(self.tokenize, caption),
-            "caption": caption,
-        }
-        if label is not None:
-            item["label"] = label
-        return item
+        return Decoded(
+            self.transform.pixels(img), text_value(self.tokenize, caption), caption, label
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -249,22 +283,12 @@ class WdsDataset(IterableDataset):
         if self.shuffle_buffer > 0:
             # Same permutation in every worker of a rank, so the workers' slices partition it.
             random.Random(f"shards:{self.seed}:{self.epoch}:{self.rank}").shuffle(order)
-        samples: Iterable[tuple[str, str, dict[str, bytes]]] = self._samples(order[worker::workers])
+        records: Iterable[Decoded] = self._records(order[worker::workers])
         if self.shuffle_buffer > 0:
             rng = random.Random(f"buffer:{self.seed}:{self.epoch}:{self.rank}:{worker}")
-            samples = _shuffled(samples, self.shuffle_buffer, rng)
-        n = 0
-        for shard, key, members in samples:
-            try:
-                item = self._decode(shard, key, members)
-            except DataError:
-                if not self.skip_bad:
-                    raise
-                self.skipped += 1
-                continue
-            item["index"] = n * workers + worker
-            n += 1
-            yield item
+            records = _shuffled(records, self.shuffle_buffer, rng)
+        for n, record in enumerate(records):
+            yield record.item(self.transform, n * workers + worker)
 
     def __repr__(self) -> str:
         return (

@@ -31,8 +31,14 @@ class ImageTransform:
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self._mean = np.array(self.mean, dtype=np.float32)[:, None, None]
+        self._std = np.array(self.std, dtype=np.float32)[:, None, None]
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.normalize(self.pixels(img))
+
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """The resized, centre-cropped RGB pixels: uint8 (S, S, 3), a quarter of the tensor's size."""
         img = img.convert("RGB")
         s = self.image_size
         w, h = img.size
@@ -47,11 +53,12 @@ class ImageTransform:
             if (new_w, new_h) != (s, s):
                 left, top = round((new_w - s) / 2), round((new_h - s) / 2)
                 img = img.crop((left, top, left + s, top + s))
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)  # (S, S, 3)
-        x = x.permute(2, 0, 1)  # (3, S, S)
-        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
-        return ((x - mean) / std).contiguous()
+        return np.asarray(img)
+
+    def normalize(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (S, S, 3) pixels → the normalised float32 (3, S, S) tensor."""
+        x = np.ascontiguousarray(pixels.transpose(2, 0, 1)).astype(np.float32) / 255.0
+        return torch.from_numpy((x - self._mean) / self._std)
 
     def __repr__(self) -> str:
         return f"ImageTransform(image_size={self.image_size}, mean={self.mean}, std={self.std})"

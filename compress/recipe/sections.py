@@ -115,6 +115,9 @@ class DataConfig:
     train: str = "scenes"
     format: Literal["csv", "wds"] = "wds"  # scenes only: which written copy training reads
     skip_bad: bool = False  # true: skip (and count) malformed samples instead of stopping
+    # true: keep decoded training samples in memory after their first read (uint8 pixels and
+    # token ids, ~S*S*3 bytes a sample), so later epochs skip reading and decoding
+    cache: bool = field(default=False, metadata={"hash": False})
     image_key: str = "filepath"  # CSV column names
     caption_key: str = "caption"
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
@@ -148,6 +151,9 @@ class TrainConfig:
     # >1: embed the batch in this many parts, with every logit matrix still spanning the whole
     # batch (gradient caching): the same step in 1/N of the activation memory, a little slower
     accumulate: int = field(default=1, metadata={"hash": False})
+    # true: run the model through torch.compile (a platform or model it cannot handle falls back
+    # to eager with one warning line); pays off on large models, costs a minute of compiling
+    compile: bool = field(default=False, metadata={"hash": False})
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")

@@ -48,7 +48,9 @@ def train_dataset(ctx: Context, record: ModelRecord):
         )
     if isinstance(source, str) and source.endswith(".csv"):
         columns = {"image_key": data.image_key, "caption_key": data.caption_key}
-        return CsvDataset(source, transform, tokenize, skip_bad=data.skip_bad, **columns)
+        return CsvDataset(
+            source, transform, tokenize, skip_bad=data.skip_bad, cache=data.cache, **columns
+        )
     return WdsDataset(  # a list of shards, or a brace pattern it expands
         source,
         transform,
@@ -58,6 +60,7 @@ def train_dataset(ctx: Context, record: ModelRecord):
         rank=ctx.rank,
         world_size=ctx.world,
         skip_bad=data.skip_bad,
+        cache=data.cache,
     )
 
 

@@ -1,10 +1,11 @@
 """Training-step roofline: samples/s, counted FLOPs and the fraction of the machine's GEMM rate.
 
-For each model × precision, times the loop's own step (``compress.train.train_step``: forward
-under autocast, fp32 loss, backward, clipping, fused AdamW) on synthetic batches already in
-memory, counts the step's FLOPs with ``torch.utils.flop_counter`` and divides. The machine's
-fp32 and bf16 GEMM rates (a square ``torch.matmul``) are measured in the same run, so the
-fraction reached is read against today's machine, not a datasheet. Last, the peak memory of one
+For each model × precision × compile, times the loop's own step (``compress.train.train_step``:
+forward under autocast, fp32 loss, backward, clipping, fused AdamW) on synthetic batches already
+in memory, eager or through ``torch.compile`` (its first, compiling step timed on its own),
+counts the step's FLOPs with ``torch.utils.flop_counter`` and divides. The machine's fp32 and
+bf16 GEMM rates (a square ``torch.matmul``) are measured in the same run, so the fraction
+reached is read against today's machine, not a datasheet. Last, the peak memory of one
 large-batch step with and without ``accumulate`` (each in a fresh process).
 
 Run: python benchmarks/train.py [--steps 5] [--threads 2]
@@ -51,27 +52,38 @@ def batch_for(model, size: int) -> dict:
     return {"image": torch.randn(size, 3, image, image), "text": tokens}
 
 
-def bench(name: str, batch_size: int, precision: str, steps: int, accumulate: int = 1) -> dict:
+def bench(
+    name: str,
+    batch_size: int,
+    precision: str,
+    steps: int,
+    accumulate: int = 1,
+    compile: bool = False,
+) -> dict:
     torch.manual_seed(0)
     model = build_model(name).train()
     cfg = TrainConfig(
-        steps=steps + 2, batch_size=batch_size, precision=precision, accumulate=accumulate
+        steps=steps + 3, batch_size=batch_size, precision=precision, accumulate=accumulate
     )
     optimizer, _ = optimizer_for(model, None, cfg)
     mixed = MixedPrecision(precision, torch.device("cpu"), name)
     batch = batch_for(model, batch_size)
 
-    def step() -> float:
-        return train_step(model, model, batch, clip_objective, optimizer, None, cfg, 1, mixed)
+    def step(net=model) -> float:
+        return train_step(net, model, batch, clip_objective, optimizer, None, cfg, 1, mixed)
 
     with FlopCounterMode(display=False) as counter:
-        step()  # also the warm-up
+        step()  # counted in eager mode (the compiled step does the same arithmetic); a warm-up
     flops = counter.get_total_flops()
-    seconds = min(_time(step) for _ in range(steps))
-    return {
-        "model": name,
-        "batch_size": batch_size,
-        "precision": precision,
+    row = {"model": name, "batch_size": batch_size, "precision": precision, "compile": compile}
+    if compile:
+        torch._dynamo.reset()
+        net = torch.compile(model)
+        row["compile_seconds"] = _time(lambda: step(net))  # the first step compiles
+        seconds = min(_time(lambda: step(net)) for _ in range(steps))
+    else:
+        seconds = min(_time(step) for _ in range(steps))
+    return row | {
         "samples_per_s": batch_size / seconds,
         "step_seconds": seconds,
         "step_gflop": flops / 1e9,
@@ -111,9 +123,10 @@ def main() -> None:
     results = []
     for name, batch_size in CASES:
         for precision in PRECISIONS:
-            row = bench(name, batch_size, precision, args.steps)
-            row["fraction_of_gemm"] = row["achieved_gflops"] / gemm[precision]
-            results.append(row)
+            for compile in (False, True):
+                row = bench(name, batch_size, precision, args.steps, compile=compile)
+                row["fraction_of_gemm"] = row["achieved_gflops"] / gemm[precision]
+                results.append(row)
     memory = [
         {
             "model": "demo_teacher",

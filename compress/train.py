@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.distill.losses import clip_loss
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.io import atomic_save, write_json
 from compress.recipe import TrainConfig
 
@@ -304,6 +305,41 @@ def train_step(
     return value.item()
 
 
+def compiled(net: nn.Module, desc: str, rank: int) -> nn.Module:
+    """``torch.compile(net)``, or ``net`` itself where this platform has no torch.compile."""
+    try:
+        return torch.compile(net)
+    except Exception as err:  # e.g. a Python version dynamo does not support yet
+        _eager_warning(desc, err, rank)
+        return net
+
+
+def _eager_warning(desc: str, err: Exception, rank: int) -> None:
+    if rank == 0:
+        print(
+            f"{desc}: warning: torch.compile failed, training in eager mode: {first_line(err)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def guarded_step(
+    step: Callable[[nn.Module], float], net: nn.Module, eager: nn.Module, desc: str, rank: int
+) -> tuple[float, nn.Module]:
+    """``step(net)``, and the net to use from now on. Where a compiled net fails (a model or a
+    platform torch.compile cannot handle, e.g. no C++ compiler) the step is redone in eager mode
+    from the same random state, with one warning line, and eager mode is kept."""
+    if net is eager:
+        return step(net), net
+    rng = torch.get_rng_state()
+    try:
+        return step(net), net
+    except Exception as err:
+        _eager_warning(desc, err, rank)
+        torch.set_rng_state(rng)
+        return step(eager), eager
+
+
 def train(
     model: nn.Module,
     batches: Callable[[int], Iterator[dict]],
@@ -338,7 +374,8 @@ def train(
         The training summary also written to ``train.json``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    eager = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = compiled(eager, desc, rank) if cfg.compile else eager
     precision = MixedPrecision(cfg.precision, model.logit_scale.device, desc)
     optimizer, schedule = optimizer_for(model, extra, cfg)
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule}
@@ -361,7 +398,11 @@ def train(
                     f"rank {rank}: a batch with fewer than 2 readable samples; fix or drop the bad data"
                 )
             continue
-        loss = train_step(net, model, batch, objective, optimizer, extra, cfg, world, precision)
+
+        def step(n: nn.Module, batch: dict = batch) -> float:
+            return train_step(n, model, batch, objective, optimizer, extra, cfg, world, precision)
+
+        loss, net = guarded_step(step, net, eager, desc, rank)
         schedule.step()
         progress.step += 1
         log.step(loss, schedule.get_last_lr()[0])

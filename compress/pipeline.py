@@ -57,6 +57,8 @@ class Context:
     world: int = 1
     # training steps after which a training stage stops as if interrupted (tests, time slices)
     stop_after: int | None = None
+    # decoded training samples (data.cache), kept for the later stages of this process
+    decoded: dict = field(default_factory=dict)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compress.data import scenes
+from compress.data import scenes, scenes_files
 from compress.data.scenes import (
     CLASSES,
     COLOURS,
@@ -282,3 +282,13 @@ def test_write_scenes_refuses_foreign_folder_and_bad_args(tmp_path):
     assert (tmp_path / "mine/notes.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="nope"):
         write_scenes(tmp_path / "x", seed=0, image_size=32, sizes={"nope": 2})
+
+
+def test_rendering_in_worker_processes_writes_the_same_bytes(tmp_path, monkeypatch):
+    sizes = {"train": 3000, "val": 1000}  # enough samples for two rendering processes
+    parallel = write_scenes(tmp_path / "p", seed=3, image_size=16, sizes=sizes, shard_size=1000)
+    monkeypatch.setattr(scenes_files, "_pool", lambda samples: scenes_files._InProcess())
+    serial = write_scenes(tmp_path / "s", seed=3, image_size=16, sizes=sizes, shard_size=1000)
+    assert parallel["shards"] == serial["shards"]  # names, counts and sha256 of every shard
+    for name in ("train.csv", "val.csv"):
+        assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "s" / name).read_bytes()

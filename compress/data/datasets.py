@@ -97,9 +97,10 @@ class CsvDataset(Dataset):
     `None` instead, and `collate` drops it and reports the count in the batch's `"skipped"`
     (which works the same with DataLoader workers, as collation happens where the items are).
 
-    With `cache=True` each decoded sample (uint8 pixels at the transform's size, token ids) is
-    kept in memory when first read, so later epochs skip reading and decoding; the items are
-    the same. Each DataLoader worker keeps its own cache.
+    Given a `cache` dict, each decoded sample (uint8 pixels at the transform's size, token ids)
+    is kept in it when first read, so later epochs skip reading and decoding; the items are the
+    same. Datasets of the same CSV, image size and tokenizer may share one dict; each DataLoader
+    worker fills its own copy.
 
     Example:
         >>> ds = CsvDataset("scenes/val.csv", image_transform(64))  # doctest: +SKIP
@@ -117,7 +118,7 @@ class CsvDataset(Dataset):
         caption_key: str | None = "caption",
         label_key: str | None = None,
         skip_bad: bool = False,
-        cache: bool = False,
+        cache: dict | None = None,
     ) -> None:
         self.csv_path = Path(csv_path)
         self.root = self.csv_path.parent
@@ -126,7 +127,7 @@ class CsvDataset(Dataset):
         self.label_key = label_key
         self.skip_bad = skip_bad
         self.skipped = 0  # rows dropped at load (skip_bad=True)
-        self.cache: dict[int, Decoded] | None = {} if cache else None
+        self.cache: dict[int, Decoded] | None = cache
         # (line, image path as written, caption, label or None)
         self._rows: list[tuple[int, str, str, str | None]] = []
         keys = [image_key, caption_key, label_key]  # caption is optional for zero-shot sets

@@ -4,12 +4,15 @@ byte-reproducible webdataset shards, and an index that lets a rerun with the sam
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tarfile
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,37 +86,56 @@ class _ShardWriter:
         return self.shards
 
 
+def _render_sample(split: str, seed: int, image_size: int, index: int) -> tuple:
+    """One sample, ready to write: (key, PNG bytes, caption, label, paraphrases)."""
+    scene, label = make_scene(split, index, seed)
+    png = _png_bytes(render(scene, image_size))
+    return sample_key(split, index), png, caption(scene), label, paraphrases(scene)
+
+
 def _write_split(
-    root: Path, split: str, n: int, seed: int, image_size: int, shard_size: int
+    root: Path, split: str, n: int, seed: int, image_size: int, shard_size: int, pool: Executor
 ) -> list[dict]:
     (root / "images" / split).mkdir(parents=True)
     shards = _ShardWriter(root, split, shard_size) if split in WDS_SPLITS else None
     is_zs = split in CLASSES
+    render_one = functools.partial(_render_sample, split, seed, image_size)
     with open(root / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["filepath", "caption", "label"] if is_zs else ["filepath", "caption"])
-        for i in range(n):
-            key = sample_key(split, i)
-            scene, label = make_scene(split, i, seed)
-            png = _png_bytes(render(scene, image_size))
-            text = caption(scene)
+        # Samples are rendered in parallel and written here, in order: the same bytes either way.
+        for key, png, text, label, syn in pool.map(render_one, range(n), chunksize=256):
             rel = f"images/{split}/{key}.png"
             (root / rel).write_bytes(png)
             writer.writerow([rel, text, label] if is_zs else [rel, text])
             if shards is not None:
                 meta = {"uid": key, "sha256": hashlib.sha256(png).hexdigest()}
                 # Paraphrases go where reinforced datasets keep synthetic captions (DESIGN §3).
-                syn = {"syn_text": paraphrases(scene)}
                 shards.add(
                     key,
                     [
                         ("png", png),
                         ("txt", text.encode()),
-                        ("syn.json", json.dumps(syn).encode()),
+                        ("syn.json", json.dumps({"syn_text": syn}).encode()),
                         ("json", json.dumps(meta).encode()),
                     ],
                 )
     return shards.close() if shards is not None else []
+
+
+class _InProcess(Executor):
+    """An executor that maps in the calling process (small datasets: no workers to start)."""
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        return map(fn, *iterables)
+
+
+def _pool(samples: int) -> Executor:
+    """Worker processes for rendering when there is enough to render and more than one core."""
+    workers = min(os.cpu_count() or 1, samples // 2000)
+    if workers < 2:
+        return _InProcess()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _read_index(path: Path) -> dict | None:
@@ -206,12 +228,13 @@ def write_scenes(
     try:
         (tmp / "wds").mkdir(parents=True)
         shards = {}
-        for split, n in params["sizes"].items():
-            written = _write_split(
-                tmp, split, n, params["seed"], params["image_size"], params["shard_size"]
-            )
-            if split in WDS_SPLITS:
-                shards[split] = written
+        with _pool(sum(params["sizes"].values())) as pool:
+            for split, n in params["sizes"].items():
+                written = _write_split(
+                    tmp, split, n, params["seed"], params["image_size"], params["shard_size"], pool
+                )
+                if split in WDS_SPLITS:
+                    shards[split] = written
         index = {
             **params,
             "splits": {s: {"count": n, "csv": f"{s}.csv"} for s, n in params["sizes"].items()},

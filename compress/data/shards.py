@@ -151,10 +151,11 @@ class WdsDataset(IterableDataset):
     `skipped` (`truncated_shards` counts the latter alone). The counters live in the process
     that iterates: with DataLoader workers they stay in the workers' copies.
 
-    With `cache=True` the decoded samples of every shard read to its end stay in memory (uint8
-    pixels at the transform's size and the token ids, ~S²·3 bytes a sample), so later epochs
-    neither read nor decode the shard again; the items are the same. The cache lives in the
-    process that iterates, so it helps without DataLoader workers, or with persistent ones.
+    Given a `cache` dict, the decoded samples of every shard read to its end are kept in it
+    (uint8 pixels at the transform's size and the token ids, ~S²·3 bytes a sample), so later
+    epochs neither read nor decode the shard again; the items are the same. Datasets of the same
+    shards, image size and tokenizer may share one dict. It fills in the process that iterates,
+    so it helps without DataLoader workers, or with persistent ones.
 
     Example:
         >>> ds = WdsDataset("scenes/wds/train-{000000..000004}.tar", image_transform(64),
@@ -176,7 +177,7 @@ class WdsDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         skip_bad: bool = False,
-        cache: bool = False,
+        cache: dict | None = None,
     ) -> None:
         if isinstance(shards, (str, os.PathLike)):
             self.shards = expand_shards(os.fspath(shards))
@@ -205,7 +206,7 @@ class WdsDataset(IterableDataset):
         self.epoch = 0
         self.skipped = 0
         self.truncated_shards = 0
-        self.cache: dict[str, list[Decoded | str]] | None = {} if cache else None
+        self.cache: dict[str, list[Decoded | str]] | None = cache
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the shard order and shuffle buffer for `epoch`."""

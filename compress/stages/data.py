@@ -39,6 +39,9 @@ def train_dataset(ctx: Context, record: ModelRecord):
     transform = image_transform(record.image_size, **record.normalization)
     tokenize = Tokenizer(record.context_length)
     source = data.train
+    cache = None
+    if data.cache:  # shared by the stages that read the same data at the same size
+        cache = ctx.decoded.setdefault((source, record.image_size, record.context_length), {})
     if source == SCENES:
         root = scenes_dir(ctx)
         source = (
@@ -49,7 +52,7 @@ def train_dataset(ctx: Context, record: ModelRecord):
     if isinstance(source, str) and source.endswith(".csv"):
         columns = {"image_key": data.image_key, "caption_key": data.caption_key}
         return CsvDataset(
-            source, transform, tokenize, skip_bad=data.skip_bad, cache=data.cache, **columns
+            source, transform, tokenize, skip_bad=data.skip_bad, cache=cache, **columns
         )
     return WdsDataset(  # a list of shards, or a brace pattern it expands
         source,
@@ -60,7 +63,7 @@ def train_dataset(ctx: Context, record: ModelRecord):
         rank=ctx.rank,
         world_size=ctx.world,
         skip_bad=data.skip_bad,
-        cache=data.cache,
+        cache=cache,
     )
 
 

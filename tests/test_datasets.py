@@ -360,3 +360,58 @@ def test_missing_shard(tmp_path):
     with pytest.raises(DataError) as err:
         list(WdsDataset(tmp_path / "gone-000000.tar", TRANSFORM))
     _assert_one_line(err, "gone-000000.tar", "not found")
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoded-sample cache (data.cache)
+
+
+def _items_equal(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys() and x["caption"] == y["caption"] and x["index"] == y["index"]
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["text"], y["text"])
+
+
+def test_cached_shards_give_the_same_items_without_reading_the_files_again(copy):
+    shards = str(copy / "wds/train-{000000..000002}.tar")
+    plain = WdsDataset(shards, TRANSFORM, _tokenize, shuffle_buffer=8, seed=1)
+    cache: dict = {}
+    cached = WdsDataset(shards, TRANSFORM, _tokenize, shuffle_buffer=8, seed=1, cache=cache)
+    for epoch in range(2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        expected = list(plain)
+        _items_equal(list(cached), expected)
+    assert len(cache) == 3  # one entry per shard read to its end
+    for shard in (copy / "wds").glob("train-*.tar"):
+        shard.write_bytes(b"")  # later epochs, and other datasets sharing the dict, read memory
+    cached.set_epoch(1)
+    _items_equal(list(cached), expected)
+    other = WdsDataset(shards, TRANSFORM, _tokenize, shuffle_buffer=8, seed=1, cache=cache)
+    other.set_epoch(1)
+    _items_equal(list(other), expected)
+
+
+def test_cached_skips_are_counted_every_epoch(tmp_path):
+    shard = _write_tar(
+        tmp_path / "s.tar",
+        [("a.png", _png()), ("a.txt", b"ok"), ("b.png", b"not a png"), ("b.txt", b"bad")],
+    )
+    ds = WdsDataset(shard, TRANSFORM, skip_bad=True, cache={})
+    assert [s["caption"] for s in ds] == ["ok"] and ds.skipped == 1
+    shard.unlink()
+    assert [s["caption"] for s in ds] == ["ok"] and ds.skipped == 2
+
+
+def test_cached_csv_rows_are_decoded_once(copy):
+    cache: dict = {}
+    ds = CsvDataset(copy / "train.csv", TRANSFORM, _tokenize, cache=cache)
+    first = [ds[i] for i in range(len(ds))]
+    shutil.rmtree(copy / "images")
+    _items_equal([ds[i] for i in range(len(ds))], first)
+    assert len(cache) == len(ds) == 25
+    _items_equal(
+        first,
+        [CsvDataset(copy / "train.csv", TRANSFORM, _tokenize, cache=cache)[i] for i in range(25)],
+    )

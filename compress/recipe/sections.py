@@ -152,7 +152,8 @@ class TrainConfig:
     # batch (gradient caching): the same step in 1/N of the activation memory, a little slower
     accumulate: int = field(default=1, metadata={"hash": False})
     # true: run the model through torch.compile (a platform or model it cannot handle falls back
-    # to eager with one warning line); pays off on large models, costs a minute of compiling
+    # to eager with one warning line); bf16 steps ~10% faster on a 2-core CPU after 20-45 s of
+    # compiling (benchmarks/train.py), so only long runs gain
     compile: bool = field(default=False, metadata={"hash": False})
 
     def __post_init__(self) -> None:

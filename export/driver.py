@@ -139,10 +139,10 @@ def export_model(
     try:
         with atomic_dir(out_dir / "image") as image_dir, atomic_dir(out_dir / "text") as text_dir:
             folders = {"image": image_dir, "text": text_dir}
-            reference, exported = {}, {}
+            reference, exported, details = {}, {}, {}
             for tower, folder in folders.items():
                 path = folder / backend.file_name
-                backend.export(
+                details[tower] = backend.export(
                     NormalizedTower(_tower(deployed, tower)),
                     _first_batch(samples[tower], batch_size),
                     path,
@@ -190,7 +190,7 @@ def export_model(
             }
             for tower, folder in folders.items():
                 path = folder / backend.file_name
-                io_in, io_out = backend.io_specs(path)
+                io_in, io_out = backend.io_specs(path, inputs[tower])
                 manifest = tower_manifest(
                     model_name=record.name,
                     tower=tower,
@@ -205,6 +205,7 @@ def export_model(
                     recipe_hash=recipe_hash,
                     attention=record.attention[tower],
                     parity=parity[tower],
+                    format_details=details[tower],
                     **extra[tower],
                 )
                 write_manifest(folder, manifest)

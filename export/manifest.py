@@ -18,7 +18,16 @@ from compress.io import write_json
 MANIFEST_NAME = "manifest.json"
 # Bumped when a field changes meaning, so apps can refuse manifests they do not understand.
 MANIFEST_VERSION = 1
-VERSIONED_PACKAGES = ("edgeclip", "torch", "onnx", "onnxscript", "onnxruntime", "numpy")
+VERSIONED_PACKAGES = (
+    "edgeclip",
+    "torch",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "executorch",
+    "coremltools",
+    "numpy",
+)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -117,11 +126,13 @@ def tower_manifest(
     preprocessing: dict[str, Any] | None = None,
     tokenizer: dict[str, Any] | None = None,
     parity: dict[str, Any] | None = None,
+    format_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
     Image towers carry ``preprocessing``, text towers carry ``tokenizer``; ``attention`` is the
-    tower's attention variant (None: plain softmax).
+    tower's attention variant (None: plain softmax); ``format_details`` what the target adds
+    about its format (the ONNX opset; the ops ExecuTorch left outside its delegate).
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
@@ -146,6 +157,7 @@ def tower_manifest(
         manifest["preprocessing"] = preprocessing
     else:
         manifest["tokenizer"] = tokenizer
+    manifest["format"] = format_details or {}
     manifest["parity"] = parity
     return manifest
 

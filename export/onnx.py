@@ -28,8 +28,11 @@ class OnnxTarget:
     def __init__(self, opset: int = 18) -> None:
         self.opset = opset
 
-    def export(self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str) -> None:
+    def export(
+        self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str
+    ) -> dict[str, Any]:
         export_tower(module, example, path, input_name=input_name, opset=self.opset)
+        return {"opset": self.opset}
 
     def load(self, path: Path) -> Runner:
         session = _session(path)
@@ -40,7 +43,9 @@ class OnnxTarget:
         version = library_versions(["onnxruntime"]).get("onnxruntime", "?")
         return f"onnxruntime {version} CPUExecutionProvider"
 
-    def io_specs(self, path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def io_specs(
+        self, path: Path, input_name: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         import onnx
 
         graph = onnx.load(os.fspath(path)).graph

@@ -28,8 +28,11 @@ class Target(Protocol):
     name: str  # the recipe's name for it (export.formats)
     file_name: str  # the model file in each tower folder
 
-    def export(self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str) -> None:
-        """Write ``module`` (eval mode, one input, one output) with the shapes of ``example``."""
+    def export(
+        self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str
+    ) -> dict[str, Any]:
+        """Write ``module`` (eval mode, one input, one output) with the shapes of ``example``;
+        what the manifest should add about this format (e.g. ops left outside a delegate)."""
 
     def load(self, path: Path) -> Runner:
         """Load a written file into the runtime apps use, as a function of one input batch."""
@@ -37,5 +40,8 @@ class Target(Protocol):
     def runtime(self) -> str:
         """The runtime and version that :meth:`load` runs, for the manifest's parity record."""
 
-    def io_specs(self, path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Inputs and outputs as the written file declares them (name, shape, dtype)."""
+    def io_specs(
+        self, path: Path, input_name: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Inputs and outputs as the written file declares them (name, shape, dtype); formats
+        that store no names use ``input_name`` and ``embedding``."""

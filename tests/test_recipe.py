@@ -128,7 +128,7 @@ BAD = [
         "unknown-export-target",
         BASE + "export: {formats: [tflite]}\n",
         [],
-        r"bad\.yaml:4: export\.formats\[0\]: unknown export target 'tflite'; expected one of: onnx",
+        r"bad\.yaml:4: export\.formats\[0\]: unknown export target 'tflite'; expected one of: executorch, onnx",
     ),
     (
         "bad-override",

@@ -76,13 +76,12 @@ def bench(
         step()  # counted in eager mode (the compiled step does the same arithmetic); a warm-up
     flops = counter.get_total_flops()
     row = {"model": name, "batch_size": batch_size, "precision": precision, "compile": compile}
+    net = model
     if compile:
         torch._dynamo.reset()
         net = torch.compile(model)
         row["compile_seconds"] = _time(lambda: step(net))  # the first step compiles
-        seconds = min(_time(lambda: step(net)) for _ in range(steps))
-    else:
-        seconds = min(_time(step) for _ in range(steps))
+    seconds = min(_time(lambda: step(net)) for _ in range(steps))
     return row | {
         "samples_per_s": batch_size / seconds,
         "step_seconds": seconds,

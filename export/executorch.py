@@ -3,9 +3,6 @@ ExecuTorch runtime (what Android apps ship), with the ETRecord that per-op profi
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +10,11 @@ import torch
 from torch import nn
 
 from export.manifest import library_versions, tensor_spec
-from export.targets import Runner, exporters
+from export.targets import OUTPUT, Runner, exporters, torch_export_quiet
 
-OUTPUT = "embedding"
 ETRECORD = "etrecord.bin"
 # ExecuTorch's ScalarType codes (c10 numbering) of the dtypes a tower takes or gives
 DTYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        # torch's own pytree code trips its own deprecation warnings in 2.13; not ours to act on.
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*register_constant.*")
-        yield
 
 
 @exporters.register("executorch")
@@ -43,7 +30,7 @@ class ExecuTorchTarget:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        with _quiet():
+        with torch_export_quiet():
             program = torch.export.export(module.eval(), (example,))
             edge = to_edge_transform_and_lower(
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
@@ -91,5 +78,5 @@ def _outside_delegate(graph: torch.fx.Graph) -> list[str]:
 def _method(path: Path):
     from executorch.runtime import Runtime
 
-    with _quiet():
+    with torch_export_quiet():
         return Runtime.get().load_program(str(path)).load_method("forward")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,8 @@ import torch
 from torch import nn
 
 from export.manifest import library_versions, tensor_spec
-from export.targets import Runner, exporters
+from export.targets import OUTPUT, Runner, exporters, torch_export_quiet
 from export.verify import run_batched
-
-OUTPUT = "embedding"
 
 
 @exporters.register("onnx")
@@ -82,9 +79,7 @@ def export_tower(
     import onnx  # lazy: importing edgeclip must not load onnx
 
     path = Path(path)
-    with warnings.catch_warnings():
-        # torch's own pytree code trips its own deprecation warning in 2.13; not ours to act on.
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    with torch_export_quiet():
         program = torch.onnx.export(
             module.eval(),
             (example,),

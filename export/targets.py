@@ -7,7 +7,9 @@ manifests are the same for every target and live in :mod:`export.driver`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +20,8 @@ from torch import nn
 from compress.registry import Registry
 
 exporters = Registry("export target")
+
+OUTPUT = "embedding"  # every exported tower's one output: L2-normalised embeddings
 
 Runner = Callable[[np.ndarray], np.ndarray]  # a fixed-size input batch → the output batch
 
@@ -45,3 +49,12 @@ class Target(Protocol):
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Inputs and outputs as the written file declares them (name, shape, dtype); formats
         that store no names use ``input_name`` and ``embedding``."""
+
+
+@contextlib.contextmanager
+def torch_export_quiet() -> Iterator[None]:
+    """Around ``torch.export`` and the runtimes: torch's own pytree code trips its own
+    deprecation warning (``LeafSpec``) in 2.13, which is not ours to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        yield

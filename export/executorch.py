@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from export.manifest import library_versions, tensor_spec
-from export.targets import OUTPUT, Runner, exporters, torch_export_quiet
+from export.targets import OUTPUT, Runner, at_precision, exporters, torch_export_quiet
 
 ETRECORD = "etrecord.bin"
 # ExecuTorch's ScalarType codes (c10 numbering) of the dtypes a tower takes or gives
@@ -19,19 +19,25 @@ DTYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
 
 @exporters.register("executorch")
 class ExecuTorchTarget:
-    """torch.export → edge dialect → XNNPACK partition → ``.pte`` (fp32)."""
+    """torch.export → edge dialect → XNNPACK partition → ``.pte`` (fp32, or fp16 inside)."""
 
     name = "executorch"
     file_name = "model.pte"
+    precisions = ("fp32", "fp16")
 
     def export(
-        self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str
+        self,
+        module: nn.Module,
+        example: torch.Tensor,
+        path: Path,
+        input_name: str,
+        precision: str,
     ) -> dict[str, Any]:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
         with torch_export_quiet():
-            program = torch.export.export(module.eval(), (example,))
+            program = torch.export.export(at_precision(module.eval(), precision), (example,))
             edge = to_edge_transform_and_lower(
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
             )
@@ -40,6 +46,9 @@ class ExecuTorchTarget:
         path.write_bytes(executable.buffer)
         executable.get_etrecord().save(str(path.parent / ETRECORD))  # for per-op profiles
         return {"delegate": "xnnpack", "outside_delegate": outside, "etrecord": ETRECORD}
+
+    def runs_here(self) -> str | None:
+        return None
 
     def load(self, path: Path) -> Runner:
         method = _method(path)

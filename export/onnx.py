@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from export.manifest import library_versions, tensor_spec
-from export.targets import OUTPUT, Runner, exporters, torch_export_quiet
+from export.targets import OUTPUT, Runner, at_precision, exporters, torch_export_quiet
 from export.verify import run_batched
 
 
@@ -21,15 +21,26 @@ class OnnxTarget:
 
     name = "onnx"
     file_name = "model.onnx"
+    precisions = ("fp32", "fp16")
 
     def __init__(self, opset: int = 18) -> None:
         self.opset = opset
 
     def export(
-        self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str
+        self,
+        module: nn.Module,
+        example: torch.Tensor,
+        path: Path,
+        input_name: str,
+        precision: str,
     ) -> dict[str, Any]:
+        if precision == "fp16":
+            module = _explicit_biases(at_precision(module, precision))
         export_tower(module, example, path, input_name=input_name, opset=self.opset)
         return {"opset": self.opset}
+
+    def runs_here(self) -> str | None:
+        return None
 
     def load(self, path: Path) -> Runner:
         session = _session(path)
@@ -102,6 +113,22 @@ def _name_output(graph: Any, name: str) -> None:
             if value.name == name and value is not output:
                 value.name = f"{name}_inner"
     output.name = name
+
+
+def _explicit_biases(module: nn.Module) -> nn.Module:
+    """Give every bias-free linear layer a zero bias (the same function, one more add).
+
+    onnxruntime 1.31's attention fusion (on at its default optimisation level) cannot fuse an
+    fp16 attention whose q/k/v projection has no bias: the session fails to load with "Tensor
+    type mismatch" (measured on MobileCLIP-style attention blocks). With an explicit bias the
+    pattern is the one it handles.
+    """
+    for child in module.modules():
+        if isinstance(child, nn.Linear) and child.bias is None:
+            child.bias = nn.Parameter(
+                torch.zeros(child.out_features, dtype=child.weight.dtype), requires_grad=False
+            )
+    return module
 
 
 def _session(path: str | os.PathLike, providers: tuple[str, ...] = ("CPUExecutionProvider",)):

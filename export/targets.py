@@ -8,6 +8,7 @@ manifests are the same for every target and live in :mod:`export.driver`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,14 +30,25 @@ Runner = Callable[[np.ndarray], np.ndarray]  # a fixed-size input batch → the 
 class Target(Protocol):
     """What :func:`export.driver.export_model` needs of a format."""
 
-    name: str  # the recipe's name for it (export.formats)
-    file_name: str  # the model file in each tower folder
+    name: str  # the recipe's name for it (export.targets: "<name>-<precision>")
+    file_name: str  # the model file (or bundle folder) in each tower folder
+    precisions: tuple[str, ...]  # what it writes: "fp32", "fp16"
 
     def export(
-        self, module: nn.Module, example: torch.Tensor, path: Path, input_name: str
+        self,
+        module: nn.Module,
+        example: torch.Tensor,
+        path: Path,
+        input_name: str,
+        precision: str,
     ) -> dict[str, Any]:
-        """Write ``module`` (eval mode, one input, one output) with the shapes of ``example``;
-        what the manifest should add about this format (e.g. ops left outside a delegate)."""
+        """Write ``module`` (fp32, eval mode, one input, one output) at ``precision`` with the
+        shapes of ``example``; inputs and outputs stay as the fp32 module has them (float32
+        images, int64 tokens, float32 embeddings), whatever the precision inside. Returns what
+        the manifest should add about this format (e.g. ops left outside a delegate)."""
+
+    def runs_here(self) -> str | None:
+        """None where :meth:`load` works on this machine, else why not (e.g. "needs macOS")."""
 
     def load(self, path: Path) -> Runner:
         """Load a written file into the runtime apps use, as a function of one input batch."""
@@ -49,6 +61,27 @@ class Target(Protocol):
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Inputs and outputs as the written file declares them (name, shape, dtype); formats
         that store no names use ``input_name`` and ``embedding``."""
+
+
+class Half(nn.Module):
+    """A tower computing in fp16 behind the fp32 interface apps feed: float inputs are cast to
+    fp16 on the way in, the embedding back to fp32 on the way out; integer inputs pass as they are."""
+
+    def __init__(self, tower: nn.Module) -> None:
+        super().__init__()
+        self.tower = tower.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tower(x.half() if x.is_floating_point() else x).float()
+
+
+def at_precision(module: nn.Module, precision: str) -> nn.Module:
+    """``module`` as it should be traced for ``precision`` (a copy for fp16; the fp32 one as is)."""
+    if precision == "fp32":
+        return module
+    if precision == "fp16":
+        return Half(copy.deepcopy(module)).eval()
+    raise ValueError(f"unknown precision {precision!r}; expected fp32 or fp16")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,9 @@ EXAMPLES = """examples:
   edgeclip ls models                                  # our architectures, with parameter counts
   edgeclip ls openclip                                # open_clip architectures a teacher can load
   edgeclip eval runs/demo/pretrain/model.pt --zeroshot my_labels.csv --retrieval my_pairs.csv
+  edgeclip export runs/demo --target executorch --precision fp16
+  edgeclip verify runs/demo/export                    # every export folder below it
+  edgeclip eval runs/demo/export/onnx-fp16 --zeroshot my_labels.csv   # through onnxruntime
 """
 
 
@@ -112,7 +115,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.zeroshot and not args.retrieval:
         raise UserError("eval: give at least one --zeroshot or --retrieval CSV")
-    model, _ = load_model(args.model)
+    if Path(args.model).is_dir():  # an export folder: measured through the artifact's runtime
+        from export.artifact import ArtifactModel
+
+        model = ArtifactModel(args.model)
+    else:
+        model, _ = load_model(args.model)
     results = evaluate_csvs(
         model,
         {path: Path(path) for path in args.zeroshot},
@@ -126,6 +134,90 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         write_json(Path(args.out), results)
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _run_model(path: Path):
+    """The model of a run folder (what its last training stage wrote), or a model.pt itself;
+    with the run's recipe when there is one."""
+    from compress.models import load_model
+    from compress.pipeline import Context
+    from compress.recipe import load_recipe
+    from compress.stages import STAGES
+    from compress.stages.layout import final_model
+
+    if path.is_dir():
+        if not (path / "recipe.yaml").is_file():
+            raise UserError(f"{path}: not a run folder (no recipe.yaml) nor a model.pt")
+        ctx = Context(load_recipe(path / "recipe.yaml"), path, STAGES)
+        model_file = final_model(ctx)
+        if not model_file.is_file():
+            raise UserError(f"{path}: the run has no model yet ({model_file} is missing)")
+        return (*load_model(model_file), ctx)
+    return (*load_model(path), None)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from compress.stages.export import heldout_samples
+    from compress.stages.layout import task_csv
+    from export import exporters
+    from export.driver import export_model
+
+    if args.target not in exporters:
+        raise UserError(
+            f"--target {args.target}: unknown target; expected one of: {', '.join(exporters.names())}"
+        )
+    precisions = exporters.get(args.target).precisions
+    if args.precision not in precisions:
+        raise UserError(
+            f"--precision {args.precision}: the {args.target} target exports "
+            f"{', '.join(precisions)}"
+        )
+    if args.batch_size < 1 or args.samples < 1:
+        raise UserError("--batch-size and --samples must be >= 1")
+    source = Path(args.source)
+    model, record, ctx = _run_model(source)
+    name = f"{args.target}-{args.precision}"
+    out = Path(args.out) if args.out else (source if ctx else source.parent) / "export" / name
+    retrieval = ctx.recipe.eval.retrieval if ctx and ctx.recipe.eval else ()
+    csv = task_csv(ctx, retrieval[0]) if retrieval else None
+    images, tokens = heldout_samples(record, args.samples, csv)
+    summary = export_model(
+        model,
+        record,
+        out,
+        target=args.target,
+        precision=args.precision,
+        sample_images=images,
+        sample_tokens=tokens,
+        batch_size=args.batch_size,
+        recipe_hash=ctx.recipe.hash if ctx else None,
+    )
+    for tower in ("image", "text"):
+        parity = summary[tower]["parity"]
+        measured = (
+            f"min cosine {parity['cosine_min']:.6f}, max-abs {parity['max_abs']:.2e}"
+            if parity["status"] == "passed"
+            else f"parity {parity['status']}; spec checks passed"
+        )
+        print(f"{summary[tower]['model']}: {measured}")
+    print(f"export folder: {out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from export.artifact import export_folders, verify_export
+
+    for folder in export_folders(args.export_dir):
+        result = verify_export(folder)
+        parity = result["parity"]
+        if isinstance(parity, str):
+            measured = f"parity not measured here ({parity})"
+        else:
+            cosine = min(parity[t]["cosine_min"] for t in parity)
+            agreement = parity["image"]["zero_shot_agreement"]
+            measured = f"min cosine {cosine:.6f}, zero-shot agreement {agreement:.2%}"
+        print(f"{folder}: ok ({result['files']} files match their sha256; {measured})")
     return 0
 
 
@@ -176,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")
-    p.add_argument("model", help="a model.pt written by a training stage")
+    p.add_argument(
+        "model",
+        help="a model.pt written by a training stage, or an export folder (run in its runtime)",
+    )
     p.add_argument(
         "--zeroshot",
         action="append",
@@ -200,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser(
+        "export", help="export a run's (or a model.pt's) towers to one target, checked"
+    )
+    p.add_argument("source", help="a run folder (its final model) or a model.pt")
+    p.add_argument("--target", required=True, help="onnx, executorch or coreml")
+    p.add_argument("--precision", default="fp32", help="fp32 or fp16 (default fp32)")
+    p.add_argument("--out", help="export folder (default: <run>/export/<target>-<precision>)")
+    p.add_argument("--batch-size", type=int, default=1, help="fixed batch of the towers")
+    p.add_argument("--samples", type=int, default=64, help="held-out samples of the parity check")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "verify", help="re-check shipped export folders: file hashes, then parity in the runtime"
+    )
+    p.add_argument("export_dir", help="an export folder, or a folder with export folders below")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("report", help="rewrite report.md and report.json of a run folder")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
@@ -208,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from export.artifact import IntegrityError
     from export.verify import ParityError
 
     try:
@@ -215,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"edgeclip: error: {err}", file=sys.stderr)
         return 2
-    except ParityError as err:  # an artifact that disagrees with PyTorch is never called done
+    except (ParityError, IntegrityError) as err:  # an artifact that disagrees is never done
         print(f"edgeclip: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

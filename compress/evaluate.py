@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +17,27 @@ from compress.models import CLIP
 from compress.tokenizer import Tokenizer
 
 
+class Encoder(Protocol):
+    """What evaluation needs of a model: L2-normalised embeddings of a batch of each modality.
+    A :class:`~compress.models.CLIP` is one; so is an exported artifact run in its runtime
+    (:class:`export.artifact.ArtifactModel`)."""
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+def _inference_mode(model: Encoder) -> None:
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+
+
 @torch.no_grad()
-def embed_images(model: CLIP, dataset: Dataset, batch_size: int) -> tuple[torch.Tensor, list[dict]]:
+def embed_images(
+    model: Encoder, dataset: Dataset, batch_size: int
+) -> tuple[torch.Tensor, list[dict]]:
     """Image embeddings (N, D) of a dataset, with its captions and labels, in dataset order."""
-    model.eval()
+    _inference_mode(model)
     embeddings, rows = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         embeddings.append(model.encode_image(batch["image"]))
@@ -30,9 +48,9 @@ def embed_images(model: CLIP, dataset: Dataset, batch_size: int) -> tuple[torch.
 
 @torch.no_grad()
 def embed_texts(
-    model: CLIP, tokenize: Callable, texts: Sequence[str], batch_size: int
+    model: Encoder, tokenize: Callable, texts: Sequence[str], batch_size: int
 ) -> torch.Tensor:
-    model.eval()
+    _inference_mode(model)
     return torch.cat(
         [
             model.encode_text(tokenize(list(texts[i : i + batch_size])))
@@ -42,7 +60,7 @@ def embed_texts(
 
 
 def classifier(
-    model: CLIP,
+    model: Encoder,
     tokenize: Callable,
     classnames: Sequence[str],
     templates: Sequence[str],
@@ -63,7 +81,7 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
 
 
 def zeroshot(
-    model: CLIP,
+    model: Encoder,
     dataset: Dataset,
     tokenize: Callable,
     templates: Sequence[str],
@@ -100,7 +118,7 @@ def recall_at(
 
 
 def retrieval(
-    model: CLIP,
+    model: Encoder,
     dataset: Dataset,
     tokenize: Callable,
     batch_size: int = 256,
@@ -127,7 +145,7 @@ def retrieval(
 
 
 def evaluate_csvs(
-    model: CLIP,
+    model: CLIP | Encoder,
     zeroshot_csvs: dict[str, Path],
     retrieval_csvs: dict[str, Path],
     *,
@@ -136,11 +154,16 @@ def evaluate_csvs(
     batch_size: int = 256,
     skip_bad: bool = False,
 ) -> dict:
-    """Zero-shot metrics of labelled CSVs and retrieval metrics of captioned CSVs, keyed by task name."""
-    transform, tokenize = (
-        image_transform(model.visual.image_size, **model.preprocess),
-        Tokenizer(model.text.context_length),
-    )
+    """Zero-shot metrics of labelled CSVs and retrieval metrics of captioned CSVs, keyed by task name.
+
+    A CLIP model is fed through its own preprocessing and tokenizer; any other encoder brings
+    its own as ``transform`` and ``tokenize`` attributes (an artifact: those of its manifests).
+    """
+    if isinstance(model, CLIP):
+        transform = image_transform(model.visual.image_size, **model.preprocess)
+        tokenize = Tokenizer(model.text.context_length)
+    else:
+        transform, tokenize = model.transform, model.tokenize
     results = {"zeroshot": {}, "retrieval": {}}
     for task, path in zeroshot_csvs.items():
         data = CsvDataset(path, transform, caption_key=None, label_key=label_key, skip_bad=skip_bad)

@@ -34,6 +34,8 @@ class Stage:
         check: ``check(recipe)`` raises a :class:`~compress.recipe.RecipeError` for an input the
             stage will read that is not there (a file, a tag); run before any stage starts.
         report: ``report(summary) -> markdown lines``: the stage's section of the run report.
+        keeps_outputs: a rerun does not clear the stage's folder first: the stage replaces its
+            outputs itself, atomically, so a failed rerun leaves the last good ones in place.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Stage:
     distributed: bool = False
     check: Callable[[Recipe], None] | None = None
     report: Callable[[dict], list[str]] | None = None
+    keeps_outputs: bool = False
 
 
 @dataclass
@@ -121,7 +124,7 @@ def run_pipeline(
         if rank == 0:
             started = out / STARTED
             resumable = started.exists() and json.loads(started.read_text()).get("hash") == digest
-            if out.exists() and (forced or not resumable):
+            if out.exists() and (forced or not resumable) and not stage.keeps_outputs:
                 shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
             done.unlink(missing_ok=True)

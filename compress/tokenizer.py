@@ -22,8 +22,9 @@ class Tokenizer:
         torch.Size([1, 32])
     """
 
-    def __init__(self, context_length: int = 77) -> None:
+    def __init__(self, context_length: int = 77, vocab: str | Path | None = None) -> None:
         self.context_length = context_length
+        self.vocab = vocab  # a BPE merges file (an export's shipped copy); open_clip's by default
         self._bpe = None
         self._cache: dict[str, torch.Tensor] = {}
 
@@ -32,7 +33,9 @@ class Tokenizer:
         if self._bpe is None:  # open_clip imports slowly; load it on first use
             from compress.compat import open_clip
 
-            self._bpe = open_clip().tokenizer.SimpleTokenizer(context_length=self.context_length)
+            tokenizer = open_clip().tokenizer
+            vocab = str(self.vocab) if self.vocab is not None else tokenizer.default_bpe()
+            self._bpe = tokenizer.SimpleTokenizer(vocab, context_length=self.context_length)
             assert (self._bpe.sot_token_id, self._bpe.eot_token_id) == (SOT_ID, EOT_ID)
         return self._bpe
 
@@ -41,7 +44,7 @@ class Tokenizer:
         """The BPE merges file, shipped beside exported text towers."""
         from compress.compat import open_clip
 
-        return Path(open_clip().tokenizer.default_bpe())
+        return Path(self.vocab or open_clip().tokenizer.default_bpe())
 
     def _one(self, text: str) -> torch.Tensor:
         # Text cleaning (ftfy, HTML unescaping) costs ~0.5 ms a caption, as much as a training
@@ -59,4 +62,9 @@ class Tokenizer:
         return torch.stack([self._one(t) for t in texts])
 
     def __getstate__(self) -> dict:  # DataLoader workers rebuild the BPE and the cache themselves
-        return {"context_length": self.context_length, "_bpe": None, "_cache": {}}
+        return {
+            "context_length": self.context_length,
+            "vocab": self.vocab,
+            "_bpe": None,
+            "_cache": {},
+        }

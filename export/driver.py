@@ -21,21 +21,24 @@ from compress.tokenizer import SOT_ID, Tokenizer
 from export.manifest import (
     MANIFEST_NAME,
     atomic_dir,
+    file_hashes,
     image_preprocessing,
-    sha256_file,
+    path_bytes,
+    sha256_path,
     tokenizer_spec,
     tower_manifest,
     write_manifest,
 )
 from export.targets import Target, exporters
 from export.verify import (
-    FP32_PARITY,
+    PARITY,
+    TOWERS,
     Thresholds,
     check,
-    compare,
+    measure,
     run_batched,
     run_torch,
-    zero_shot_agreement,
+    save_samples,
 )
 
 IMAGE_INPUT, TEXT_INPUT = "image", "tokens"
@@ -76,108 +79,120 @@ def export_model(
     out_dir: str | os.PathLike,
     *,
     target: str | Target = "onnx",
+    precision: str = "fp32",
     sample_images: torch.Tensor,
     sample_tokens: torch.Tensor,
     batch_size: int = 1,
     recipe_hash: str | None = None,
-    thresholds: Thresholds = FP32_PARITY,
+    thresholds: Thresholds | None = None,
     vocab_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export the image and text towers to ``out_dir/image`` and ``out_dir/text``, verified.
 
-    Each folder gets the target's model file (fixed shapes: ``image`` (batch_size, 3, S, S)
-    float32 or ``tokens`` (batch_size, context_length) int64 → ``embedding`` (batch_size, D),
-    L2-normalised) and ``manifest.json``; the text folder also gets the tokenizer's vocabulary.
-    Both towers are run in the target's runtime over the samples and compared with eager
-    PyTorch; the folders appear only if both pass, replacing earlier exports. Train-time
-    branches (MobileCLIP-style blocks) are folded in a copy before export, and the parity
-    reference is the unfolded model, so the check covers the folding too. The model is given
-    back in its original mode.
+    Each tower folder gets the target's model file at ``precision`` (fixed shapes: ``image``
+    (batch_size, 3, S, S) float32 or ``tokens`` (batch_size, context_length) int64 → ``embedding``
+    (batch_size, D) float32, L2-normalised), the parity samples ``verify`` reruns
+    (:data:`SAMPLES_FILE`) and ``manifest.json``; the text folder also gets the tokenizer's
+    vocabulary. Both towers are run in the target's runtime over the samples and compared with
+    eager fp32 PyTorch; ``out_dir`` is built in a temporary folder and replaces an earlier export
+    only if both pass, so a failed export leaves the last good one in place. A target whose
+    runtime cannot run on this machine (Core ML off macOS) is checked by its own spec checks
+    instead, and its manifest says why parity was not measured. Train-time branches
+    (MobileCLIP-style blocks) are folded in a copy before export, and the parity reference is
+    the unfolded model, so the check covers the folding too. The model is given back in its
+    original mode.
 
     Args:
         model: the CLIP model to export (CPU, fp32).
-        record: its record: name, image normalisation, attention and precision for the manifests.
-        out_dir: parent folder of the two tower folders.
+        record: its record: name, image normalisation and attention for the manifests.
+        out_dir: the export's folder (``<target>-<precision>`` in a run), holding the two towers.
         target: a registered target name (``export.exporters``) or a target object.
-        sample_images: (N, 3, S, S) float images, already preprocessed, for the parity check.
+        precision: one of the target's ``precisions`` ("fp32", "fp16").
+        sample_images: (N, 3, S, S) float images, already preprocessed, for the parity check;
+            held-out images, not training ones.
         sample_tokens: (M, context_length) token ids, for the parity check.
         batch_size: the fixed batch dimension of both exported models.
         recipe_hash: hash of the recipe that produced the model, recorded in the manifests.
-        thresholds: the parity the export must keep (:data:`export.verify.FP32_PARITY`).
+        thresholds: the parity the export must keep; :data:`export.verify.PARITY` of the
+            precision by default.
         vocab_path: BPE vocabulary to ship; the tokenizer's own by default.
 
     Returns:
-        ``{"image": {...}, "text": {...}, "zero_shot_agreement": float}``, each tower with its
-        ``dir``, ``model``, ``manifest`` paths, ``bytes`` (model file size) and ``parity``;
-        the text tower also with ``vocab``.
+        ``{"image": {...}, "text": {...}, "zero_shot_agreement": float | None, "dir", "target",
+        "precision"}``, each tower with its ``dir``, ``model``, ``manifest`` paths, ``bytes``
+        (model size) and ``parity``; the text tower also with ``vocab``.
 
     Raises:
-        export.verify.ParityError: a tower missed a threshold.
+        ValueError: the target does not export ``precision``.
+        export.verify.ParityError: a tower missed a threshold (or a spec check).
 
     Example:
         >>> record = ModelRecord.named("tiny")
         >>> summary = export_model(  # doctest: +SKIP
-        ...     record.build(), record, "out/onnx", target="onnx",
+        ...     record.build(), record, "out/onnx-fp16", target="onnx", precision="fp16",
         ...     sample_images=torch.rand(8, 3, 32, 32), sample_tokens=Tokenizer(16)(["a red circle"]),
         ... )
         >>> summary["image"]["parity"]["cosine_min"]  # doctest: +SKIP
-        0.9999999
+        0.9999993
     """
     backend = exporters.get(target)() if isinstance(target, str) else target
+    if precision not in backend.precisions:
+        raise ValueError(
+            f"the {backend.name} target exports {', '.join(backend.precisions)}, not {precision!r}"
+        )
+    thresholds = thresholds or PARITY[precision]
     _check_inputs(model, sample_images, sample_tokens, batch_size)
-    out_dir = Path(out_dir)
     context = model.text.context_length
     vocab = Path(vocab_path) if vocab_path is not None else Tokenizer(context).vocab_path
-    images = sample_images.float().contiguous()
-    tokens = sample_tokens.long().contiguous()  # int64, as the tokenizer gives it
-    samples = {"image": images, "text": tokens}
+    samples = {
+        "image": sample_images.float().contiguous(),
+        "text": sample_tokens.long().contiguous(),
+    }
     inputs = {"image": IMAGE_INPUT, "text": TEXT_INPUT}
+    unrunnable = backend.runs_here()
 
     was_training = model.training
     model.eval()
     deployed = reparameterize(copy.deepcopy(model))
     try:
-        with atomic_dir(out_dir / "image") as image_dir, atomic_dir(out_dir / "text") as text_dir:
-            folders = {"image": image_dir, "text": text_dir}
+        with atomic_dir(out_dir) as root:
+            folders = {tower: root / tower for tower in TOWERS}
             reference, exported, details = {}, {}, {}
             for tower, folder in folders.items():
+                folder.mkdir()
                 path = folder / backend.file_name
                 details[tower] = backend.export(
                     NormalizedTower(_tower(deployed, tower)),
                     _first_batch(samples[tower], batch_size),
                     path,
                     inputs[tower],
+                    precision,
                 )
                 reference[tower] = run_torch(
                     NormalizedTower(_tower(model, tower)), samples[tower], batch_size
                 )
-                exported[tower] = run_batched(
-                    backend.load(path), samples[tower].numpy(), batch_size
-                )
-            agreement = zero_shot_agreement(
-                reference["image"], reference["text"], exported["image"], exported["text"]
-            )
-            parity = {
-                tower: {
-                    **compare(reference[tower], exported[tower]),
-                    "zero_shot_agreement": agreement,
-                    "zero_shot_images": len(images),
-                    "zero_shot_texts": len(tokens),
-                    "reference": "eager PyTorch fp32 on CPU",
-                    "runtime": backend.runtime(),
-                    "thresholds": vars(thresholds),
-                }
-                for tower in folders
+                if unrunnable is None:
+                    exported[tower] = run_batched(
+                        backend.load(path), samples[tower].numpy(), batch_size
+                    )
+                save_samples(folder, samples[tower].numpy(), reference[tower])
+            about = {
+                "reference": "eager PyTorch fp32 on CPU",
+                "runtime": backend.runtime(),
+                "thresholds": vars(thresholds),
             }
-            for tower in folders:
-                where = out_dir / tower / backend.file_name
-                check(
-                    parity[tower],
-                    thresholds,
-                    f"{record.name} {tower} tower ({backend.name}, {where})",
-                )
+            if unrunnable is None:
+                measured = measure(reference, exported)
+                parity = {
+                    tower: {"status": "passed", **measured[tower], **about} for tower in TOWERS
+                }
+                for tower in TOWERS:
+                    where = Path(out_dir) / tower / backend.file_name
+                    check(parity[tower], thresholds, f"{record.name} {tower} tower ({where})")
+            else:
+                parity = {tower: {"status": unrunnable, **about} for tower in TOWERS}
 
-            shutil.copyfile(vocab, text_dir / vocab.name)
+            shutil.copyfile(vocab, folders["text"] / vocab.name)
             extra = {
                 "image": {
                     "preprocessing": image_preprocessing(
@@ -194,10 +209,12 @@ def export_model(
                 manifest = tower_manifest(
                     model_name=record.name,
                     tower=tower,
-                    backend=backend.name,
-                    precision=record.precision,
+                    target=backend.name,
+                    precision=precision,
+                    runtime=backend.runtime(),
                     file_name=backend.file_name,
-                    sha256=sha256_file(path),
+                    sha256=sha256_path(path),
+                    files=file_hashes(folder),
                     inputs=io_in,
                     outputs=io_out,
                     embed_dim=int(reference["image"].shape[1]),
@@ -210,14 +227,19 @@ def export_model(
                 )
                 write_manifest(folder, manifest)
             sizes = {
-                tower: (folder / backend.file_name).stat().st_size
-                for tower, folder in folders.items()
+                tower: path_bytes(folder / backend.file_name) for tower, folder in folders.items()
             }
     finally:
         model.train(was_training)
 
-    summary: dict[str, Any] = {"zero_shot_agreement": agreement}
-    for tower in folders:
+    out_dir = Path(out_dir)
+    summary: dict[str, Any] = {
+        "dir": str(out_dir),
+        "target": backend.name,
+        "precision": precision,
+        "zero_shot_agreement": parity["image"].get("zero_shot_agreement"),
+    }
+    for tower in TOWERS:
         folder = out_dir / tower
         summary[tower] = {
             "dir": str(folder),

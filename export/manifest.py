@@ -17,7 +17,8 @@ from compress.io import write_json
 
 MANIFEST_NAME = "manifest.json"
 # Bumped when a field changes meaning, so apps can refuse manifests they do not understand.
-MANIFEST_VERSION = 1
+# 2: "backend" became "target"; "precision" is the exported precision; "runtime" and "files" added.
+MANIFEST_VERSION = 2
 VERSIONED_PACKAGES = (
     "edgeclip",
     "torch",
@@ -37,6 +38,35 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` but its manifest, by relative POSIX path (sorted).
+
+    A bundle model (a folder such as ``model.mlpackage``) is listed file by file.
+    """
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+
+
+def path_bytes(path: str | os.PathLike) -> int:
+    """Size of a model file, or of all the files of a bundle folder."""
+    path = Path(path)
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    )
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """SHA-256 of a model file, or of a bundle folder: of its files' relative paths and hashes."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    listing = "".join(f"{name}  {digest}\n" for name, digest in file_hashes(path).items())
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def library_versions(packages: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str]:
@@ -113,10 +143,12 @@ def tower_manifest(
     *,
     model_name: str,
     tower: str,
-    backend: str,
+    target: str,
     precision: str,
+    runtime: str,
     file_name: str,
     sha256: str,
+    files: dict[str, str],
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     embed_dim: int,
@@ -132,7 +164,8 @@ def tower_manifest(
 
     Image towers carry ``preprocessing``, text towers carry ``tokenizer``; ``attention`` is the
     tower's attention variant (None: plain softmax); ``format_details`` what the target adds
-    about its format (the ONNX opset; the ops ExecuTorch left outside its delegate).
+    about its format (the ONNX opset; the ops ExecuTorch left outside its delegate); ``files``
+    the SHA-256 of every file shipped in the folder (``edgeclip verify`` checks them all).
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
@@ -140,10 +173,12 @@ def tower_manifest(
         "manifest_version": MANIFEST_VERSION,
         "model": model_name,
         "tower": tower,
-        "backend": backend,
+        "target": target,
         "precision": precision,
+        "runtime": runtime,
         "file": file_name,
         "sha256": sha256,
+        "files": files,
         "inputs": inputs,
         "outputs": outputs,
         "embed_dim": int(embed_dim),

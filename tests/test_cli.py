@@ -123,7 +123,12 @@ def test_run_bad_from_stage_exit_2(capsys):
 def test_parity_failure_is_an_error_not_a_warning(own_run, capsys):
     """An export that misses its parity threshold stops the run with one line and exit code 1."""
     recipe, run_dir = own_run
+    good = run_dir / "export" / "onnx-fp32"
+    before = {p: p.read_bytes() for p in sorted(good.rglob("*")) if p.is_file()}
     assert main(["run", str(recipe), "export.tolerance=1e-12"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgeclip: error: ") and "parity check failed" in err and "\n" not in err
     assert not (run_dir / "export" / "done.json").exists()
+    # the last good export is still there, byte for byte, and nothing half-written beside it
+    assert {p: p.read_bytes() for p in sorted(good.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in (run_dir / "export").iterdir() if p.is_dir()) == ["onnx-fp32"]

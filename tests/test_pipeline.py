@@ -40,12 +40,12 @@ def test_run_writes_every_stage_and_report(tmp_path, format):
     assert metrics["zeroshot"]["zs_colour_shape"]["classes"] == 36
     assert 0 <= metrics["retrieval"]["retrieval"]["text_to_image_r1"] <= 1
     for tower in ("image", "text"):
-        manifest = json.loads((run_dir / "export" / "onnx" / tower / "manifest.json").read_text())
+        manifest = json.loads(
+            (run_dir / "export" / "onnx-fp32" / tower / "manifest.json").read_text()
+        )
         assert manifest["recipe_hash"] == recipe.hash and manifest["parity"]["cosine_min"] > 0.9999
     report = (run_dir / "report.md").read_text()
-    assert (
-        "zs_colour_shape" in report and "text→image" in report and "onnx/image/model.onnx" in report
-    )
+    assert "zs_colour_shape" in report and "text→image" in report and "`image/model.onnx`" in report
     assert json.loads((run_dir / "report.json").read_text())["recipe_hash"] == recipe.hash
     saved = json.loads((run_dir / "recipe.json").read_text())
     assert saved["hash"] == recipe.hash and saved["recipe"]["data"]["format"] == format

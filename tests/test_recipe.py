@@ -126,9 +126,16 @@ BAD = [
     ),
     (
         "unknown-export-target",
-        BASE + "export: {formats: [tflite]}\n",
+        BASE + "export: {targets: [onnx-fp32, tflite-fp32]}\n",
         [],
-        r"bad\.yaml:4: export\.formats\[0\]: unknown export target 'tflite'; expected one of: executorch, onnx",
+        r"bad\.yaml:4: export\.targets\[1\]: expected <target>-<precision> with a target among "
+        r"coreml, executorch, onnx, got 'tflite-fp32'",
+    ),
+    (
+        "unsupported-export-precision",
+        BASE + "export: {targets: [executorch-int4]}\n",
+        [],
+        r"bad\.yaml:4: export\.targets\[0\]: the executorch target exports fp32, fp16, not 'int4'",
     ),
     (
         "bad-override",

@@ -57,7 +57,9 @@ def test_teacher_from_an_edgeclip_model_file_is_evaluated_and_exported(tmp_path)
     )
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    manifest = json.loads((run_dir / "export" / "onnx" / "image" / "manifest.json").read_text())
+    manifest = json.loads(
+        (run_dir / "export" / "onnx-fp32" / "image" / "manifest.json").read_text()
+    )
     assert manifest["parity"]["max_abs"] <= 1e-5  # exported after folding, checked against unfolded
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from compress.data.scenes import SPLITS as SCENES_SPLITS
 from compress.errors import UserError
-from export.verify import FP32_PARITY, Thresholds
+from export.verify import PARITY, Thresholds
 
 
 class RecipeError(UserError):
@@ -365,36 +365,69 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Exported towers and the parity they must keep with PyTorch (fp32 defaults)."""
+    """Exported artifacts, ``<target>-<precision>`` each, and the parity they must keep with
+    PyTorch (each precision's own by default: :data:`export.verify.PARITY`)."""
 
-    formats: tuple[str, ...] = ("onnx",)  # export targets (registry export.exporters): onnx
+    # onnx, executorch, coreml (registry export.exporters) × fp32, fp16: e.g. [onnx-fp16]
+    targets: tuple[str, ...] = ("onnx-fp32",)
     batch_size: int = 1  # fixed input batch of the exported towers
-    samples: int = 64  # images and captions the parity check runs
-    tolerance: float = FP32_PARITY.max_abs  # max-abs difference of the embeddings vs PyTorch
-    min_cosine: float = FP32_PARITY.min_cosine  # smallest per-row cosine vs PyTorch
-    min_agreement: float = FP32_PARITY.min_zero_shot_agreement  # same best text as PyTorch
+    samples: int = 64  # held-out images and captions the parity check runs
+    tolerance: float | None = None  # max-abs difference of the embeddings vs PyTorch
+    min_cosine: float | None = None  # smallest per-row cosine vs PyTorch
+    min_agreement: float | None = None  # fraction of images with the same best text as PyTorch
 
     def __post_init__(self) -> None:
         from export import exporters
 
-        for i, name in enumerate(self.formats):
+        require(len(self.targets) > 0, "targets", "must list at least one <target>-<precision>")
+        for i, artifact in enumerate(self.targets):
+            name, _, precision = artifact.rpartition("-")
             require(
                 name in exporters,
-                f"formats[{i}]",
-                f"unknown export target {name!r}; expected one of: {', '.join(exporters.names())}",
+                f"targets[{i}]",
+                f"expected <target>-<precision> with a target among {', '.join(exporters.names())}"
+                f", got {artifact!r}",
             )
+            precisions = exporters.get(name).precisions
+            require(
+                precision in precisions,
+                f"targets[{i}]",
+                f"the {name} target exports {', '.join(precisions)}, not {precision!r}",
+            )
+        duplicates = sorted({t for t in self.targets if self.targets.count(t) > 1})
+        require(not duplicates, "targets", f"lists {', '.join(duplicates)} twice")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
-        require(self.tolerance > 0, "tolerance", f"must be > 0, got {self.tolerance}")
-        require(0 < self.min_cosine <= 1, "min_cosine", f"must be in (0, 1], got {self.min_cosine}")
         require(
-            0 <= self.min_agreement <= 1,
+            self.tolerance is None or self.tolerance > 0,
+            "tolerance",
+            f"must be > 0, got {self.tolerance}",
+        )
+        require(
+            self.min_cosine is None or 0 < self.min_cosine <= 1,
+            "min_cosine",
+            f"must be in (0, 1], got {self.min_cosine}",
+        )
+        require(
+            self.min_agreement is None or 0 <= self.min_agreement <= 1,
             "min_agreement",
             f"must be in [0, 1], got {self.min_agreement}",
         )
 
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.min_cosine, self.tolerance, self.min_agreement)
+    def artifacts(self) -> list[tuple[str, str]]:
+        """(target, precision) of each listed artifact, in order."""
+        return [tuple(t.rsplit("-", 1)) for t in self.targets]
+
+    def thresholds(self, precision: str) -> Thresholds:
+        """The precision's parity, with the recipe's overrides."""
+        base = PARITY[precision]
+        return Thresholds(
+            min_cosine=base.min_cosine if self.min_cosine is None else self.min_cosine,
+            max_abs=base.max_abs if self.tolerance is None else self.tolerance,
+            min_zero_shot_agreement=(
+                base.min_zero_shot_agreement if self.min_agreement is None else self.min_agreement
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.io import write_json
+from compress.evaluate import Encoder
 from compress.models import CLIP, load_model
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe
@@ -21,7 +22,7 @@ def check(recipe: Recipe) -> None:
                 raise recipe.error(f"eval.{key}[{i}]", f"no such file: {task}")
 
 
-def evaluate_model(ctx: Context, model: CLIP) -> dict:
+def evaluate_model(ctx: Context, model: CLIP | Encoder) -> dict:
     """The recipe's zero-shot and retrieval metrics of one model."""
     from compress.evaluate import evaluate_csvs
 

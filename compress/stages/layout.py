@@ -46,6 +46,6 @@ def distill_stage_dir(ctx: Context, index: int) -> Path:
     return ctx.stage_dir("distill") / f"stage{index}"
 
 
-def export_dir(ctx: Context, target: str) -> Path:
-    """One export target's folder, with an ``image`` and a ``text`` tower folder inside."""
-    return ctx.stage_dir("export") / target
+def export_dir(ctx: Context, target: str, precision: str) -> Path:
+    """One exported artifact's folder, with an ``image`` and a ``text`` tower folder inside."""
+    return ctx.stage_dir("export") / f"{target}-{precision}"

@@ -1,0 +1,157 @@
+"""An export folder as an app receives it: files checked against their manifests, towers run in
+their own runtime. ``edgeclip verify`` reruns the stored parity samples through it and
+``edgeclip eval EXPORT_DIR`` measures zero-shot and retrieval through it.
+
+An export folder holds an ``image`` and a ``text`` tower folder, each with a ``manifest.json``
+(DESIGN §4); nothing here needs the run folder or the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.data.transforms import image_transform
+from compress.errors import UserError
+from compress.tokenizer import Tokenizer
+from export.manifest import MANIFEST_NAME, MANIFEST_VERSION, read_manifest, sha256_file
+from export.targets import exporters
+from export.verify import TOWERS, Thresholds, check, load_samples, measure, run_batched
+
+
+class IntegrityError(RuntimeError):
+    """A shipped file is missing or differs from the SHA-256 its manifest records."""
+
+
+def export_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` if it is an export folder, else every export folder below it (sorted).
+
+    Raises:
+        UserError: nothing under ``path`` is an export folder.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    found = sorted({m.parent.parent for m in root.rglob(f"*/{MANIFEST_NAME}")} | {root})
+    folders = [f for f in found if all((f / t / MANIFEST_NAME).is_file() for t in TOWERS)]
+    if not folders:
+        raise UserError(
+            f"{root}: not an export folder (expected image/{MANIFEST_NAME} and "
+            f"text/{MANIFEST_NAME}, here or below)"
+        )
+    return folders
+
+
+def read_export(folder: Path) -> dict[str, dict[str, Any]]:
+    """Both towers' manifests, refusing a manifest version this edgeclip does not know."""
+    manifests = {}
+    for tower in TOWERS:
+        manifest = read_manifest(folder / tower)
+        if manifest.get("manifest_version") != MANIFEST_VERSION:
+            raise UserError(
+                f"{folder / tower / MANIFEST_NAME}: manifest_version "
+                f"{manifest.get('manifest_version')!r}; this edgeclip reads {MANIFEST_VERSION}"
+            )
+        manifests[tower] = manifest
+    return manifests
+
+
+def check_files(folder: Path, manifest: dict[str, Any]) -> int:
+    """Every file the manifest lists is there with its SHA-256; returns how many were checked.
+
+    Raises:
+        IntegrityError: naming the first missing or changed (tampered, truncated) file.
+    """
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise IntegrityError(f"{path}: missing (listed in {folder / MANIFEST_NAME})")
+        if sha256_file(path) != digest:
+            raise IntegrityError(
+                f"{path}: sha256 differs from {folder / MANIFEST_NAME} "
+                f"({path.stat().st_size} bytes); the file was changed or truncated"
+            )
+    return len(manifest["files"])
+
+
+def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
+    """Check a shipped export folder: its files' hashes, then its stored parity samples rerun in
+    the target's runtime against the eager outputs stored beside them, with the manifest's
+    thresholds.
+
+    Returns:
+        ``{"dir", "target", "precision", "files", "parity"}``; ``parity`` maps each tower to its
+        measured record, or is the reason it cannot be measured here (e.g. "needs macOS").
+
+    Raises:
+        IntegrityError: a file is missing or changed.
+        export.verify.ParityError: the rerun misses the manifest's thresholds.
+    """
+    folder = Path(folder)
+    manifests = read_export(folder)
+    files = sum(check_files(folder / tower, manifests[tower]) for tower in TOWERS)
+    target = exporters.get(manifests["image"]["target"])()
+    summary: dict[str, Any] = {
+        "dir": str(folder),
+        "target": target.name,
+        "precision": manifests["image"]["precision"],
+        "files": files,
+    }
+    unrunnable = target.runs_here()
+    if unrunnable is not None:
+        return summary | {"parity": unrunnable}
+    reference, exported = {}, {}
+    for tower in TOWERS:
+        inputs, reference[tower] = load_samples(folder / tower)
+        run = target.load(folder / tower / manifests[tower]["file"])
+        exported[tower] = run_batched(run, inputs, _batch_size(manifests[tower]))
+    parity = measure(reference, exported)
+    for tower in TOWERS:
+        thresholds = Thresholds(**manifests[tower]["parity"]["thresholds"])
+        check(parity[tower], thresholds, f"{folder / tower / manifests[tower]['file']}")
+    return summary | {"parity": parity}
+
+
+class ArtifactModel:
+    """Both towers of an export folder, run in the target's runtime, fed as an app feeds them:
+    images preprocessed and text tokenized as the manifests say, with the shipped vocabulary.
+
+    It has the two methods :mod:`compress.evaluate` calls, so zero-shot and retrieval measured
+    through it are the accuracy an app will see.
+
+    Raises:
+        UserError: the target's runtime cannot run on this machine (Core ML off macOS).
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.manifests = read_export(self.folder)
+        target = exporters.get(self.manifests["image"]["target"])()
+        unrunnable = target.runs_here()
+        if unrunnable is not None:
+            raise UserError(f"{self.folder}: a {target.name} export cannot run here ({unrunnable})")
+        image, text = self.manifests["image"], self.manifests["text"]
+        pre, tok = image["preprocessing"], text["tokenizer"]
+        self.transform = image_transform(pre["size"][0], pre["mean"], pre["std"])
+        self.tokenize = Tokenizer(
+            tok["context_length"], vocab=self.folder / "text" / tok["vocab_file"]
+        )
+        self.runtime = target.runtime()
+        self._runs = {t: target.load(self.folder / t / self.manifests[t]["file"]) for t in TOWERS}
+
+    def _encode(self, tower: str, inputs: torch.Tensor) -> torch.Tensor:
+        run, batch = self._runs[tower], _batch_size(self.manifests[tower])
+        return torch.from_numpy(run_batched(run, inputs.numpy(), batch))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self._encode("image", images.float().contiguous())
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._encode("text", tokens.long().contiguous())
+
+
+def _batch_size(manifest: dict[str, Any]) -> int:
+    return int(manifest["inputs"][0]["shape"][0])

@@ -178,7 +178,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = Path(args.source)
     model, record, ctx = _run_model(source)
     name = f"{args.target}-{args.precision}"
-    out = Path(args.out) if args.out else (source if ctx else source.parent) / "export" / name
+    # beside a model file: "exports", not "export", which would shadow the package for
+    # `python -m compress.cli` started in that folder
+    default = source / "export" if ctx else source.parent / "exports"
+    out = Path(args.out) if args.out else default / name
     retrieval = ctx.recipe.eval.retrieval if ctx and ctx.recipe.eval else ()
     csv = task_csv(ctx, retrieval[0]) if retrieval else None
     images, tokens = heldout_samples(record, args.samples, csv)
@@ -301,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a run folder (its final model) or a model.pt")
     p.add_argument("--target", required=True, help="onnx, executorch or coreml")
     p.add_argument("--precision", default="fp32", help="fp32 or fp16 (default fp32)")
-    p.add_argument("--out", help="export folder (default: <run>/export/<target>-<precision>)")
+    p.add_argument(
+        "--out",
+        help="export folder (default: <run>/export/<target>-<precision>, or "
+        "exports/<target>-<precision> beside a model.pt)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="fixed batch of the towers")
     p.add_argument("--samples", type=int, default=64, help="held-out samples of the parity check")
     p.set_defaults(func=cmd_export)

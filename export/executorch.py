@@ -3,6 +3,11 @@ ExecuTorch runtime (what Android apps ship), with the ETRecord that per-op profi
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,12 @@ class ExecuTorchTarget:
         input_name: str,
         precision: str,
     ) -> dict[str, Any]:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-
         with torch_export_quiet():
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+                XnnpackPartitioner,
+            )
+            from executorch.exir import to_edge_transform_and_lower
+
             program = torch.export.export(at_precision(module.eval(), precision), (example,))
             edge = to_edge_transform_and_lower(
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
@@ -85,7 +92,31 @@ def _outside_delegate(graph: torch.fx.Graph) -> list[str]:
 
 
 def _method(path: Path):
-    from executorch.runtime import Runtime
-
     with torch_export_quiet():
-        return Runtime.get().load_program(str(path)).load_method("forward")
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(str(path))
+        with _native_stderr_without("cpuinfo_utils.cpp"):
+            return program.load_method("forward")
+
+
+@contextlib.contextmanager
+def _native_stderr_without(marker: str) -> Iterator[None]:
+    """Drop the lines containing ``marker`` that native code writes to stderr in the block.
+
+    XNNPACK's first initialisation in a process logs how it probed the CPU (files that only
+    ARM boards have), five lines from C++ that no Python setting turns off; other lines pass.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if marker not in line:
+                    sys.stderr.write(line)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,10 +85,25 @@ def at_precision(module: nn.Module, precision: str) -> nn.Module:
     raise ValueError(f"unknown precision {precision!r}; expected fp32 or fp16")
 
 
+# Loggers whose warnings here are notes about the CPU build, not problems: torchao reports
+# each CUDA kernel library it cannot load, and torch's pytree warns that torchao (imported by
+# ExecuTorch) registers an enum the deprecated way.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 @contextlib.contextmanager
 def torch_export_quiet() -> Iterator[None]:
-    """Around ``torch.export`` and the runtimes: torch's own pytree code trips its own
-    deprecation warning (``LeafSpec``) in 2.13, which is not ours to act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        yield
+    """Around ``torch.export``, the exporters' imports and the runtimes: silence what is not
+    ours to act on (torch's own pytree code trips its own ``LeafSpec`` deprecation warning in
+    2.13, and the :data:`QUIET_LOGGERS` notes); errors still get through."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

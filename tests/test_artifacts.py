@@ -61,7 +61,7 @@ def test_export_command_from_a_run_then_verify(run_dir, tmp_path, capsys):
 def test_export_command_from_a_model_file_uses_rendered_heldout_scenes(run_dir, tmp_path):
     model = shutil.copy(run_dir / "pretrain" / "model.pt", tmp_path / "model.pt")
     assert main(["export", str(model), "--target", "onnx", "--samples", "12"]) == 0
-    manifest = read_manifest(tmp_path / "export" / "onnx-fp32" / "text")
+    manifest = read_manifest(tmp_path / "exports" / "onnx-fp32" / "text")
     assert manifest["parity"]["zero_shot_texts"] == 12 and manifest["recipe_hash"] is None
 
 

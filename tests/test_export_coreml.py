@@ -1,5 +1,5 @@
-"""The Core ML target with the real coremltools: conversion of both towers of every tiny family and
-attention variant at fp16 and fp32, checked by reading the saved spec (what Linux can do)."""
+"""The Core ML target with the real coremltools: both towers of the tiny families at fp16 and fp32,
+checked by reading the saved spec (what Linux can do), and checks that fail when they should."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import platform
 import pytest
 import torch
 
-from compress.models import ModelRecord, build_model, reparameterize
+from compress.models import ModelRecord, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.tokenizer import Tokenizer
 from export import exporters
@@ -51,9 +51,9 @@ def test_registered():
     assert target.runtime().startswith("coremltools 9.0")
 
 
-# Every variant at fp16 (what ships), softmax also at fp32: precision only changes which dtype the
-# weights are cast to, not the graph a variant makes, and each conversion costs about a second.
-CASES = [(variant, "fp16") for variant in VARIANTS] + [("softmax", "fp32")]
+# Softmax at both precisions here, for what only this target has (op histogram, casts, weight
+# dtypes); tests/test_export.py runs every variant × precision through the driver.
+CASES = [("softmax", "fp16"), ("softmax", "fp32")]
 
 
 @pytest.mark.parametrize("variant, precision", CASES)
@@ -183,20 +183,3 @@ def test_runs_only_on_macos(fp32_image):
     assert target.runs_here() == "needs macOS"
     with pytest.raises(RuntimeError, match="needs macOS"):
         target.load(path)
-
-
-@pytest.mark.slow
-def test_mobileclip_s0_spec(tmp_path):
-    """The real-size model converts and passes the spec checks (about 20 s for both towers)."""
-    model = reparameterize(build_model("mobileclip_s0").eval())
-    tokens = Tokenizer(model.text.context_length)(["a photo of a dog"])
-    target = CoreMLTarget()
-    for tower, input_name, module, example in _towers(model, tokens):
-        path = tmp_path / tower / target.file_name
-        path.parent.mkdir()
-        details = target.export(module, example, path, input_name, "fp16")
-        assert details["spec_checks"] == "passed"
-        assert set(details["weight_dtypes"]) & {"float16", "float32"} == {"float16"}
-        inputs, outputs = target.io_specs(path, input_name)
-        assert inputs[0]["shape"] == list(example.shape)
-        assert outputs[0]["shape"] == [1, 512]

@@ -132,3 +132,12 @@ def test_parity_failure_is_an_error_not_a_warning(own_run, capsys):
     # the last good export is still there, byte for byte, and nothing half-written beside it
     assert {p: p.read_bytes() for p in sorted(good.rglob("*")) if p.is_file()} == before
     assert sorted(p.name for p in (run_dir / "export").iterdir() if p.is_dir()) == ["onnx-fp32"]
+
+
+def test_export_stage_keeps_only_what_the_recipe_lists(own_run):
+    recipe, run_dir = own_run
+    assert main(["run", str(recipe), "export.targets=[executorch-fp32]"]) == 0
+    folders = sorted(p.name for p in (run_dir / "export").iterdir() if p.is_dir())
+    assert folders == ["executorch-fp32"]  # onnx-fp32, no longer listed, is gone
+    report = (run_dir / "report.md").read_text()
+    assert "`executorch-fp32`" in report and "`onnx-fp32`" not in report

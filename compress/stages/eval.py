@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.io import write_json
 from compress.evaluate import Encoder
+from compress.io import write_json
 from compress.models import CLIP, load_model
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe

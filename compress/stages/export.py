@@ -14,6 +14,7 @@ from compress.data.scenes import iter_split
 from compress.data.transforms import image_transform
 from compress.models import ModelRecord, load_model
 from compress.pipeline import Context, Stage
+from compress.stages.eval import STAGE as EVAL_STAGE
 from compress.stages.eval import evaluate_model
 from compress.stages.layout import export_dir, final_model, has_model, task_csv
 from compress.stages.report import mb, pct
@@ -69,7 +70,13 @@ def run(ctx: Context, out: Path) -> dict:
     for folder in out.iterdir():  # artifacts the recipe no longer lists
         if folder.is_dir() and not folder.name.startswith(".") and folder.name not in artifacts:
             shutil.rmtree(folder)
-    return {"artifacts": artifacts, "pytorch": evaluate_model(ctx, model) if evaluate else None}
+    pytorch = None
+    if evaluate:  # the eval stage measured this model on these tasks just before
+        done = ctx.done("eval") or {}
+        fresh = done.get("hash") == ctx.recipe.section_hash(*EVAL_STAGE.needs)
+        pytorch = done["summary"] if fresh else evaluate_model(ctx, model)
+        pytorch = {key: pytorch[key] for key in ("zeroshot", "retrieval")}
+    return {"artifacts": artifacts, "pytorch": pytorch}
 
 
 def _top1(results: dict) -> str:

@@ -1,0 +1,267 @@
+"""Export benchmark: size, export and load time, latency, parity of each target × precision.
+
+For each model (the demo recipe's student, MobileCLIP-S0, TinyCLIP ViT-8M/16; random weights:
+latency does not depend on them) and each tower, times the folded fp32 tower in eager PyTorch as
+the reference, then exports it with every registered target (``export.exporters``) at each of its
+precisions into a temporary folder and records the model's size in bytes, the export time, the
+load time, the first inference, p50/p90/mean/min latency over ``--runs`` timed runs (more if they
+take less than ``--min-seconds``) after ``--warmup`` untimed ones, and the max-abs difference and
+cosine to the eager output on the same input. A target whose runtime cannot run here (Core ML off
+macOS) gets size and export time, and its reason in place of the latency. Prints JSON: a header
+(CPU, threads, library versions), the results, and the fp16/fp32 p50 ratio per model, tower and
+target. Everything is measured in one run, because timings on a shared CPU drift by ±20% between
+runs; progress goes to stderr.
+
+Run: python benchmarks/export.py [--models mobileclip_s0] [--targets onnx] [--runs 50] [--out FILE]
+"""
+
+# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and there ``import export`` would
+# find this very file instead of the export package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import copy
+import functools
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from compress.io import write_json
+from compress.models import CLIP, ModelRecord, build_model, reparameterize
+from compress.models.clip import NormalizedTower
+from compress.recipe import load_recipe
+from compress.tokenizer import EOT_ID
+from export import exporters
+from export.manifest import library_versions
+from export.targets import torch_export_quiet
+
+DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
+MODELS = ("demo_student", "mobileclip_s0", "tinyclip_vit_8m_16")
+INPUT_NAMES = {"image": "image", "text": "tokens"}
+
+Measure = Callable[[Callable[[], object]], dict]  # times a call: latency() with its settings
+
+
+def build(name: str) -> CLIP:
+    """A randomly initialised model, folded for deployment; the demo student with its recipe's
+    attention variants (clipped softmax in the image tower, gated attention in the text one)."""
+    torch.manual_seed(0)
+    if name == "demo_student":
+        distill = load_recipe(DEMO_RECIPE).distill
+        attention = {"image": distill.attention.image.spec(), "text": distill.attention.text.spec()}
+        model = ModelRecord.named(distill.model, attention).build()
+    else:
+        model = build_model(name)
+    return reparameterize(copy.deepcopy(model.eval()))
+
+
+def examples(model: CLIP) -> dict[str, torch.Tensor]:
+    """One batch-1 input per tower: a random image, random tokens with an EOT in the middle."""
+    size, context = model.visual.image_size, model.text.context_length
+    tokens = torch.randint(1, 49000, (1, context))
+    tokens[0, context // 2] = EOT_ID
+    return {"image": torch.rand(1, 3, size, size), "text": tokens}
+
+
+def latency(run: Callable[[], object], runs: int, warmup: int, min_seconds: float) -> dict:
+    """Wall time of ``run()`` in milliseconds after ``warmup`` untimed calls: at least ``runs``
+    calls and at least ``min_seconds`` of them, so that a brief stall elsewhere on a shared
+    machine cannot move the median of a sub-millisecond model."""
+    for _ in range(warmup):
+        run()
+    times = []
+    deadline = time.perf_counter() + min_seconds
+    while len(times) < runs or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
+        "mean_ms": round(statistics.fmean(times), 3),
+        "min_ms": round(times[0], 3),
+        "runs": len(times),
+    }
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` and the seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def size_bytes(path: Path) -> int:
+    """A model file's size, or the sum of the files of a bundle folder (``model.mlpackage``)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def parity(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Max-abs difference and the lowest per-row cosine of two embedding batches."""
+    out, reference = out.astype(np.float64), reference.astype(np.float64)
+    cosine = (out * reference).sum(-1) / (
+        np.linalg.norm(out, axis=-1) * np.linalg.norm(reference, axis=-1)
+    )
+    return {
+        "max_abs_diff": float(np.abs(out - reference).max()),
+        "cosine_min": float(cosine.min()),
+    }
+
+
+def bench_target(
+    target_name: str,
+    precision: str,
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    input_name: str,
+    reference: np.ndarray,
+    measure: Measure,
+) -> dict:
+    """Export ``module`` with one target at one precision into a temporary folder; measure it."""
+    target = exporters.get(target_name)()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{target_name}-") as folder:
+        path = Path(folder) / target.file_name
+        with torch_export_quiet():
+            details, export_s = timed(lambda: target.export(module, x, path, input_name, precision))
+        row = {"bytes": size_bytes(path), "export_s": round(export_s, 2)}
+        if details.get("outside_delegate"):
+            row["outside_delegate"] = details["outside_delegate"]
+        unrunnable = target.runs_here()
+        if unrunnable is not None:
+            return row | {"latency": unrunnable}
+        batch = x.numpy()
+        with torch_export_quiet():
+            runner, load_s = timed(lambda: target.load(path))
+            out, first_s = timed(lambda: runner(batch))
+            return row | {
+                "load_s": round(load_s, 3),
+                "first_inference_ms": round(first_s * 1e3, 2),
+                "latency": measure(lambda: runner(batch)),
+                **parity(np.asarray(out), reference),
+            }
+
+
+def bench_tower(
+    label: str,
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    input_name: str,
+    targets: list[str],
+    measure: Measure,
+) -> dict:
+    """The eager fp32 reference and every target × precision for one tower."""
+    with torch.inference_mode():
+        reference = module(x).numpy()
+        entry = {
+            "input_shape": list(x.shape),
+            "eager_fp32": measure(lambda: module(x)),
+        }
+    for target in targets:
+        for precision in exporters.get(target).precisions:
+            print(f"{label} {target}-{precision}", file=sys.stderr, flush=True)  # progress
+            try:
+                row = bench_target(target, precision, module, x, input_name, reference, measure)
+            except Exception as error:  # one failed case must not lose the run's other rows
+                row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+            entry[f"{target}-{precision}"] = row
+    return entry
+
+
+def bench_model(name: str, targets: list[str], measure: Measure) -> dict:
+    model = build(name)
+    inputs = examples(model)
+    towers = {"image": model.visual, "text": model.text}
+    return {
+        tower: bench_tower(
+            f"{name} {tower}",
+            NormalizedTower(module).eval(),
+            inputs[tower],
+            INPUT_NAMES[tower],
+            targets,
+            measure,
+        )
+        for tower, module in towers.items()
+    }
+
+
+def fp16_vs_fp32(results: dict, targets: list[str]) -> dict:
+    """Latency at fp16 over latency at fp32 (> 1: fp16 is slower), per model, tower and target:
+    of the medians, and of the fastest runs (steadier where a shared machine makes one case's
+    timings bimodal)."""
+    ratios = {}
+    for model, towers in results.items():
+        for tower, entry in towers.items():
+            for target in targets:
+                half = entry.get(f"{target}-fp16", {}).get("latency")
+                full = entry.get(f"{target}-fp32", {}).get("latency")
+                if isinstance(half, dict) and isinstance(full, dict):
+                    ratio = {
+                        "p50": round(half["p50_ms"] / full["p50_ms"], 3),
+                        "min": round(half["min_ms"] / full["min_ms"], 3),
+                    }
+                    ratios.setdefault(model, {}).setdefault(tower, {})[target] = ratio
+    return ratios
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--targets", nargs="+", choices=exporters.names(), default=exporters.names()
+    )
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per case")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")
+    parser.add_argument(
+        "--min-seconds", type=float, default=1.0, help="keep timing a case at least this long"
+    )
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch's")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    measure = functools.partial(
+        latency, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds
+    )
+    results = {name: bench_model(name, args.targets, measure) for name in args.models}
+    summary = {
+        "cpu": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "runtime_threads": "defaults: onnxruntime one per physical core, ExecuTorch one per core",
+        "batch": 1,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "min_seconds": args.min_seconds,
+        "libraries": library_versions(),
+        "weights": "random init, folded (reparameterized), fp32 eager reference",
+        "models": results,
+        "fp16_vs_fp32": fp16_vs_fp32(results, args.targets),
+        "total_s": round(time.perf_counter() - start, 1),
+    }
+    if args.out is not None:
+        write_json(args.out, summary)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

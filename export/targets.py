@@ -66,22 +66,40 @@ class Target(Protocol):
 
 class Half(nn.Module):
     """A tower computing in fp16 behind the fp32 interface apps feed: float inputs are cast to
-    fp16 on the way in, the embedding back to fp32 on the way out; integer inputs pass as they are."""
+    fp16 on the way in, the embedding back to fp32 on the way out; integer inputs pass as they are.
+    Layers of the ``keep_fp32`` types stay fp32 inside (their input cast up, their output down)."""
 
-    def __init__(self, tower: nn.Module) -> None:
+    def __init__(self, tower: nn.Module, keep_fp32: tuple[type[nn.Module], ...] = ()) -> None:
         super().__init__()
         self.tower = tower.half()
+        for parent in list(self.tower.modules()):
+            for name, child in parent.named_children():
+                if isinstance(child, keep_fp32):
+                    setattr(parent, name, Float32(child))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tower(x.half() if x.is_floating_point() else x).float()
 
 
-def at_precision(module: nn.Module, precision: str) -> nn.Module:
+class Float32(nn.Module):
+    """One layer kept in fp32 inside an fp16 program."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.float()).to(x.dtype)
+
+
+def at_precision(
+    module: nn.Module, precision: str, keep_fp32: tuple[type[nn.Module], ...] = ()
+) -> nn.Module:
     """``module`` as it should be traced for ``precision`` (a copy for fp16; the fp32 one as is)."""
     if precision == "fp32":
         return module
     if precision == "fp16":
-        return Half(copy.deepcopy(module)).eval()
+        return Half(copy.deepcopy(module), keep_fp32).eval()
     raise ValueError(f"unknown precision {precision!r}; expected fp32 or fp16")
 
 

@@ -330,3 +330,18 @@ def test_real_size_mobileclip_s0_exports_with_parity(target, precision, tmp_path
             assert parity["cosine_min"] >= 0.9999 and parity["max_abs"] <= 1e-5
         else:
             assert read_manifest(summary[tower]["dir"])["format"]["spec_checks"] == "passed"
+
+
+def test_executorch_fp16_keeps_wide_layer_norms_right(tmp_path):
+    """ExecuTorch 1.5.1's fp16 layer norm is wrong from 256 features on (real-size towers came
+    out with cosine ≈ 0); fp16 programs keep layer norms (and GELU) in fp32."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.LayerNorm(256), torch.nn.GELU(), torch.nn.Linear(256, 32)
+    ).eval()
+    x = torch.randn(2, 64)
+    target = exporters.get("executorch")()
+    details = target.export(module, x, tmp_path / "model.pte", "x", "fp16")
+    assert "aten.gelu" not in details["outside_delegate"]  # XNNPACK runs it, in fp32
+    parity = compare(module(x).detach().numpy(), target.load(tmp_path / "model.pte")(x.numpy()))
+    assert parity["cosine_min"] >= 0.9999

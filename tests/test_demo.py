@@ -40,7 +40,7 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
     )  # the four the issue asks of the demo, each verified in its own runtime where it runs
     for name, artifact in artifacts.items():
         for tower in ("image", "text"):
-            assert Path(artifact[tower]["model"]).exists(), (name, tower)
+            assert (tmp_path / artifact[tower]["model"]).exists(), (name, tower)  # cwd-relative
         if name.startswith("coreml"):
             assert artifact["eval"] == "needs macOS"
         else:

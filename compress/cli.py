@@ -158,8 +158,7 @@ def _run_model(path: Path):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from compress.stages.export import heldout_samples
-    from compress.stages.layout import task_csv
+    from compress.stages.export import heldout_samples, parity_samples
     from export import exporters
     from export.driver import export_model
 
@@ -182,9 +181,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     # `python -m compress.cli` started in that folder
     default = source / "export" if ctx else source.parent / "exports"
     out = Path(args.out) if args.out else default / name
-    retrieval = ctx.recipe.eval.retrieval if ctx and ctx.recipe.eval else ()
-    csv = task_csv(ctx, retrieval[0]) if retrieval else None
-    images, tokens = heldout_samples(record, args.samples, csv)
+    if ctx is not None:
+        images, tokens = parity_samples(ctx, record, args.samples)
+    else:
+        images, tokens = heldout_samples(record, args.samples)
     summary = export_model(
         model,
         record,

@@ -33,9 +33,9 @@ class Tokenizer:
         if self._bpe is None:  # open_clip imports slowly; load it on first use
             from compress.compat import open_clip
 
-            tokenizer = open_clip().tokenizer
-            vocab = str(self.vocab) if self.vocab is not None else tokenizer.default_bpe()
-            self._bpe = tokenizer.SimpleTokenizer(vocab, context_length=self.context_length)
+            self._bpe = open_clip().tokenizer.SimpleTokenizer(
+                str(self.vocab_path), context_length=self.context_length
+            )
             assert (self._bpe.sot_token_id, self._bpe.eot_token_id) == (SOT_ID, EOT_ID)
         return self._bpe
 

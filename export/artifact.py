@@ -12,13 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from compress.data.transforms import image_transform
 from compress.errors import UserError
 from compress.tokenizer import Tokenizer
 from export.manifest import MANIFEST_NAME, MANIFEST_VERSION, read_manifest, sha256_file
-from export.targets import exporters
+from export.targets import Target, exporters
 from export.verify import TOWERS, Thresholds, check, load_samples, measure, run_batched
 
 
@@ -93,7 +94,7 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     manifests = read_export(folder)
     files = sum(check_files(folder / tower, manifests[tower]) for tower in TOWERS)
-    target = exporters.get(manifests["image"]["target"])()
+    target = _target(manifests)
     summary: dict[str, Any] = {
         "dir": str(folder),
         "target": target.name,
@@ -103,11 +104,11 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     unrunnable = target.runs_here()
     if unrunnable is not None:
         return summary | {"parity": unrunnable}
+    artifact = ArtifactModel(folder)
     reference, exported = {}, {}
     for tower in TOWERS:
         inputs, reference[tower] = load_samples(folder / tower)
-        run = target.load(folder / tower / manifests[tower]["file"])
-        exported[tower] = run_batched(run, inputs, _batch_size(manifests[tower]))
+        exported[tower] = artifact.run(tower, inputs)
     parity = measure(reference, exported)
     for tower in TOWERS:
         thresholds = Thresholds(**manifests[tower]["parity"]["thresholds"])
@@ -129,29 +130,28 @@ class ArtifactModel:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.manifests = read_export(self.folder)
-        target = exporters.get(self.manifests["image"]["target"])()
+        target = _target(self.manifests)
         unrunnable = target.runs_here()
         if unrunnable is not None:
             raise UserError(f"{self.folder}: a {target.name} export cannot run here ({unrunnable})")
-        image, text = self.manifests["image"], self.manifests["text"]
-        pre, tok = image["preprocessing"], text["tokenizer"]
+        pre, tok = self.manifests["image"]["preprocessing"], self.manifests["text"]["tokenizer"]
         self.transform = image_transform(pre["size"][0], pre["mean"], pre["std"])
         self.tokenize = Tokenizer(
             tok["context_length"], vocab=self.folder / "text" / tok["vocab_file"]
         )
-        self.runtime = target.runtime()
         self._runs = {t: target.load(self.folder / t / self.manifests[t]["file"]) for t in TOWERS}
 
-    def _encode(self, tower: str, inputs: torch.Tensor) -> torch.Tensor:
-        run, batch = self._runs[tower], _batch_size(self.manifests[tower])
-        return torch.from_numpy(run_batched(run, inputs.numpy(), batch))
+    def run(self, tower: str, inputs: np.ndarray) -> np.ndarray:
+        """One tower over any number of input rows, in the manifest's fixed batch."""
+        batch = int(self.manifests[tower]["inputs"][0]["shape"][0])
+        return run_batched(self._runs[tower], inputs, batch)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self._encode("image", images.float().contiguous())
+        return torch.from_numpy(self.run("image", images.float().contiguous().numpy()))
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._encode("text", tokens.long().contiguous())
+        return torch.from_numpy(self.run("text", tokens.long().contiguous().numpy()))
 
 
-def _batch_size(manifest: dict[str, Any]) -> int:
-    return int(manifest["inputs"][0]["shape"][0])
+def _target(manifests: dict[str, dict[str, Any]]) -> Target:
+    return exporters.get(manifests["image"]["target"])()

@@ -38,6 +38,13 @@ def heldout_samples(
     return torch.stack(images), Tokenizer(record.context_length)(captions)
 
 
+def parity_samples(ctx: Context, record: ModelRecord, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A run's held-out samples: its first retrieval task, else rendered scenes."""
+    retrieval = ctx.recipe.eval.retrieval if ctx.recipe.eval else ()
+    csv = task_csv(ctx, retrieval[0]) if retrieval else None
+    return heldout_samples(record, n, csv, ctx.recipe.seed)
+
+
 def run(ctx: Context, out: Path) -> dict:
     from export.artifact import ArtifactModel
     from export.driver import export_model
@@ -45,9 +52,7 @@ def run(ctx: Context, out: Path) -> dict:
 
     cfg = ctx.recipe.export
     model, record = load_model(final_model(ctx))
-    retrieval = ctx.recipe.eval.retrieval if ctx.recipe.eval else ()
-    csv = task_csv(ctx, retrieval[0]) if retrieval else None
-    images, tokens = heldout_samples(record, cfg.samples, csv, ctx.recipe.seed)
+    images, tokens = parity_samples(ctx, record, cfg.samples)
     evaluate = ctx.recipe.eval is not None and bool(ctx.recipe.eval.tasks())
     artifacts = {}
     for target, precision in cfg.artifacts():

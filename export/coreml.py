@@ -24,8 +24,9 @@ from export.targets import OUTPUT, Runner, exporters, torch_export_quiet
 from export.verify import ParityError
 
 DEPLOYMENT_TARGET = "iOS17"  # ML Program opset CoreML7 (iOS 17, macOS 14)
-# compute_precision → the dtype every floating-point weight must have in the saved program
-WEIGHT_DTYPES = {"fp32": "float32", "fp16": "float16"}
+# precision → the dtype every floating-point weight must have in the saved program (int8
+# programs keep biases and norms in fp16, and compute in fp16 between quantized ops)
+WEIGHT_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "float16"}
 
 
 @exporters.register("coreml")
@@ -43,7 +44,7 @@ class CoreMLTarget:
 
     name = "coreml"
     file_name = "model.mlpackage"  # a bundle folder
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def export(
         self,
@@ -54,7 +55,7 @@ class CoreMLTarget:
         precision: str,
     ) -> dict[str, Any]:
         if precision not in self.precisions:
-            raise ValueError(f"unknown precision {precision!r}; expected fp32 or fp16")
+            raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
         ct = _coremltools()
         module = module.eval()
         with torch.no_grad():
@@ -79,6 +80,7 @@ class CoreMLTarget:
                     compute_precision={
                         "fp32": ct.precision.FLOAT32,
                         "fp16": ct.precision.FLOAT16,
+                        "int8": ct.precision.FLOAT16,
                     }[precision],
                 )
         mlmodel.save(str(path))
@@ -174,17 +176,25 @@ def check_spec(
         fail(f"ops {unknown} are not in the {DEPLOYMENT_TARGET} opset")
 
     weights: Counter[str] = Counter()
-    for op in operations:
-        if op.type == "const":
-            tensor = op.attributes["val"].type.tensorType
-            size = math.prod(d.constant.size for d in tensor.dimensions)
-            weights[MIL_pb2.DataType.Name(tensor.dataType).lower()] += size
+    for op in operations:  # constants, and the int8 data of constexpr (dequantized) weights
+        if op.type == "const" or op.type.startswith("constexpr_"):
+            for name, value in op.attributes.items():
+                if op.type == "const" and name != "val" or value.WhichOneof("value") is None:
+                    continue
+                tensor = value.type.tensorType
+                size = math.prod(d.constant.size for d in tensor.dimensions)
+                weights[MIL_pb2.DataType.Name(tensor.dataType).lower()] += size
     want = WEIGHT_DTYPES[precision]
     stray = sorted(d for d in weights if d.startswith(("float", "bfloat")) and d != want)
     if stray:
         fail(f"has {', '.join(stray)} constants in a {precision} program (expected {want} only)")
     if not weights[want]:
         fail(f"has no {want} weights")
+    if precision == "int8" and not weights["int8"] + weights["uint8"] > weights[want]:
+        fail(
+            f"has {weights[want]} float16 weight values and only "
+            f"{weights['int8'] + weights['uint8']} 8-bit ones, expected mostly 8-bit"
+        )
 
     return {
         "minimum_deployment_target": ct.target(spec.specificationVersion).name,

@@ -86,6 +86,7 @@ def export_model(
     recipe_hash: str | None = None,
     thresholds: Thresholds | None = None,
     vocab_path: str | os.PathLike | None = None,
+    quantized: Any = None,
 ) -> dict[str, Any]:
     """Export the image and text towers to ``out_dir/image`` and ``out_dir/text``, verified.
 
@@ -116,6 +117,10 @@ def export_model(
         thresholds: the parity the export must keep; :data:`export.verify.PARITY` of the
             precision by default.
         vocab_path: BPE vocabulary to ship; the tokenizer's own by default.
+        quantized: for ``precision="int8"``, the model's converted INT8 graphs
+            (:class:`compress.quant.ptq.QuantizedCLIP` from :func:`compress.quant.ptq.convert`):
+            they are what is exported, and the parity reference is their INT8 simulation in
+            PyTorch, not the fp32 model.
 
     Returns:
         ``{"image": {...}, "text": {...}, "zero_shot_agreement": float | None, "dir", "target",
@@ -151,9 +156,20 @@ def export_model(
     inputs = {"image": IMAGE_INPUT, "text": TEXT_INPUT}
     unrunnable = backend.runs_here()
 
+    if (precision == "int8") != (quantized is not None):
+        raise ValueError(
+            "int8 exports take the converted model as quantized=, other precisions none"
+        )
     was_training = model.training
     model.eval()
-    deployed = reparameterize(copy.deepcopy(model))
+    if quantized is not None:
+        deployed = references = {tower: quantized.graph(tower) for tower in TOWERS}
+        reference_name = "INT8 simulation in PyTorch (quantize/dequantize in fp32)"
+    else:
+        folded = reparameterize(copy.deepcopy(model))
+        deployed = {tower: NormalizedTower(_tower(folded, tower)) for tower in TOWERS}
+        references = {tower: NormalizedTower(_tower(model, tower)) for tower in TOWERS}
+        reference_name = "eager PyTorch fp32 on CPU"
     try:
         with atomic_dir(out_dir) as root:
             folders = {tower: root / tower for tower in TOWERS}
@@ -162,22 +178,20 @@ def export_model(
                 folder.mkdir()
                 path = folder / backend.file_name
                 details[tower] = backend.export(
-                    NormalizedTower(_tower(deployed, tower)),
+                    deployed[tower],
                     _first_batch(samples[tower], batch_size),
                     path,
                     inputs[tower],
                     precision,
                 )
-                reference[tower] = run_torch(
-                    NormalizedTower(_tower(model, tower)), samples[tower], batch_size
-                )
+                reference[tower] = run_torch(references[tower], samples[tower], batch_size)
                 if unrunnable is None:
                     exported[tower] = run_batched(
                         backend.load(path), samples[tower].numpy(), batch_size
                     )
                 save_samples(folder, samples[tower].numpy(), reference[tower])
             about = {
-                "reference": "eager PyTorch fp32 on CPU",
+                "reference": reference_name,
                 "runtime": backend.runtime(),
                 "thresholds": vars(thresholds),
             }

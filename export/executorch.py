@@ -4,6 +4,8 @@ ExecuTorch runtime (what Android apps ship), with the ETRecord that per-op profi
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import sys
 import tempfile
@@ -31,11 +33,16 @@ DTYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
 
 @exporters.register("executorch")
 class ExecuTorchTarget:
-    """torch.export → edge dialect → XNNPACK partition → ``.pte`` (fp32, or fp16 inside)."""
+    """torch.export → edge dialect → XNNPACK partition → ``.pte`` (fp32, or fp16 inside).
+
+    int8 programs come from the quantized PT2E graph: XNNPACK runs its quantized linear and
+    convolution kernels; the 8-bit token table becomes ExecuTorch's ``embedding_byte`` op (the
+    quantized kernel library, which apps link beside the XNNPACK delegate).
+    """
 
     name = "executorch"
     file_name = "model.pte"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def export(
         self,
@@ -49,7 +56,8 @@ class ExecuTorchTarget:
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
                 XnnpackPartitioner,
             )
-            from executorch.exir import to_edge_transform_and_lower
+            from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+            from executorch.exir.passes.quant_fusion_pass import QuantFusionPass
 
             traced = at_precision(module.eval(), precision, keep_fp32=FP32_LAYERS)
             program = torch.export.export(traced, (example,))
@@ -57,7 +65,9 @@ class ExecuTorchTarget:
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
             )
             outside = _outside_delegate(edge.exported_program().graph)
-            executable = edge.to_executorch()
+            # int8: dequantize + embedding → embedding_byte (ops XNNPACK did not take)
+            passes = [QuantFusionPass()] if precision == "int8" else []
+            executable = edge.to_executorch(ExecutorchBackendConfig(passes=passes))
         path.write_bytes(executable.buffer)
         executable.get_etrecord().save(str(path.parent / ETRECORD))  # for per-op profiles
         return {"delegate": "xnnpack", "outside_delegate": outside, "etrecord": ETRECORD}
@@ -99,9 +109,22 @@ def _outside_delegate(graph: torch.fx.Graph) -> list[str]:
     return sorted(ops)
 
 
+@functools.cache
+def _quantized_kernels() -> None:
+    """Register ExecuTorch's quantized kernels (``embedding_byte`` …) with the runtime: the
+    Python runtime links the portable kernels only, the library ships beside them."""
+    from executorch import runtime
+
+    library = Path(runtime.__file__).parents[1] / "lib" / "libexecutorch_kernels_quantized.so"
+    if library.exists():  # a build without it fails at load_method with "Missing operator"
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+
+
 def _method(path: Path):
     with torch_export_quiet():
         from executorch.runtime import Runtime
+
+        _quantized_kernels()
 
         program = Runtime.get().load_program(str(path))
         with _native_stderr_without("cpuinfo_utils.cpp"):

@@ -33,7 +33,7 @@ class Target(Protocol):
 
     name: str  # the recipe's name for it (export.targets: "<name>-<precision>")
     file_name: str  # the model file (or bundle folder) in each tower folder
-    precisions: tuple[str, ...]  # what it writes: "fp32", "fp16"
+    precisions: tuple[str, ...]  # what it writes: "fp32", "fp16", "int8"
 
     def export(
         self,
@@ -43,10 +43,13 @@ class Target(Protocol):
         input_name: str,
         precision: str,
     ) -> dict[str, Any]:
-        """Write ``module`` (fp32, eval mode, one input, one output) at ``precision`` with the
-        shapes of ``example``; inputs and outputs stay as the fp32 module has them (float32
-        images, int64 tokens, float32 embeddings), whatever the precision inside. Returns what
-        the manifest should add about this format (e.g. ops left outside a delegate)."""
+        """Write ``module`` (eval mode, one input, one output) at ``precision`` with the shapes
+        of ``example``; inputs and outputs stay as the fp32 module has them (float32 images,
+        int64 tokens, float32 embeddings), whatever the precision inside. ``module`` is fp32,
+        or for int8 a converted PT2E graph (:func:`compress.quant.ptq.convert`: int8 weights,
+        quantize/dequantize around the activations) that the target lowers to its int8 ops.
+        Returns what the manifest should add about this format (e.g. ops left outside a
+        delegate)."""
 
     def runs_here(self) -> str | None:
         """None where :meth:`load` works on this machine, else why not (e.g. "needs macOS")."""
@@ -95,12 +98,13 @@ class Float32(nn.Module):
 def at_precision(
     module: nn.Module, precision: str, keep_fp32: tuple[type[nn.Module], ...] = ()
 ) -> nn.Module:
-    """``module`` as it should be traced for ``precision`` (a copy for fp16; the fp32 one as is)."""
-    if precision == "fp32":
+    """``module`` as it should be traced for ``precision`` (a copy for fp16; the fp32 one, and
+    the quantized graph of an int8 export, as they are)."""
+    if precision in ("fp32", "int8"):
         return module
     if precision == "fp16":
         return Half(copy.deepcopy(module), keep_fp32).eval()
-    raise ValueError(f"unknown precision {precision!r}; expected fp32 or fp16")
+    raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
 
 
 # Loggers whose warnings here are notes about the CPU build, not problems: torchao reports

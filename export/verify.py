@@ -23,10 +23,13 @@ class Thresholds:
 
 # The parity each precision must keep with eager fp32 PyTorch on held-out samples: fp32 matches
 # to float rounding, fp16 to half-precision rounding; both keep the same best text for ≥ 99% of
-# images. Quantized precisions add looser ones.
+# images.
 PARITY = {
     "fp32": Thresholds(min_cosine=0.9999, max_abs=1e-4, min_zero_shot_agreement=0.99),
     "fp16": Thresholds(min_cosine=0.999, max_abs=5e-3, min_zero_shot_agreement=0.99),
+    # int8 against the INT8 simulation it was lowered from: the runtimes' integer kernels
+    # round (and requantize) differently from PyTorch's float quantize/dequantize
+    "int8": Thresholds(min_cosine=0.99, max_abs=0.05, min_zero_shot_agreement=0.95),
 }
 FP32_PARITY = PARITY["fp32"]
 

@@ -135,7 +135,7 @@ BAD = [
         "unsupported-export-precision",
         BASE + "export: {targets: [executorch-int4]}\n",
         [],
-        r"bad\.yaml:4: export\.targets\[0\]: the executorch target exports fp32, fp16, not 'int4'",
+        r"bad\.yaml:4: export\.targets\[0\]: the executorch target exports fp32, fp16, int8, not 'int4'",
     ),
     (
         "bad-override",

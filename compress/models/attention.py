@@ -124,8 +124,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(inner, dim)
         self.probs = probs if probs is not None else Softmax()
         self.gate = gate
-        if causal:
-            mask = torch.full((seq_len, seq_len), float("-inf")).triu(1)
+        if causal:  # True above the diagonal: the future tokens each token may not see
+            mask = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
             self.register_buffer("mask", mask, persistent=False)
         else:
             self.mask = None
@@ -135,8 +135,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
         scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, T, T)
-        if self.mask is not None:
-            scores = scores + self.mask
+        if self.mask is not None:  # a fill, not an add of -inf: int8 quantizers annotate adds
+            scores = scores.masked_fill(self.mask, float("-inf"))
         y = self.probs(scores) @ v  # (B, heads, T, head_dim)
         if self.gate is not None:
             y = y * self.gate(x)

@@ -338,6 +338,10 @@ class EvalConfig:
     templates: tuple[str, ...] = ("a {}.", "a picture of a {}.")  # class → prompts, averaged
     label_key: str = "label"  # CSV column holding the class name
     batch_size: int = 256
+    # ∞-norm and kurtosis of every block and FFN output of the final model (and the teacher):
+    # outliers.json and outliers.png in the eval folder, a table in the report
+    outliers: bool = True
+    outlier_samples: int = 256  # held-out samples the statistics average over: more = steadier
 
     def __post_init__(self) -> None:
         for field_name in ("zeroshot", "retrieval"):
@@ -358,6 +362,11 @@ class EvalConfig:
                 "{}" in t, f"templates[{i}]", f"must contain '{{}}' for the class name, got {t!r}"
             )
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(
+            self.outlier_samples >= 1,
+            "outlier_samples",
+            f"must be >= 1, got {self.outlier_samples}",
+        )
 
     def tasks(self) -> tuple[str, ...]:
         return (*self.zeroshot, *self.retrieval)
@@ -431,6 +440,40 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """W8A8: int8 weights (symmetric, per output channel) and int8 activations (per tensor),
+    one scheme for every target; the calibration sets the activation ranges of post-training
+    quantization (QAT learns them)."""
+
+    calibration: Literal["minmax", "percentile"] = "minmax"
+    percentile: float = 99.99  # percentile calibration: the range covers this share of values
+    samples: int = 512  # calibration images and captions (training data, never evaluation data)
+    batch_size: int = 64  # calibration batch
+    embeddings: bool = True  # the token table too, weight-only (8 bits per row)
+
+    def __post_init__(self) -> None:
+        require(
+            50 < self.percentile < 100,
+            "percentile",
+            f"must be in (50, 100), got {self.percentile}",
+        )
+        require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QatConfig(TrainConfig):
+    """Quantization-aware training of the final model: fake-quant fine-tuning with the
+    training loop, distilling from the model's own fp32 copy, then conversion to int8."""
+
+    steps: int = 200
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup: int = 20
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole run. Stages run in order; a stage whose section is absent is skipped."""
 
@@ -442,6 +485,8 @@ class Recipe:
     teacher: TeacherConfig | None = None
     distill: DistillConfig | None = None
     eval: EvalConfig | None = None
+    quant: QuantConfig | None = None  # W8A8 settings of INT8 exports, the simulation and QAT
+    qat: QatConfig | None = None
     export: ExportConfig | None = None
 
     def __post_init__(self) -> None:
@@ -455,6 +500,11 @@ class Recipe:
             self.pretrain is None or self.teacher is None,
             "teacher",
             "give either pretrain (train a model) or teacher (load one), not both",
+        )
+        require(
+            self.qat is None or self.pretrain is not None or self.teacher is not None,
+            "qat",
+            "needs a model: add a pretrain, teacher or distill section",
         )
         require(
             self.distill is None or self.pretrain is not None or self.teacher is not None,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from compress.errors import UserError
 
+DEFAULT_OUTLIER_SAMPLES = 256  # as the recipe's eval.outlier_samples
+
 EXAMPLES = """examples:
   edgeclip run recipes/demo.yaml                      # the embedded default, nothing downloaded
   edgeclip run recipes/demo.yaml pretrain.steps=200   # a.b=c overrides any recipe key
@@ -17,6 +19,7 @@ EXAMPLES = """examples:
   edgeclip ls models                                  # our architectures, with parameter counts
   edgeclip ls openclip                                # open_clip architectures a teacher can load
   edgeclip eval runs/demo/pretrain/model.pt --zeroshot my_labels.csv --retrieval my_pairs.csv
+  edgeclip eval runs/demo --outliers --plot outliers.png   # activation outliers, per layer
   edgeclip export runs/demo --target executorch --precision fp16
   edgeclip verify runs/demo/export                    # every export folder below it
   edgeclip eval runs/demo/export/onnx-fp16 --zeroshot my_labels.csv   # through onnxruntime
@@ -113,27 +116,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from compress.models import load_model
     from compress.recipe import EvalConfig
 
-    if not args.zeroshot and not args.retrieval:
-        raise UserError("eval: give at least one --zeroshot or --retrieval CSV")
-    if Path(args.model).is_dir():  # an export folder: measured through the artifact's runtime
+    if not args.zeroshot and not args.retrieval and not args.outliers:
+        raise UserError("eval: give at least one --zeroshot or --retrieval CSV, or --outliers")
+    if not args.outliers and (args.samples is not None or args.plot):
+        raise UserError("eval: --samples and --plot go with --outliers")
+    if args.samples is not None and args.samples < 1:
+        raise UserError(f"--samples: must be >= 1, got {args.samples}")
+    source = Path(args.model)
+    if args.outliers:  # activations are hooked in PyTorch: a model.pt or a run folder's model
+        if source.is_dir() and not (source / "recipe.yaml").is_file():
+            raise UserError(
+                f"--outliers: {source} is an export folder; outlier statistics hook a PyTorch "
+                "model, so give a model.pt or a run folder"
+            )
+        model, record, ctx = _run_model(source)
+    elif source.is_dir():  # an export folder: measured through the artifact's runtime
         from export.artifact import ArtifactModel
 
         model = ArtifactModel(args.model)
     else:
         model, _ = load_model(args.model)
-    results = evaluate_csvs(
-        model,
-        {path: Path(path) for path in args.zeroshot},
-        {path: Path(path) for path in args.retrieval},
-        templates=args.template or EvalConfig.templates,
-        label_key=args.label_key,
-        batch_size=args.batch_size,
-        skip_bad=args.skip_bad,
-    )
-    results = {"model": str(args.model), **results}
+    results = {"model": str(args.model)}
+    if args.zeroshot or args.retrieval:
+        results |= evaluate_csvs(
+            model,
+            {path: Path(path) for path in args.zeroshot},
+            {path: Path(path) for path in args.retrieval},
+            templates=args.template or EvalConfig.templates,
+            label_key=args.label_key,
+            batch_size=args.batch_size,
+            skip_bad=args.skip_bad,
+        )
+        print(json.dumps(results, indent=2))
+    if args.outliers:
+        from compress.data.heldout import heldout_samples
+        from compress.quant.outliers import (
+            measure_outliers,
+            outlier_table,
+            plot_outliers,
+            sample_batches,
+        )
+        from compress.stages.eval import parity_samples
+
+        n = DEFAULT_OUTLIER_SAMPLES if args.samples is None else args.samples
+        # a run's own held-out samples (as its eval stage measures them), else rendered scenes
+        images, tokens = parity_samples(ctx, record, n) if ctx else heldout_samples(record, n)
+        results["outliers"] = measure_outliers(
+            model, sample_batches(images, tokens, args.batch_size)
+        )
+        if args.plot:
+            plot_outliers(results["outliers"], Path(args.plot))
+        print("\n".join(outlier_table(results["outliers"], f"`{record.name}`")))
     if args.out:
         write_json(Path(args.out), results)
-    print(json.dumps(results, indent=2))
     return 0
 
 
@@ -158,7 +193,8 @@ def _run_model(path: Path):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from compress.stages.export import heldout_samples, parity_samples
+    from compress.data.heldout import heldout_samples
+    from compress.stages.eval import parity_samples
     from export import exporters
     from export.driver import export_model
 
@@ -295,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-key", default="label")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable samples")
+    p.add_argument(
+        "--outliers",
+        action="store_true",
+        help="activation ∞-norm and kurtosis of every block and FFN output on held-out samples "
+        "(a model.pt or a run folder; the CSVs become optional)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help=f"held-out samples of --outliers (default {DEFAULT_OUTLIER_SAMPLES})",
+    )
+    p.add_argument("--plot", metavar="PNG", help="--outliers: also draw them per layer here")
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(func=cmd_eval)
 

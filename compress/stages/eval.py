@@ -1,13 +1,18 @@
-"""The eval stage: zero-shot classification and retrieval of the final model (and its teacher)."""
+"""The eval stage: zero-shot classification and retrieval of the final model (and its teacher),
+and their activation outlier statistics (Bondarenko et al. 2023)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from compress.data.heldout import heldout_samples
 from compress.evaluate import Encoder
 from compress.io import write_json
-from compress.models import CLIP, load_model
+from compress.models import CLIP, ModelRecord, load_model
 from compress.pipeline import Context, Stage
+from compress.quant.outliers import measure_outliers, plot_outliers, sample_batches, summary_table
 from compress.recipe import Recipe
 from compress.stages.layout import final_model, has_model, own_model, task_csv
 from compress.stages.report import pct
@@ -38,12 +43,67 @@ def evaluate_model(ctx: Context, model: CLIP | Encoder) -> dict:
     )
 
 
+def parity_samples(ctx: Context, record: ModelRecord, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A run's held-out samples: its first retrieval task, else rendered scenes."""
+    retrieval = ctx.recipe.eval.retrieval if ctx.recipe.eval else ()
+    csv = task_csv(ctx, retrieval[0]) if retrieval else None
+    return heldout_samples(record, n, csv, ctx.recipe.seed)
+
+
+def measure_models(ctx: Context, out: Path, models: dict[str, tuple[CLIP, ModelRecord]]) -> dict:
+    """Activation outliers of each model (label → model, record) on the run's held-out samples:
+    ``outliers.json`` and ``outliers.png`` in ``out``; returns the summaries for the report."""
+    cfg = ctx.recipe.eval
+    results, samples = {}, {}
+    for label, (model, record) in models.items():
+        # models that preprocess alike (the demo's student and teacher) share their samples
+        key = (record.image_size, str(record.normalization), record.context_length)
+        if key not in samples:
+            samples[key] = parity_samples(ctx, record, cfg.outlier_samples)
+        batches = sample_batches(*samples[key], cfg.batch_size)
+        results[label] = {"name": record.name, **measure_outliers(model, batches)}
+    write_json(out / "outliers.json", results)
+    plot_outliers(results, out / "outliers.png")
+    return {
+        "plot": f"{out.name}/outliers.png",  # relative to the run folder, where report.md is
+        "samples": next(iter(results.values()))["samples"],
+        "models": {label: {"name": r["name"], **r["summary"]} for label, r in results.items()},
+    }
+
+
 def run(ctx: Context, out: Path) -> dict:
-    results = evaluate_model(ctx, load_model(final_model(ctx))[0])
+    models = {"model": load_model(final_model(ctx))}
     if ctx.recipe.distill is not None:  # what the student kept of its teacher
-        results["teacher"] = evaluate_model(ctx, load_model(own_model(ctx))[0])
+        models["teacher"] = load_model(own_model(ctx))
+    results = evaluate_model(ctx, models["model"][0])
+    if "teacher" in models:
+        results["teacher"] = evaluate_model(ctx, models["teacher"][0])
     write_json(out / "metrics.json", results)
+    if ctx.recipe.eval.outliers:
+        results["outliers"] = measure_models(ctx, out, models)
     return results
+
+
+def _outlier_lines(summary: dict) -> list[str]:
+    models = summary["models"]
+    rows = summary_table(
+        {
+            f"`{m['name']}` ({label})": {t: m[t] for t in ("image", "text")}
+            for label, m in models.items()
+        }
+    )
+    return [
+        "## Activation outliers",
+        "",
+        f"Block and FFN outputs on {summary['samples']} held-out samples: the largest per-layer "
+        "∞-norm (max |x|, averaged over samples) and the kurtosis over the hidden dimension, "
+        "averaged and maxed over layers. Large values are what per-tensor int8 activations "
+        "cannot represent; clipped softmax and gated attention keep them down "
+        f"(Bondarenko et al. 2023). Per layer: [{summary['plot']}]({summary['plot']}), "
+        f"`{Path(summary['plot']).with_suffix('.json')}`.",
+        "",
+        *rows,
+    ]
 
 
 def report(ev: dict) -> list[str]:
@@ -78,6 +138,8 @@ def report(ev: dict) -> list[str]:
                 lines.append(
                     f"| {task} | {r['pairs']} | {label} | {pct(r[key + '_r1'])} | {pct(r[key + '_r5'])} | {pct(r[key + '_r10'])} |"
                 )
+    if "outliers" in ev:
+        lines += [*([""] if lines else []), *_outlier_lines(ev["outliers"])]
     return lines
 
 
@@ -86,7 +148,7 @@ STAGE = Stage(
     ("data", "pretrain", "teacher", "distill", "eval"),
     run,
     lambda r: r.eval is not None and has_model(r),
-    "zero-shot classification and retrieval",
+    "zero-shot classification and retrieval, activation outliers",
     check=check,
     report=report,
 )

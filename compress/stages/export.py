@@ -6,43 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from compress.data.datasets import CsvDataset
-from compress.data.scenes import iter_split
-from compress.data.transforms import image_transform
-from compress.models import ModelRecord, load_model
+from compress.data.heldout import heldout_samples  # noqa: F401 (moved; still importable here)
+from compress.models import load_model
 from compress.pipeline import Context, Stage
 from compress.stages.eval import STAGE as EVAL_STAGE
-from compress.stages.eval import evaluate_model
-from compress.stages.layout import export_dir, final_model, has_model, task_csv
+from compress.stages.eval import evaluate_model, parity_samples
+from compress.stages.layout import export_dir, final_model, has_model
 from compress.stages.report import mb, pct
-from compress.tokenizer import Tokenizer
-
-
-def heldout_samples(
-    record: ModelRecord, n: int, csv: Path | None = None, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and captions no training step saw, for parity checks: the first ``n`` rows of a
-    captioned CSV, else the scenes' retrieval split rendered in memory (no files needed)."""
-    transform = image_transform(record.image_size, **record.normalization)
-    if csv is not None:
-        data = CsvDataset(csv, transform)
-        items = [data[i] for i in range(min(n, len(data)))]
-        images, captions = [i["image"] for i in items], [i["caption"] for i in items]
-    else:
-        rows = list(iter_split("retrieval", n, seed))
-        images = [transform(Image.fromarray(image)) for _, image, _, _ in rows]
-        captions = [caption for _, _, caption, _ in rows]
-    return torch.stack(images), Tokenizer(record.context_length)(captions)
-
-
-def parity_samples(ctx: Context, record: ModelRecord, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A run's held-out samples: its first retrieval task, else rendered scenes."""
-    retrieval = ctx.recipe.eval.retrieval if ctx.recipe.eval else ()
-    csv = task_csv(ctx, retrieval[0]) if retrieval else None
-    return heldout_samples(record, n, csv, ctx.recipe.seed)
 
 
 def run(ctx: Context, out: Path) -> dict:

@@ -1,0 +1,1 @@
+"""Quantization: outlier statistics, W8A8 PTQ and QAT."""

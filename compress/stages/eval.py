@@ -15,6 +15,7 @@ from compress.pipeline import Context, Stage
 from compress.quant.outliers import measure_outliers, plot_outliers, sample_batches, summary_table
 from compress.recipe import Recipe
 from compress.stages.layout import final_model, has_model, own_model, task_csv
+from compress.stages.qat import ptq_model, qat_model
 from compress.stages.report import pct
 
 
@@ -71,6 +72,20 @@ def measure_models(ctx: Context, out: Path, models: dict[str, tuple[CLIP, ModelR
     }
 
 
+def int8_metrics(ctx: Context, model: CLIP, record: ModelRecord) -> dict:
+    """The INT8 simulation's metrics: of post-training quantization, and of the QAT model."""
+    metrics = {"ptq": evaluate_model(ctx, ptq_model(ctx, model, record))}
+    if ctx.recipe.qat is not None:
+        metrics["qat"] = evaluate_model(ctx, qat_model(ctx))
+    return metrics
+
+
+def mean_top1(results: dict) -> float | None:
+    """The mean zero-shot top-1 over the tasks, or None without zero-shot tasks."""
+    zeroshot = results["zeroshot"]
+    return sum(r["top1"] for r in zeroshot.values()) / len(zeroshot) if zeroshot else None
+
+
 def run(ctx: Context, out: Path) -> dict:
     models = {"model": load_model(final_model(ctx))}
     if ctx.recipe.distill is not None:  # what the student kept of its teacher
@@ -78,6 +93,8 @@ def run(ctx: Context, out: Path) -> dict:
     results = evaluate_model(ctx, models["model"][0])
     if "teacher" in models:
         results["teacher"] = evaluate_model(ctx, models["teacher"][0])
+    if ctx.recipe.quant is not None or ctx.recipe.qat is not None:
+        results["int8"] = int8_metrics(ctx, *models["model"])
     write_json(out / "metrics.json", results)
     if ctx.recipe.eval.outliers:
         results["outliers"] = measure_models(ctx, out, models)
@@ -138,14 +155,50 @@ def report(ev: dict) -> list[str]:
                 lines.append(
                     f"| {task} | {r['pairs']} | {label} | {pct(r[key + '_r1'])} | {pct(r[key + '_r5'])} | {pct(r[key + '_r10'])} |"
                 )
+    if "int8" in ev:
+        lines += [*([""] if lines else []), *_int8_lines(ev)]
     if "outliers" in ev:
         lines += [*([""] if lines else []), *_outlier_lines(ev["outliers"])]
     return lines
 
 
+INT8_LABELS = {
+    "ptq": "INT8 simulation, post-training quantization",
+    "qat": "INT8 simulation, quantization-aware training",
+}
+
+
+def _int8_lines(ev: dict) -> list[str]:
+    fp = mean_top1(ev)
+    lines = [
+        "## INT8 (W8A8) in PyTorch",
+        "",
+        "The quantized model run in PyTorch with quantize/dequantize ops: what the int8 "
+        "artifacts compute (their own accuracy is under Exports).",
+        "",
+        "| model | zero-shot top-1 (mean) | change | retrieval R@1 |",
+        "|---|---:|---:|---:|",
+        f"| float (fp32) | {_pct(fp)} | | {_recall(ev)} |",
+    ]
+    for method, results in ev["int8"].items():
+        top1 = mean_top1(results)
+        change = f"{100 * (top1 - fp):+.1f} pt" if top1 is not None and fp is not None else "-"
+        lines.append(f"| {INT8_LABELS[method]} | {_pct(top1)} | {change} | {_recall(results)} |")
+    return lines
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else pct(x)
+
+
+def _recall(results: dict) -> str:
+    retrieval = results["retrieval"]
+    return pct(next(iter(retrieval.values()))["image_to_text_r1"]) if retrieval else "-"
+
+
 STAGE = Stage(
     "eval",
-    ("data", "pretrain", "teacher", "distill", "eval"),
+    ("data", "pretrain", "teacher", "distill", "quant", "qat", "eval"),
     run,
     lambda r: r.eval is not None and has_model(r),
     "zero-shot classification and retrieval, activation outliers",

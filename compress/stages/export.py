@@ -10,9 +10,13 @@ from compress.data.heldout import heldout_samples  # noqa: F401 (moved; still im
 from compress.models import load_model
 from compress.pipeline import Context, Stage
 from compress.stages.eval import STAGE as EVAL_STAGE
-from compress.stages.eval import evaluate_model, parity_samples
+from compress.stages.eval import evaluate_model, mean_top1, parity_samples
 from compress.stages.layout import export_dir, final_model, has_model
+from compress.stages.qat import int8_model
 from compress.stages.report import mb, pct
+
+# how far an int8 artifact's mean zero-shot top-1 may fall from its INT8 simulation's
+INT8_TOP1_TOLERANCE = 0.01
 
 
 def run(ctx: Context, out: Path) -> dict:
@@ -24,12 +28,21 @@ def run(ctx: Context, out: Path) -> dict:
     model, record = load_model(final_model(ctx))
     images, tokens = parity_samples(ctx, record, cfg.samples)
     evaluate = ctx.recipe.eval is not None and bool(ctx.recipe.eval.tasks())
+    eval_done = ctx.done("eval") or {}
+    eval_fresh = eval_done.get("hash") == ctx.recipe.section_hash(*EVAL_STAGE.needs)
+    quantized = method = simulated = None
+    if any(precision == "int8" for _, precision in cfg.artifacts()):
+        quantized, method = int8_model(ctx, model, record)
+        if evaluate:  # the simulation the eval stage measured, or measured here
+            earlier = eval_done["summary"].get("int8", {}) if eval_fresh else {}
+            simulated = earlier.get(method) or evaluate_model(ctx, quantized)
     artifacts = {}
     for target, precision in cfg.artifacts():
+        folder = export_dir(ctx, target, precision)
         summary = export_model(
             model,
             record,
-            export_dir(ctx, target, precision),
+            folder,
             target=target,
             precision=precision,
             sample_images=images,
@@ -37,26 +50,43 @@ def run(ctx: Context, out: Path) -> dict:
             batch_size=cfg.batch_size,
             recipe_hash=ctx.recipe.hash,
             thresholds=cfg.thresholds(precision),
+            quantized=quantized if precision == "int8" else None,
         )
         if evaluate:  # the accuracy an app will see: through the artifact's own runtime
             unrunnable = exporters.get(target)().runs_here()
             summary["eval"] = unrunnable or evaluate_model(ctx, ArtifactModel(summary["dir"]))
+            if precision == "int8" and not unrunnable:
+                _check_int8_accuracy(summary["eval"], simulated, folder)
+        if precision == "int8":
+            summary["quantization"] = method
         artifacts[f"{target}-{precision}"] = summary
     for folder in out.iterdir():  # artifacts the recipe no longer lists
         if folder.is_dir() and not folder.name.startswith(".") and folder.name not in artifacts:
             shutil.rmtree(folder)
     pytorch = None
     if evaluate:  # the eval stage measured this model on these tasks just before
-        done = ctx.done("eval") or {}
-        fresh = done.get("hash") == ctx.recipe.section_hash(*EVAL_STAGE.needs)
-        pytorch = done["summary"] if fresh else evaluate_model(ctx, model)
+        pytorch = eval_done["summary"] if eval_fresh else evaluate_model(ctx, model)
         pytorch = {key: pytorch[key] for key in ("zeroshot", "retrieval")}
-    return {"artifacts": artifacts, "pytorch": pytorch}
+    return {"artifacts": artifacts, "pytorch": pytorch, "int8_simulation": simulated}
+
+
+def _check_int8_accuracy(artifact: dict, simulated: dict, folder: Path) -> None:
+    """An int8 artifact keeps its simulation's mean zero-shot top-1 within a point; one that
+    does not is removed (it is not a good artifact) and the stage fails."""
+    from export.verify import ParityError
+
+    got, want = mean_top1(artifact), mean_top1(simulated)
+    if got is not None and want is not None and not got >= want - INT8_TOP1_TOLERANCE:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ParityError(
+            f"{folder}: zero-shot top-1 {pct(got)} through the runtime, {pct(want)} in the "
+            f"INT8 simulation it came from: more than {100 * INT8_TOP1_TOLERANCE:.0f} point apart"
+        )
 
 
 def _top1(results: dict) -> str:
-    zeroshot = results["zeroshot"]
-    return pct(sum(r["top1"] for r in zeroshot.values()) / len(zeroshot)) if zeroshot else "-"
+    top1 = mean_top1(results)
+    return "-" if top1 is None else pct(top1)
 
 
 def _recall(results: dict) -> str:
@@ -96,6 +126,15 @@ def report(summary: dict) -> list[str]:
             "|---|---|---:|---:|",
             f"| PyTorch (fp32 eager) | torch | {_top1(pytorch)} | {_recall(pytorch)} |",
         ]
+        simulated = summary.get("int8_simulation")
+        if simulated is not None:
+            method = next(
+                r["quantization"] for r in summary["artifacts"].values() if "quantization" in r
+            )
+            lines.append(
+                f"| INT8 simulation ({method}) | torch, quantize/dequantize | "
+                f"{_top1(simulated)} | {_recall(simulated)} |"
+            )
         for name, result in summary["artifacts"].items():
             ev, runtime = result["eval"], result["image"]["parity"]["runtime"]
             if isinstance(ev, str):
@@ -107,7 +146,7 @@ def report(summary: dict) -> list[str]:
 
 STAGE = Stage(
     "export",
-    ("data", "pretrain", "teacher", "distill", "eval", "export"),
+    ("data", "pretrain", "teacher", "distill", "quant", "qat", "eval", "export"),
     run,
     lambda r: r.export is not None and has_model(r),
     "export the towers to each target and precision, check them against PyTorch",

@@ -32,13 +32,23 @@ def calibration_batches(ctx: Context, record: ModelRecord, quant: QuantConfig) -
     return [next(stream) for _ in range(max(1, round(quant.samples / quant.batch_size)))]
 
 
+def ptq_model(ctx: Context, model: CLIP, record: ModelRecord) -> QuantizedCLIP:
+    """``model`` quantized after training, calibrated on the training data; converted."""
+    quant = quant_config(ctx.recipe)
+    return quantize(model, quant, calibration_batches(ctx, record, quant))
+
+
+def qat_model(ctx: Context) -> QuantizedCLIP:
+    """The qat stage's model, converted."""
+    return convert(load_quantized(ctx.stage_dir("qat") / MODEL_FILE)[0])
+
+
 def int8_model(ctx: Context, model: CLIP, record: ModelRecord) -> tuple[QuantizedCLIP, str]:
     """The run's INT8 model, converted, and how it was made: the qat stage's model, else
-    ``model`` quantized after training (calibrated on the training data)."""
+    ``model`` quantized after training."""
     if ctx.recipe.qat is not None:
-        return convert(load_quantized(ctx.stage_dir("qat") / MODEL_FILE)[0]), "qat"
-    quant = quant_config(ctx.recipe)
-    return quantize(model, quant, calibration_batches(ctx, record, quant)), "ptq"
+        return qat_model(ctx), "qat"
+    return ptq_model(ctx, model, record), "ptq"
 
 
 def run(ctx: Context, out: Path) -> dict:

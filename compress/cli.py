@@ -113,7 +113,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from compress.evaluate import evaluate_csvs
     from compress.io import write_json
-    from compress.models import load_model
     from compress.recipe import EvalConfig
 
     if not args.zeroshot and not args.retrieval and not args.outliers:
@@ -135,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         model = ArtifactModel(args.model)
     else:
-        model, _ = load_model(args.model)
+        model, _ = _load(Path(args.model))
     results = {"model": str(args.model)}
     if args.zeroshot or args.retrieval:
         results |= evaluate_csvs(
@@ -172,10 +171,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(path: Path):
+    """A model file: a float model, or an INT8 one (converted: its INT8 simulation)."""
+    from compress.models import load_model, read_record
+
+    if read_record(path).quantization is None:
+        return load_model(path)
+    from compress.quant.ptq import convert
+    from compress.quant.qat import load_quantized
+
+    quantized, record = load_quantized(path)
+    return convert(quantized), record
+
+
+def _int8(model, record, ctx):
+    """The INT8 graphs to export: an INT8 model file's own; a run's (its QAT model, else the
+    final model quantized after training); a float model file quantized after training,
+    calibrated on rendered scenes training images."""
+    from compress.quant.ptq import QuantizedCLIP, quantize
+
+    if isinstance(model, QuantizedCLIP):
+        return model
+    if ctx is not None:
+        from compress.stages.qat import int8_model
+
+        return int8_model(ctx, model, record)[0]
+    from compress.data.heldout import heldout_samples
+    from compress.quant.outliers import sample_batches
+    from compress.recipe import QuantConfig
+
+    quant = QuantConfig()
+    images, tokens = heldout_samples(record, quant.samples, split="train")
+    return quantize(model, quant, sample_batches(images, tokens, quant.batch_size))
+
+
 def _run_model(path: Path):
     """The model of a run folder (what its last training stage wrote), or a model.pt itself;
     with the run's recipe when there is one."""
-    from compress.models import load_model
     from compress.pipeline import Context
     from compress.recipe import load_recipe
     from compress.stages import STAGES
@@ -188,8 +220,8 @@ def _run_model(path: Path):
         model_file = final_model(ctx)
         if not model_file.is_file():
             raise UserError(f"{path}: the run has no model yet ({model_file} is missing)")
-        return (*load_model(model_file), ctx)
-    return (*load_model(path), None)
+        return (*_load(model_file), ctx)
+    return (*_load(path), None)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -221,6 +253,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         images, tokens = parity_samples(ctx, record, args.samples)
     else:
         images, tokens = heldout_samples(record, args.samples)
+    quantized = _int8(model, record, ctx) if args.precision == "int8" else None
+    if quantized is not None and quantized is model:  # an INT8 file: its float shape
+        model = record.build().eval()  # (sizes and the logit scale, for the manifest)
+        model.logit_scale.data.copy_(quantized.logit_scale.data)
+    elif record.quantization is not None:
+        raise UserError(f"{source}: an INT8 model exports at --precision int8 only")
     summary = export_model(
         model,
         record,
@@ -231,6 +269,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         sample_tokens=tokens,
         batch_size=args.batch_size,
         recipe_hash=ctx.recipe.hash if ctx else None,
+        quantized=quantized,
     )
     for tower in ("image", "text"):
         parity = summary[tower]["parity"]
@@ -352,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", help="a run folder (its final model) or a model.pt")
     p.add_argument("--target", required=True, help="onnx, executorch or coreml")
-    p.add_argument("--precision", default="fp32", help="fp32 or fp16 (default fp32)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default fp32)")
     p.add_argument(
         "--out",
         help="export folder (default: <run>/export/<target>-<precision>, or "

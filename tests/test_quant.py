@@ -10,16 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compress.cli import main
 from compress.models import ModelRecord, save_model
 from compress.models.record import ModelFileError
+from compress.pipeline import run_pipeline
 from compress.quant.ptq import calibrate, convert, prepare, quantize
 from compress.quant.qat import load_quantized, quantized_record, save_quantized, train_qat
-from compress.recipe import QatConfig, QuantConfig
+from compress.recipe import QatConfig, QuantConfig, load_recipe
+from compress.stages import STAGES
+from compress.stages.export import _check_int8_accuracy
 from compress.tokenizer import Tokenizer
 from compress.train import Interrupted
 from export import exporters
 from export.driver import export_model
-from export.verify import PARITY
+from export.verify import PARITY, ParityError
+from tests.conftest import write_tiny_recipe
 
 ATTENTION = {"image": {"kind": "clipped", "gamma": -0.02}, "text": {"kind": "gated"}}
 CAPTIONS = [
@@ -75,7 +80,7 @@ def test_percentile_calibration_clips_a_rare_outlier(tiny):
     assert ranges["percentile"] < 1.01  # the pixels themselves are in [-1, 1]
 
 
-def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path):
+def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch):
     model, record, images, tokens, _ = tiny
     size = record.image_size
 
@@ -107,6 +112,16 @@ def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path):
         converted = convert(loaded)  # int8 weights, quantize/dequantize: the fake-quant maths
         assert _cosine(converted.encode_image(images), loaded.encode_image(images)) > 0.999
         assert _cosine(converted.encode_text(tokens), loaded.encode_text(tokens)) > 0.999
+    # the file exports as it is: its own INT8 graphs, checked against their simulation (on
+    # cosine: a random model's texts are near-ties, its rankings flip at any rounding)
+    monkeypatch.setitem(PARITY, "int8", replace(PARITY["int8"], min_zero_shot_agreement=0.0))
+    args = ["export", str(path), "--target", "executorch", "--precision", "int8", "--samples", "8"]
+    assert main(args) == 0
+    manifest = json.loads(
+        (tmp_path / "exports" / "executorch-int8" / "text" / "manifest.json").read_text()
+    )
+    assert manifest["precision"] == "int8" and manifest["parity"]["status"] == "passed"
+    assert main(["export", str(path), "--target", "onnx"]) == 2  # an INT8 file is int8 only
 
 
 def test_a_float_model_file_is_not_an_int8_one(tiny, tmp_path):
@@ -169,3 +184,38 @@ def test_int8_exports_need_the_quantized_model(tiny, tmp_path):
             sample_tokens=tokens,
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_qat_stage_killed_mid_training_resumes(tmp_path):
+    path = write_tiny_recipe(tmp_path, steps=2)
+    path.write_text(
+        path.read_text()
+        + "quant: {samples: 32, batch_size: 16}\n"
+        + "qat: {steps: 6, batch_size: 16, checkpoint_every: 2, log_every: 2}\n"
+    )
+    run_dir = tmp_path / "runs" / "tiny"
+    with pytest.raises(Interrupted):  # pretraining (2 steps) finishes; QAT stops after 3
+        run_pipeline(load_recipe(path), STAGES, stop_after=3)
+    assert (run_dir / "pretrain" / "done.json").exists()
+    assert torch.load(run_dir / "qat" / "checkpoint.pt", weights_only=True)["step"] == 2
+    ctx = run_pipeline(load_recipe(path), STAGES)
+    qat = ctx.done("qat")["summary"]
+    assert qat["steps"] == 6 and not (run_dir / "qat" / "checkpoint.pt").exists()
+    _, record = load_quantized(run_dir / "qat" / "model.pt")
+    assert record.quantization["method"] == "qat" and record.provenance["parent"] == "tiny"
+    int8 = ctx.done("eval")["summary"]["int8"]  # beside the float model: PTQ and QAT simulated
+    assert set(int8) == {"ptq", "qat"} and "zs_colour" in int8["qat"]["zeroshot"]
+    assert "INT8 simulation, quantization-aware training" in (run_dir / "report.md").read_text()
+
+
+def test_an_int8_artifact_that_loses_more_than_a_point_fails(tmp_path):
+    def results(*top1):
+        return {"zeroshot": {f"task{i}": {"top1": t} for i, t in enumerate(top1)}}
+
+    folder = tmp_path / "onnx-int8"
+    folder.mkdir()
+    _check_int8_accuracy(results(0.80, 0.70), results(0.80, 0.715), folder)  # -0.75 pt: fine
+    assert folder.exists()
+    with pytest.raises(ParityError, match="75.0% through the runtime, 76.5% in the INT8"):
+        _check_int8_accuracy(results(0.80, 0.70), results(0.80, 0.73), folder)
+    assert not folder.exists()  # not a good artifact: removed

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from compress.data.transforms import image_transform
 from compress.models import CLIP, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.recipe import QuantConfig
+from compress.tokenizer import Tokenizer
 
 TOWERS = ("image", "text")
 # the batch dimension stays free: the same graphs train (large batches) and export (batch 1)
@@ -143,10 +145,19 @@ class QuantizedCLIP(nn.Module):
     quantize/dequantize ops); the same interface as :class:`~compress.models.CLIP` for training
     and evaluation. Each graph includes the L2 normalisation, as the exported towers do."""
 
-    def __init__(self, visual: nn.Module, text: nn.Module, logit_scale: torch.Tensor) -> None:
+    def __init__(
+        self,
+        visual: QuantizedTower,
+        text: QuantizedTower,
+        logit_scale: torch.Tensor,
+        transform: Callable,
+        tokenize: Callable,
+    ) -> None:
         super().__init__()
         self.visual, self.text = visual, text
         self.logit_scale = nn.Parameter(logit_scale.detach().clone())
+        # the float model's preprocessing, which evaluation feeds an encoder through
+        self.transform, self.tokenize = transform, tokenize
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual(images)
@@ -175,20 +186,24 @@ def examples(model: CLIP, batch: int = 2) -> dict[str, torch.Tensor]:
 
 def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLIP:
     """Both towers of (a folded copy of) ``model`` as graphs with quantizers in them."""
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
-
     from export.targets import torch_export_quiet
 
     deployed = reparameterize(copy.deepcopy(model).float().eval())
     graphs = {}
-    with torch_export_quiet():
+    with torch_export_quiet():  # torchao's import notes too
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
         for name, x in examples(deployed).items():
             tower = NormalizedTower(deployed.visual if name == "image" else deployed.text)
             batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
             program = torch.export.export(tower, (x,), dynamic_shapes=({0: batch},))
             prepare_graph = prepare_qat_pt2e if qat else prepare_pt2e
             graphs[name] = QuantizedTower(prepare_graph(program.module(), quantizer(config, qat)))
-    quantized = QuantizedCLIP(graphs["image"], graphs["text"], model.logit_scale)
+    transform = image_transform(model.visual.image_size, **model.preprocess)
+    tokenize = Tokenizer(model.text.context_length)
+    quantized = QuantizedCLIP(
+        graphs["image"], graphs["text"], model.logit_scale, transform, tokenize
+    )
     return quantized.train(qat)
 
 
@@ -219,7 +234,7 @@ def convert(model: QuantizedCLIP) -> QuantizedCLIP:
             for name in ("train", "eval"):
                 vars(graph).pop(name, None)
             towers.append(QuantizedTower(graph))
-    return QuantizedCLIP(*towers, model.logit_scale).eval()
+    return QuantizedCLIP(*towers, model.logit_scale, model.transform, model.tokenize).eval()
 
 
 def quantize(model: CLIP, config: QuantConfig, batches: Iterable[dict]) -> QuantizedCLIP:

@@ -28,7 +28,6 @@ from compress.models.clip import NormalizedTower
 from compress.recipe import QuantConfig
 from compress.tokenizer import Tokenizer
 
-TOWERS = ("image", "text")
 # the batch dimension stays free: the same graphs train (large batches) and export (batch 1)
 MAX_BATCH = 1 << 16
 
@@ -223,9 +222,9 @@ def convert(model: QuantizedCLIP) -> QuantizedCLIP:
 
     from export.targets import torch_export_quiet
 
-    model = copy.deepcopy(model).eval()
     towers = []
-    with torch_export_quiet():
+    with torch_export_quiet():  # copying a graph trips torch's own pytree deprecation note
+        model = copy.deepcopy(model).eval()
         for tower in (model.visual, model.text):
             graph = convert_pt2e(tower.graph)
             # an inference graph whose ops are in eval form already: give it back the plain

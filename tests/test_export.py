@@ -308,7 +308,7 @@ def test_imports_stay_lean():
 def test_real_size_mobileclip_s0_exports_with_parity(target, precision, tmp_path):
     """The real-size MobileCLIP-S0 (random weights) to every target: ~10 s (Core ML) to ~60 s
     (ExecuTorch) here."""
-    from compress.stages.export import heldout_samples
+    from compress.data.heldout import heldout_samples
 
     torch.manual_seed(0)
     record = ModelRecord.named("mobileclip_s0")

@@ -384,6 +384,9 @@ class ExportConfig:
     tolerance: float | None = None  # max-abs difference of the embeddings vs PyTorch
     min_cosine: float | None = None  # smallest per-row cosine vs PyTorch
     min_agreement: float | None = None  # fraction of images with the same best text as PyTorch
+    # how far an int8 artifact's mean zero-shot top-1 (through its runtime) may fall below the
+    # INT8 simulation it was lowered from
+    max_int8_drop: float = 0.01
 
     def __post_init__(self) -> None:
         from export import exporters
@@ -421,6 +424,11 @@ class ExportConfig:
             self.min_agreement is None or 0 <= self.min_agreement <= 1,
             "min_agreement",
             f"must be in [0, 1], got {self.min_agreement}",
+        )
+        require(
+            0 <= self.max_int8_drop <= 1,
+            "max_int8_drop",
+            f"must be in [0, 1], got {self.max_int8_drop}",
         )
 
     def artifacts(self) -> list[tuple[str, str]]:

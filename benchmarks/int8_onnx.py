@@ -56,7 +56,7 @@ from compress.models import CLIP, ModelRecord, load_model
 from compress.quant.ptq import quantize
 from compress.recipe import QuantConfig, load_recipe
 from compress.tokenizer import EOT_ID, Tokenizer
-from export.driver import export_model
+from export.driver import IMAGE_INPUT, export_model
 from export.manifest import library_versions
 from export.onnx import OnnxTarget
 from export.targets import torch_export_quiet
@@ -169,19 +169,22 @@ def ort_quantize(fp32: Path, out: Path, images: np.ndarray, method: str) -> None
     prepared.unlink()
 
 
-def nncf_quantize(fp32: Path, out: Path, images: np.ndarray, alpha: float) -> None:
-    """NNCF's post-training quantization of ``fp32`` (its ONNX backend), SmoothQuant on the
-    MatMuls at ``alpha`` (off below 0)."""
+def nncf_quantize(
+    fp32: Path, out: Path, rows: np.ndarray, alpha: float, input_name: str = IMAGE_INPUT
+) -> None:
+    """NNCF's post-training quantization of ``fp32`` (its ONNX backend, batch-1 file), calibrated
+    on ``rows`` fed one at a time as ``input_name``, SmoothQuant on the MatMuls at ``alpha`` (off
+    below 0)."""
     import nncf
     import onnx
 
     model = onnx.load(fp32)
-    dataset = nncf.Dataset(list(images), lambda row: {"image": row[None]})
+    dataset = nncf.Dataset(list(rows), lambda row: {input_name: row[None]})
     quantized = nncf.quantize(
         model,
         dataset,
         model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(images),
+        subset_size=len(rows),
         advanced_parameters=nncf.AdvancedQuantizationParameters(
             smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=alpha)
         ),
@@ -198,11 +201,15 @@ def qdq_nodes(path: Path) -> dict[str, int]:
 
 
 class OnnxImageEncoder:
-    """An image tower in onnxruntime (batch 1) beside the fp32 PyTorch text tower: the
-    :class:`compress.evaluate.Encoder` evaluation runs, with the model's preprocessing."""
+    """An image tower in onnxruntime (batch 1) beside the fp32 PyTorch text tower, or beside a
+    text tower file (``text``): the :class:`compress.evaluate.Encoder` evaluation runs, with the
+    model's preprocessing."""
 
-    def __init__(self, path: Path, model: CLIP, record: ModelRecord) -> None:
+    def __init__(
+        self, path: Path, model: CLIP, record: ModelRecord, text: Path | None = None
+    ) -> None:
         self.run = OnnxTarget().load(path)
+        self.run_text = OnnxTarget().load(text) if text is not None else None
         self.model = model
         self.transform = image_transform(record.image_size, **record.normalization)
         self.tokenize = Tokenizer(model.text.context_length)
@@ -211,7 +218,9 @@ class OnnxImageEncoder:
         return torch.from_numpy(run_batched(self.run, images.numpy(), 1))
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens)
+        if self.run_text is None:
+            return self.model.encode_text(tokens)
+        return torch.from_numpy(run_batched(self.run_text, tokens.numpy(), 1))
 
 
 def zero_shot(encoder: object, tasks: dict[str, Path], templates: list[str]) -> dict:

@@ -55,7 +55,7 @@ from compress.quant.ptq import QuantizedCLIP, quantize
 from compress.recipe import QuantConfig, load_recipe
 from compress.tokenizer import EOT_ID
 from export import exporters
-from export.manifest import library_versions
+from export.manifest import cpu_model, library_versions
 from export.targets import torch_export_quiet
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
@@ -297,13 +297,6 @@ def int8_vs_fp32(results: dict, targets: list[str]) -> dict:
 def _towers(entries: dict) -> list[tuple[str, dict]]:
     """A model's tower entries (its other keys are numbers such as ``quantize_s``)."""
     return [(tower, entry) for tower, entry in entries.items() if isinstance(entry, dict)]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ from compress.quant.ptq import quantize
 from compress.recipe import QuantConfig, load_recipe
 from compress.tokenizer import EOT_ID, Tokenizer
 from export.driver import IMAGE_INPUT, export_model
-from export.manifest import library_versions
+from export.manifest import cpu_model, library_versions
 from export.onnx import OnnxTarget
 from export.targets import torch_export_quiet
 from export.verify import Thresholds, run_batched
@@ -386,13 +386,6 @@ def random_weights(name: str, args: argparse.Namespace, engines: list[str]) -> d
         "calibration": f"{args.latency_calibration} random images",
         "engines": rows,
     }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main() -> None:

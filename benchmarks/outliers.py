@@ -59,7 +59,6 @@ import copy
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -88,7 +87,7 @@ from compress.recipe import PretrainConfig, QatConfig, QuantConfig, load_recipe
 from compress.tokenizer import Tokenizer
 from compress.train import Interrupted, train
 from export.driver import IMAGE_INPUT, TEXT_INPUT, export_model
-from export.manifest import library_versions
+from export.manifest import cpu_model, library_versions
 from export.targets import torch_export_quiet
 from export.verify import PARITY, ParityError, Thresholds, check
 
@@ -647,13 +646,6 @@ def goals(summary: dict) -> dict:
             "largest_ratio": best,
         }
     return out
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

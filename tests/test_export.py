@@ -98,9 +98,7 @@ def _tiny(family="tiny", spec=None):
 
 
 # float artifacts against eager fp32; int8 ones against their simulation are in test_quant.py
-ARTIFACTS = [
-    (t, p) for t in exporters.names() for p in exporters.get(t).precisions if p != "int8"
-]
+ARTIFACTS = [(t, p) for t in exporters.names() for p in exporters.get(t).precisions if p != "int8"]
 
 
 @pytest.mark.parametrize(("target", "precision"), ARTIFACTS, ids=lambda v: v)

@@ -205,7 +205,7 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
 
 def test_unsupported_precision_is_refused(samples, tmp_path):
     model, record = _tiny()
-    with pytest.raises(ValueError, match=r"the onnx target exports fp32, fp16, not 'int4'"):
+    with pytest.raises(ValueError, match=r"the onnx target exports fp32, fp16, int8, not 'int4'"):
         _export(model, record, tmp_path / "x", samples, precision="int4")
     assert not (tmp_path / "x").exists()
 

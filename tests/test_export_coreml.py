@@ -160,9 +160,9 @@ def test_no_op_slice_converts(tmp_path):
 
 
 def test_unknown_precision(tmp_path):
-    with pytest.raises(ValueError, match="int8"):
+    with pytest.raises(ValueError, match="'int4'; expected fp32, fp16 or int8"):
         CoreMLTarget().export(
-            torch.nn.Identity(), torch.rand(1, 4), tmp_path / "model.mlpackage", "x", "int8"
+            torch.nn.Identity(), torch.rand(1, 4), tmp_path / "model.mlpackage", "x", "int4"
         )
 
 

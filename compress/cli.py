@@ -129,6 +129,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "model, so give a model.pt or a run folder"
             )
         model, record, ctx = _run_model(source)
+        if record.quantization is not None:  # its graphs have no blocks to hook
+            raise UserError(
+                f"--outliers: {source} is an INT8 model; outlier statistics hook a float "
+                "model's blocks, so give the float model.pt it was quantized from"
+            )
     elif source.is_dir():  # an export folder: measured through the artifact's runtime
         from export.artifact import ArtifactModel
 

@@ -80,7 +80,7 @@ def test_percentile_calibration_clips_a_rare_outlier(tiny):
     assert ranges["percentile"] < 1.01  # the pixels themselves are in [-1, 1]
 
 
-def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch):
+def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch, capsys):
     model, record, images, tokens, _ = tiny
     size = record.image_size
 
@@ -122,6 +122,8 @@ def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch):
     )
     assert manifest["precision"] == "int8" and manifest["parity"]["status"] == "passed"
     assert main(["export", str(path), "--target", "onnx"]) == 2  # an INT8 file is int8 only
+    assert main(["eval", str(path), "--outliers"]) == 2  # no float blocks to hook
+    assert "is an INT8 model" in capsys.readouterr().err
 
 
 def test_a_float_model_file_is_not_an_int8_one(tiny, tmp_path):

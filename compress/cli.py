@@ -128,12 +128,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"--outliers: {source} is an export folder; outlier statistics hook a PyTorch "
                 "model, so give a model.pt or a run folder"
             )
-        model, record, ctx = _run_model(source)
-        if record.quantization is not None:  # its graphs have no blocks to hook
+        if source.is_file() and _is_int8(source):  # its graphs have no blocks to hook
             raise UserError(
                 f"--outliers: {source} is an INT8 model; outlier statistics hook a float "
                 "model's blocks, so give the float model.pt it was quantized from"
             )
+        model, record, ctx = _run_model(source)
     elif source.is_dir():  # an export folder: measured through the artifact's runtime
         from export.artifact import ArtifactModel
 
@@ -176,11 +176,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_int8(path: Path) -> bool:
+    """Whether a model file holds an INT8 model (its record only: the weights stay on disk)."""
+    from compress.models import read_record
+
+    return read_record(path).quantization is not None
+
+
 def _load(path: Path):
     """A model file: a float model, or an INT8 one (converted: its INT8 simulation)."""
-    from compress.models import load_model, read_record
+    from compress.models import load_model
 
-    if read_record(path).quantization is None:
+    if not _is_int8(path):
         return load_model(path)
     from compress.quant.ptq import convert
     from compress.quant.qat import load_quantized

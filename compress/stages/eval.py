@@ -103,6 +103,7 @@ def run(ctx: Context, out: Path) -> dict:
 
 def _outlier_lines(summary: dict) -> list[str]:
     models = summary["models"]
+    per_layer = Path(summary["plot"]).with_suffix(".json")
     rows = summary_table(
         {
             f"`{m['name']}` ({label})": {t: m[t] for t in ("image", "text")}
@@ -116,10 +117,11 @@ def _outlier_lines(summary: dict) -> list[str]:
         "∞-norm (max |x|, averaged over samples) and the kurtosis over the hidden dimension, "
         "averaged and maxed over layers. Large values are what per-tensor int8 activations "
         "cannot represent; clipped softmax and gated attention keep them down "
-        f"(Bondarenko et al. 2023). Per layer: [{summary['plot']}]({summary['plot']}), "
-        f"`{Path(summary['plot']).with_suffix('.json')}`.",
+        f"(Bondarenko et al. 2023). Per layer: [{per_layer}]({per_layer}) and the plot below.",
         "",
         *rows,
+        "",
+        f"![activation outliers per layer]({summary['plot']})",
     ]
 
 

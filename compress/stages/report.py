@@ -1,7 +1,8 @@
-"""The report stage: report.json for tools and report.md for people, in the run folder.
+"""The report stage: report.json for tools, report.md and report.html for people.
 
 The report shows the run's stages, the final model (and the teacher it was distilled from), then
-each finished stage's own section (``Stage.report``), in pipeline order.
+each finished stage's own section (``Stage.report``), in pipeline order. report.html is the same
+markdown as one self-contained page, its plots embedded (:mod:`compress.report_html`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from compress.io import write_json, write_text
 from compress.models import read_record, tower_params
 from compress.pipeline import Context, Stage
+from compress.report_html import write_html
 from compress.stages.layout import final_model, own_model
 
 
@@ -108,7 +110,8 @@ def write_report(ctx: Context) -> dict:
     info = collect(ctx)
     write_json(ctx.run_dir / "report.json", info)
     write_text(ctx.run_dir / "report.md", render_markdown(info, ctx.stages))
-    return {"report": str(ctx.run_dir / "report.md")}
+    html = write_html(ctx.run_dir, title=f"edgeclip run {info['name']}")
+    return {"report": str(ctx.run_dir / "report.md"), "html": str(html)}
 
 
 STAGE = Stage(
@@ -116,5 +119,5 @@ STAGE = Stage(
     (),
     lambda ctx, out: write_report(ctx),
     lambda r: True,
-    "write report.md and report.json",
+    "write report.md, report.html and report.json",
 )

@@ -1,4 +1,5 @@
-"""The `edgeclip` command: a thin layer over the library (run, validate, ls, eval, report)."""
+"""The `edgeclip` command: a thin layer over the library (run, validate, ls, eval, export,
+verify, profile, report)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ EXAMPLES = """examples:
   edgeclip eval runs/demo --outliers --plot outliers.png   # activation outliers, per layer
   edgeclip export runs/demo --target executorch --precision fp16
   edgeclip verify runs/demo/export                    # every export folder below it
+  edgeclip profile runs/demo/export --device host     # latency of every artifact here
+  edgeclip profile runs/demo/export/onnx-int8 --device ssh://nvidia@jetson -o key=~/.ssh/jetson
   edgeclip eval runs/demo/export/onnx-fp16 --zeroshot my_labels.csv   # through onnxruntime
 """
 
@@ -311,6 +314,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from export.profile.devices import Settings
+    from export.profile.profiler import profile
+
+    source = Path(args.source)
+    if not source.exists():
+        raise UserError(f"{source}: no such export folder or model file")
+    options = {}
+    for option in args.option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise UserError(f"-o {option}: expected KEY=VALUE (e.g. -o key=~/.ssh/board)")
+        options[key] = value
+    settings = Settings(args.runs, args.warmup, args.threads, ops=not args.no_ops)
+    out = Path(args.out) if args.out else _profile_dir(source)
+    result = profile(source, args.device, out, settings, options)
+    for artifact, towers in result["records"].items():
+        for tower, path in towers.items():
+            latency = json.loads(Path(path).read_text())["latency_ms"]
+            print(
+                f"{artifact} {tower}: p50 {latency['p50']:.2f} ms, p90 {latency['p90']:.2f} ms  ({path})"
+            )
+    for artifact, why in result["skipped"].items():
+        print(f"{artifact}: not timed on {result['device']} ({why})")
+    return 0
+
+
+def _profile_dir(source: Path) -> Path:
+    """Records go beside the run: ``<run>/profile`` for a run's exports or models, else
+    ``profiles`` in the working folder."""
+    for folder in source.resolve().parents:
+        if (folder / "recipe.yaml").is_file():
+            return folder / "profile"
+    return Path("profiles")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from compress.pipeline import Context
     from compress.recipe import load_recipe
@@ -322,7 +361,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not recipe_file.is_file():
         raise UserError(f"{run_dir}: not a run folder (no recipe.yaml)")
     recipe = load_recipe(recipe_file)
-    print(write_report(Context(recipe, run_dir, STAGES))["report"])
+    written = write_report(Context(recipe, run_dir, STAGES))
+    print(f"{written['report']}\n{written['html']}")
     return 0
 
 
@@ -419,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("export_dir", help="an export folder, or a folder with export folders below")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("report", help="rewrite report.md and report.json of a run folder")
+    p = sub.add_parser(
+        "report", help="rewrite report.md, report.html and report.json of a run folder"
+    )
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
     return parser

@@ -29,6 +29,7 @@ from export.manifest import (
     tower_manifest,
     write_manifest,
 )
+from export.profile.flops import count_flops
 from export.targets import Target, exporters
 from export.verify import (
     PARITY,
@@ -173,13 +174,15 @@ def export_model(
     try:
         with atomic_dir(out_dir) as root:
             folders = {tower: root / tower for tower in TOWERS}
-            reference, exported, details = {}, {}, {}
+            reference, exported, details, flops = {}, {}, {}, {}
             for tower, folder in folders.items():
                 folder.mkdir()
                 path = folder / backend.file_name
+                example = _first_batch(samples[tower], batch_size)
+                flops[tower] = count_flops(NormalizedTower(_tower(model, tower)), example)
                 details[tower] = backend.export(
                     deployed[tower],
-                    _first_batch(samples[tower], batch_size),
+                    example,
                     path,
                     inputs[tower],
                     precision,
@@ -237,6 +240,7 @@ def export_model(
                     attention=record.attention[tower],
                     parity=parity[tower],
                     format_details=details[tower],
+                    flops=flops[tower],
                     **extra[tower],
                 )
                 write_manifest(folder, manifest)

@@ -4,8 +4,6 @@ ExecuTorch runtime (what Android apps ship), with the ETRecord that per-op profi
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import os
 import sys
 import tempfile
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from export.manifest import library_versions, tensor_spec
+from export.profile.runner import load_quantized_kernels
 from export.targets import OUTPUT, Runner, at_precision, exporters, torch_export_quiet
 
 ETRECORD = "etrecord.bin"
@@ -109,22 +108,11 @@ def _outside_delegate(graph: torch.fx.Graph) -> list[str]:
     return sorted(ops)
 
 
-@functools.cache
-def _quantized_kernels() -> None:
-    """Register ExecuTorch's quantized kernels (``embedding_byte`` …) with the runtime: the
-    Python runtime links the portable kernels only, the library ships beside them."""
-    from executorch import runtime
-
-    library = Path(runtime.__file__).parents[1] / "lib" / "libexecutorch_kernels_quantized.so"
-    if library.exists():  # a build without it fails at load_method with "Missing operator"
-        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
-
-
 def _method(path: Path):
     with torch_export_quiet():
         from executorch.runtime import Runtime
 
-        _quantized_kernels()
+        load_quantized_kernels()
 
         program = Runtime.get().load_program(str(path))
         with _native_stderr_without("cpuinfo_utils.cpp"):

@@ -171,13 +171,16 @@ def tower_manifest(
     tokenizer: dict[str, Any] | None = None,
     parity: dict[str, Any] | None = None,
     format_details: dict[str, Any] | None = None,
+    flops: int | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
     Image towers carry ``preprocessing``, text towers carry ``tokenizer``; ``attention`` is the
     tower's attention variant (None: plain softmax); ``format_details`` what the target adds
     about its format (the ONNX opset; the ops ExecuTorch left outside its delegate); ``files``
-    the SHA-256 of every file shipped in the folder (``edgeclip verify`` checks them all).
+    the SHA-256 of every file shipped in the folder (``edgeclip verify`` checks them all);
+    ``flops`` the tower's floating-point operations per call at its fixed input shape, counted
+    on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency).
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
@@ -196,6 +199,7 @@ def tower_manifest(
         "embed_dim": int(embed_dim),
         # s in logits = s · image_emb · text_embᵀ; the towers' outputs are already L2-normalised.
         "logit_scale": float(logit_scale),
+        "flops": flops,
         "attention": attention or {"kind": "softmax"},
         "recipe_hash": recipe_hash,
         "libraries": library_versions(),

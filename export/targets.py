@@ -109,8 +109,9 @@ def at_precision(
 
 # Loggers whose warnings here are notes about the CPU build, not problems: torchao reports
 # each CUDA kernel library it cannot load, and torch's pytree warns that torchao (imported by
-# ExecuTorch) registers an enum the deprecated way.
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+# ExecuTorch) registers an enum the deprecated way; reading an ETRecord back lists the shape
+# symbols the lowered graph no longer has.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "executorch.exir.serde.export_serialize")
 
 
 @contextlib.contextmanager

@@ -482,6 +482,64 @@ class QatConfig(TrainConfig):
 
 
 @dataclass(frozen=True)
+class SshOptions:
+    """How to reach a Linux board over SSH (``ssh://user@board[:port]``)."""
+
+    key: str | None = None  # private key file (ssh -i); None: ssh's own keys and agent
+    python: str = "python3"  # the board's Python, with numpy and onnxruntime
+    known_hosts: str | None = (
+        None  # the board's host key is checked here (None: ~/.ssh/known_hosts)
+    )
+    timeout: float = 600.0  # seconds for one tower
+    engine: Literal["auto", "onnxruntime", "trtexec"] = "auto"  # auto: onnxruntime, else trtexec
+
+
+@dataclass(frozen=True)
+class AdbOptions:
+    """How to run ExecuTorch's runner on an Android phone (``adb[:serial]``)."""
+
+    runner: str = "/data/local/tmp/executor_runner"  # the runner binary, on the phone
+    dir: str = "/data/local/tmp/edgeclip"  # where models are pushed
+    adb: str = "adb"  # the adb executable on this machine
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Latency of every exported artifact (and the final model in torch eager) on each device."""
+
+    devices: tuple[str, ...] = ("host",)  # host, ssh://user@board[:port], adb[:serial], apple
+    runs: int = 50  # timed runs per tower, after the warm-up
+    warmup: int = 5
+    threads: int | None = None  # None: each runtime's default
+    ops: bool = True  # per-operator breakdown (one more, separately timed pass)
+    pytorch: bool = True  # also time the final model in torch eager (host only)
+    ssh: SshOptions = field(default_factory=SshOptions)
+    adb: AdbOptions = field(default_factory=AdbOptions)
+
+    def __post_init__(self) -> None:
+        from export.profile.devices import parse_address
+
+        require(len(self.devices) > 0, "devices", "must list at least one device")
+        for i, device in enumerate(self.devices):
+            try:
+                parse_address(device)
+            except UserError as err:
+                raise FieldError(f"devices[{i}]", str(err)) from None
+        require(self.runs >= 1, "runs", f"must be >= 1, got {self.runs}")
+        require(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        require(
+            self.threads is None or self.threads >= 1,
+            "threads",
+            f"must be >= 1, got {self.threads}",
+        )
+
+    def options(self, kind: str) -> dict:
+        """The options of one kind of device, as the device takes them."""
+        section = getattr(self, kind, None)
+        return dataclasses.asdict(section) if section is not None else {}
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole run. Stages run in order; a stage whose section is absent is skipped."""
 
@@ -496,6 +554,7 @@ class Recipe:
     quant: QuantConfig | None = None  # W8A8 settings of INT8 exports, the simulation and QAT
     qat: QatConfig | None = None
     export: ExportConfig | None = None
+    profile: ProfileConfig | None = None
 
     def __post_init__(self) -> None:
         ok = self.name and all(c.isalnum() or c in "-_." for c in self.name)

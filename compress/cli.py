@@ -460,6 +460,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
+        "profile", help="time export folders (or a model.pt in torch eager) on a device"
+    )
+    p.add_argument(
+        "source", help="an export folder, a folder with export folders below, or a model.pt"
+    )
+    p.add_argument(
+        "--device",
+        default="host",
+        help="host (default), ssh://user@board[:port], adb[:serial] or apple[:compute_unit]",
+    )
+    p.add_argument("--runs", type=int, default=50, help="timed runs per tower (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
+    p.add_argument("--no-ops", action="store_true", help="skip the per-operator pass")
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="device option, e.g. -o key=~/.ssh/board -o python=python3 (ssh), "
+        "-o runner=/data/local/tmp/executor_runner (adb)",
+    )
+    p.add_argument("--out", help="records folder (default: <run>/profile, else ./profiles)")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
         "report", help="rewrite report.md, report.html and report.json of a run folder"
     )
     p.add_argument("run_dir")

@@ -501,6 +501,7 @@ class AdbOptions:
     runner: str = "/data/local/tmp/executor_runner"  # the runner binary, on the phone
     dir: str = "/data/local/tmp/edgeclip"  # where models are pushed
     adb: str = "adb"  # the adb executable on this machine
+    ops_runner: str | None = None  # a runner built with the event tracer: per-op times (ETDump)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ files and progress are the same for every device and live in :mod:`export.profil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,7 +77,15 @@ class Address:
 
     kind: str
     rest: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+
+
+def last_line(*texts: str) -> str:
+    """The last non-empty line of the last text that has one: where a tool says why it failed."""
+    for text in reversed(texts):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "no output"
 
 
 def parse_address(spec: str) -> Address:

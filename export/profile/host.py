@@ -18,12 +18,13 @@ from typing import Any
 from compress.errors import UserError
 from export.manifest import library_versions
 from export.profile import runner
-from export.profile.devices import Settings, Tower, devices
+from export.profile.devices import Settings, Tower, devices, last_line
 from export.profile.etdump import etdump_ops
 from export.profile.record import Measurement
 from export.targets import exporters
 
 RUNNER = Path(runner.__file__)
+CPU_UNITS = ("CPUExecutionProvider", "xnnpack", "cpu")  # what the runner's GEMM rates describe
 
 
 def runner_args(tower: Tower, settings: Settings, model_file: str) -> list[str]:
@@ -58,7 +59,10 @@ def read_result(stdout: str, where: str) -> dict[str, Any]:
 
 
 def measurement(result: dict[str, Any], gemm: dict[str, Any], ops: dict | None) -> Measurement:
-    """A runner result (and the device's GEMM rates) as a :class:`Measurement`."""
+    """A runner result (and the device's GEMM rates) as a :class:`Measurement`. The GEMM rates
+    are the CPU's: a tower that ran on a GPU (TensorRT, CUDA) is not compared with them."""
+    if result["compute_unit"] not in CPU_UNITS:
+        gemm = {}
     environment = {**result.get("environment", {}), "gemm_engine": gemm.get("gemm_engine")}
     return Measurement(
         runtime=result["runtime"],
@@ -117,10 +121,5 @@ class HostDevice:
             [sys.executable, str(RUNNER), *args], capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            raise UserError(f"host: profiling {what} failed: {_last_line(done.stderr)}")
+            raise UserError(f"host: profiling {what} failed: {last_line(done.stderr)}")
         return read_result(done.stdout, f"host: {what}")
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no error output"

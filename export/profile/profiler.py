@@ -41,11 +41,11 @@ def towers_of(path: str | os.PathLike, batch_size: int = 1) -> list[Tower]:
 
 
 def pytorch_towers(path: Path, batch_size: int = 1) -> list[Tower]:
-    """A float model file's towers as torch eager runs them, described like exported ones:
-    fixed input shapes, FLOPs counted on the model, the file's SHA-256."""
+    """A float model file's towers as torch eager runs them (folded), described like exported
+    ones: fixed input shapes, FLOPs counted on the model, the file's SHA-256."""
     import torch
 
-    from compress.models import load_model, read_record
+    from compress.models import load_model, read_record, reparameterize
     from compress.models.clip import NormalizedTower
     from export.manifest import sha256_file, tensor_spec
     from export.profile.flops import count_flops
@@ -56,6 +56,7 @@ def pytorch_towers(path: Path, batch_size: int = 1) -> list[Tower]:
             "about int8 speed); profile its exports instead"
         )
     model, record = load_model(path)
+    model = reparameterize(model)  # folded, as every export is
     size, context = model.visual.image_size, model.text.context_length
     examples = {
         "image": torch.zeros(batch_size, 3, size, size),

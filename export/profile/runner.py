@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = args.engine if args.engine != "auto" else pick_engine(Path(args.model))
     rss_at_start = peak_rss_mb()
     result = ENGINES[engine](Path(args.model), name, batch, args)
+    result.setdefault("peak_rss_mb", peak_rss_mb())
     result.update(
         threads=args.threads,
-        peak_rss_mb=peak_rss_mb(),
         device=device_facts(),
         environment={
             "python": platform.python_version(),
@@ -158,6 +158,7 @@ def run_onnxruntime(model: Path, name: str, batch: np.ndarray, args) -> dict:
     sess = session()
     load_ms = 1e3 * (time.perf_counter() - begin)
     first, times = time_runs(lambda: sess.run(None, {name: batch}), args.warmup, args.runs)
+    peak = peak_rss_mb()  # before the profiled pass's second session
     ops = None
     if args.ops:
         with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +173,7 @@ def run_onnxruntime(model: Path, name: str, batch: np.ndarray, args) -> dict:
     return {
         "runtime": f"onnxruntime {ort.__version__}",
         "compute_unit": used,
+        "peak_rss_mb": peak,
         "load_ms": load_ms,
         "first_inference_ms": first,
         "times_ms": times,
@@ -195,14 +197,24 @@ def onnxruntime_ops(trace: list[dict], runs: int) -> dict[str, float]:
 
 def run_trtexec(model: Path, name: str, batch: np.ndarray, args) -> dict:
     """TensorRT's ``trtexec``: builds an engine from the ONNX file, then times it. Per-run
-    latencies come from its ``--exportTimes`` file; build (load) time from its wall clock."""
+    latencies come from its ``--exportTimes`` file (a JSON list, one object per iteration, whose
+    ``latencyMs`` is host-to-device + compute + device-to-host); build (load) time from its wall
+    clock.
+
+    ``--warmUp`` is milliseconds, not runs, and newer trtexecs leave the warm-up iterations out
+    of ``--exportTimes`` while older ones keep them: so trtexec gets no warm-up of its own, runs
+    (at least) ``warmup + runs`` iterations, and the first ``warmup`` exported ones are dropped.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         times_file = os.path.join(tmp, "times.json")
+        inputs_file = os.path.join(tmp, "input.bin")
+        batch.tofile(inputs_file)  # the same input as every runtime gets (raw, in its dtype)
         command = [
             "trtexec",
             f"--onnx={model}",
-            f"--warmUp={args.warmup}",
-            f"--iterations={args.runs}",
+            f"--loadInputs={name}:{inputs_file}",
+            "--warmUp=0",
+            f"--iterations={args.warmup + args.runs}",
             "--duration=0",
             "--avgRuns=1",
             f"--exportTimes={times_file}",
@@ -224,7 +236,8 @@ def run_trtexec(model: Path, name: str, batch: np.ndarray, args) -> dict:
         "compute_unit": "gpu",
         "load_ms": wall_ms - sum(times),  # engine build and the rest of trtexec's start-up
         "first_inference_ms": None,
-        "times_ms": times[: args.runs],
+        "times_ms": times[args.warmup : args.warmup + args.runs],
+        "peak_rss_mb": None,  # trtexec's own process: not measured from here
         "ops": None,
         "etdump": None,
     }
@@ -244,6 +257,7 @@ def run_executorch(model: Path, name: str, batch: np.ndarray, args) -> dict:
     method = runtime.load_program(str(model)).load_method("forward")
     load_ms = 1e3 * (time.perf_counter() - begin)
     first, times = time_runs(lambda: method.execute(inputs), args.warmup, args.runs)
+    peak = peak_rss_mb()  # before the profiled pass loads the program again
     etdump = None
     if args.ops and args.etdump:
         # debug_buffer_size=0: events only; a too-small buffer aborts the process
@@ -258,6 +272,7 @@ def run_executorch(model: Path, name: str, batch: np.ndarray, args) -> dict:
     return {
         "runtime": f"executorch {metadata.version('executorch')}",
         "compute_unit": "xnnpack",
+        "peak_rss_mb": peak,
         "load_ms": load_ms,
         "first_inference_ms": first,
         "times_ms": times,
@@ -282,13 +297,13 @@ def load_quantized_kernels() -> None:
 def run_torch(model: Path, name: str, batch: np.ndarray, args) -> dict:
     import torch
 
-    from compress.models import load_model
+    from compress.models import load_model, reparameterize
     from compress.models.clip import NormalizedTower
 
     if args.threads:
         torch.set_num_threads(args.threads)
     begin = time.perf_counter()
-    clip, _ = load_model(model)
+    clip = reparameterize(load_model(model)[0])  # folded, as every export is
     tower = NormalizedTower(clip.visual if args.tower == "image" else clip.text).eval()
     load_ms = 1e3 * (time.perf_counter() - begin)
     inputs = torch.from_numpy(batch)

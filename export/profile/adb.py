@@ -1,0 +1,338 @@
+"""Android phones over adb: ExecuTorch ``.pte`` towers timed by ExecuTorch's own
+``executor_runner`` on the phone (``--device adb`` or ``adb:SERIAL``).
+
+What runs and what is read back, from pytorch/executorch's sources at tag v1.4.1 and at main
+(cff6f4dd, 2026-08-22); the lines below are the same in both, so in the 1.5 releases between:
+
+* The binary is ``examples/portable/executor_runner/executor_runner.cpp``, cross-compiled with
+  the ``android-arm64-v8a`` CMake preset and pushed to the phone once by the user (README,
+  "Profiling on an Android phone"); option ``runner`` says where it is.
+* One process runs ``1 + warmup + runs`` times (``--num_executions``), so the warm-up warms what
+  the timed runs use, with ``--print_output=none`` and ``--cpu_threads=N`` only where
+  ``Settings.threads`` is set (otherwise the runner picks the performant cores). Inputs are the
+  runner's: every element 1, set before each run outside the timed part.
+* Per-run times are the runner's own ``ET_LOG`` lines, ``Model loaded in %f ms.``
+  (``Program::load`` through ``load_method``) and ``Iteration %u of %u: %f ms`` (one
+  ``Method::execute``). With the preset's Android PAL (``runtime/platform/default/android.cpp``)
+  they go to logcat under the tag ``ExecuTorch``; built with ``-DEXECUTORCH_PAL_DEFAULT=posix``
+  they go to stderr as ``I 00:00:00.012345 executorch:executor_runner.cpp:781] …``. We clear
+  logcat, run, and read the runner's output plus ``logcat -d -s ExecuTorch:I``, which are the
+  lines ExecuTorch's ``devtools/scripts/benchmark_android.sh`` reads too. Iteration 1 is the
+  first inference and the last ``runs`` iterations are the timed runs. The summary line
+  ``Model executed successfully N time(s) in T ms.`` is not used because it gives only a total.
+* Per-operator times, only where option ``ops_runner`` names a second build of the same runner
+  with ``-DEXECUTORCH_ENABLE_EVENT_TRACER=ON`` (which adds ``--etdump_path``): a separate pass
+  writes an ETDump that is pulled back and read with the Inspector and the tower's
+  ``etrecord.bin`` (:func:`export.profile.etdump.etdump_ops`). The latencies of that pass are
+  not used, because they include the tracer's own cost.
+
+The commands (:func:`adb_command`, :func:`runner_shell`) and the parsing (:func:`parse_getprop`,
+:func:`parse_runner_log`) are pure functions; :class:`AdbDevice` only runs them in order.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import UserError
+from export.profile.devices import Settings, Tower, devices, last_line
+from export.profile.record import Measurement
+
+DEFAULT_RUNNER = "/data/local/tmp/executor_runner"
+DEFAULT_DIR = "/data/local/tmp/edgeclip"
+README = "README: 'Profiling on an Android phone'"
+COMMAND_TIMEOUT_S = 120  # state, getprop, mkdir, rm, logcat
+TRANSFER_TIMEOUT_S = 900  # push of a large .pte, pull of an ETDump
+RUN_TIMEOUT_S = 1800  # one runner process, warm-up and timed runs together
+LOG_TAG = "ExecuTorch"  # the tag of every ET_LOG line under the Android PAL
+
+ITERATION = re.compile(r"Iteration (\d+) of (\d+): (\S+) ms\s*$")
+LOADED = re.compile(r"Model loaded in (\S+) ms\.")
+THREADPOOL = re.compile(r"Resetting threadpool with num threads = (-?\d+)")
+
+
+@dataclass(frozen=True)
+class AdbOptions:
+    """The ``profile.adb`` options, with their defaults."""
+
+    runner: str = DEFAULT_RUNNER  # executor_runner on the phone
+    dir: str = DEFAULT_DIR  # where models are pushed on the phone, emptied of them afterwards
+    adb: str = "adb"  # the adb executable on this machine, found on PATH
+    ops_runner: str | None = None  # an event-tracer build of the runner, for per-operator times
+
+    @classmethod
+    def from_mapping(cls, options: dict[str, Any]) -> AdbOptions:
+        """Check the options by the names the user typed: known keys, non-empty strings, and
+        absolute paths for the places on the phone. A None value is an option not given."""
+        known = ("runner", "dir", "adb", "ops_runner")
+        given = {key: value for key, value in options.items() if value is not None}
+        for key, value in given.items():
+            if key not in known:
+                raise UserError(
+                    f"profile.adb.{key}: unknown option; expected one of: {', '.join(known)}"
+                )
+            if not isinstance(value, str) or not value.strip():
+                raise UserError(f"profile.adb.{key}: must be a non-empty string, got {value!r}")
+            if key != "adb" and not value.startswith("/"):
+                raise UserError(f"profile.adb.{key}: must be an absolute path, got {value!r}")
+        return cls(**given)
+
+
+@dataclass(frozen=True)
+class RunnerLog:
+    """What the runner logged: its load time, each execution's time (ms, in order) and the
+    thread count it reset its pool to (None where it has no pool or did not say)."""
+
+    load_ms: float | None
+    iterations: list[float]
+    threads: int | None
+
+
+def adb_command(adb: str, serial: str, *args: str) -> list[str]:
+    """``adb [-s SERIAL] ARGS…``: with a serial every command goes to that phone only."""
+    return [adb, *(["-s", serial] if serial else []), *args]
+
+
+def runner_shell(
+    runner: str,
+    model: str,
+    workdir: str,
+    executions: int,
+    threads: int | None = None,
+    etdump: str | None = None,
+) -> str:
+    """The phone's shell line that runs ``model`` ``executions`` times in one process.
+
+    It runs from ``workdir``: a runner built with the event tracer writes ``model.etdump`` into
+    its working directory even when no ``--etdump_path`` is given, and the shell adb starts is
+    in ``/``, where that write fails and the runner aborts.
+    """
+    flags = [f"--model_path={model}", f"--num_executions={executions}", "--print_output=none"]
+    if threads is not None:
+        flags.append(f"--cpu_threads={threads}")
+    if etdump is not None:
+        flags.append(f"--etdump_path={etdump}")
+    return f"cd {shlex.quote(workdir)} && " + shlex.join([runner, *flags])
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    """``adb shell getprop`` output (``[ro.product.model]: [Pixel 8]`` lines) as a dict."""
+    props = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"\[([^\]]+)\]: \[(.*)\]", line.strip())
+        if match:
+            props[match[1]] = match[2]
+    return props
+
+
+def device_facts(props: dict[str, str], serial: str) -> dict[str, Any]:
+    """What the phone is, from its properties: maker and model, SoC, Android version, ABI."""
+
+    def joined(*keys: str) -> str | None:
+        return " ".join(props[k] for k in keys if props.get(k)) or None
+
+    # ro.soc.* since Android 12; the board platform ("taro", "gs201") before
+    if props.get("ro.soc.model"):
+        soc = joined("ro.soc.manufacturer", "ro.soc.model")
+    else:
+        soc = joined("ro.board.platform")
+    release = props.get("ro.build.version.release")
+    return {
+        "kind": "adb",
+        "serial": serial or props.get("ro.serialno") or None,
+        "model": joined("ro.product.manufacturer", "ro.product.model"),
+        "soc": soc,
+        "os": f"Android {release} (API {props.get('ro.build.version.sdk')})" if release else None,
+        "abi": props.get("ro.product.cpu.abi") or None,
+    }
+
+
+def parse_runner_log(text: str, executions: int) -> RunnerLog:
+    """The runner's load time, per-execution times and thread count from its log ``text``
+    (stdout, stderr and logcat together; any line prefix is allowed).
+
+    Raises:
+        UserError: no iteration lines, a malformed one, or not exactly iterations 1…executions.
+    """
+    iterations: dict[int, float] = {}
+    load_ms = threads = None
+    for line in text.splitlines():
+        if (loaded := LOADED.search(line)) is not None:
+            load_ms = _milliseconds(loaded[1], line)
+        if (pool := THREADPOOL.search(line)) is not None:
+            threads = int(pool[1])
+        if re.search(r"\bIteration \d", line) is None:
+            continue
+        match = ITERATION.search(line)
+        if match is None:
+            raise UserError(
+                f"adb: cannot read the runner's line {line.strip()!r}; "
+                "expected 'Iteration I of N: X ms'"
+            )
+        index, total = int(match[1]), int(match[2])
+        if total != executions or index in iterations or not 1 <= index <= total:
+            raise UserError(
+                f"adb: the runner logged {line.strip()!r}, expected iterations 1 to {executions} "
+                "once each (is another ExecuTorch process logging?)"
+            )
+        iterations[index] = _milliseconds(match[3], line)
+    if not iterations:
+        raise UserError(
+            "adb: the runner logged no 'Iteration I of N: X ms' lines (in its output or logcat "
+            f"tag {LOG_TAG}); build it with -DEXECUTORCH_ENABLE_LOGGING=ON ({README})"
+        )
+    if len(iterations) != executions:
+        raise UserError(f"adb: the runner logged {len(iterations)} of {executions} iterations")
+    return RunnerLog(load_ms, [iterations[i] for i in range(1, executions + 1)], threads)
+
+
+def _milliseconds(value: str, line: str) -> float:
+    """A logged duration, which must be a finite number >= 0."""
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = float("nan")
+    if not 0 <= ms < float("inf"):
+        raise UserError(f"adb: the runner logged {line.strip()!r}, not a duration in ms")
+    return ms
+
+
+@devices.register("adb")
+class AdbDevice:
+    """An Android phone reached with adb; it times ExecuTorch ``.pte`` towers.
+
+    Example:
+        >>> phone = AdbDevice("R58M123", {"runner": "/data/local/tmp/executor_runner"})
+        >>> phone.name
+        'adb-R58M123'
+    """
+
+    def __init__(self, address: str, options: dict[str, Any]) -> None:
+        if any(c.isspace() for c in address):
+            raise UserError(f"device 'adb:{address}': a serial has no spaces (see adb devices)")
+        self.serial = address
+        self.options = AdbOptions.from_mapping(options)
+        # the records' folder: serials may hold ':' (adb over Wi-Fi, "192.168.1.5:5555")
+        self.name = ("adb-" + re.sub(r"[^\w.-]", "-", address)) if address else "adb"
+        self._facts: dict[str, Any] | None = None
+
+    def skip_reason(self, tower: Tower) -> str | None:
+        if tower.manifest.get("target") != "executorch":
+            return "adb runs ExecuTorch .pte only"
+        return None
+
+    def measure(self, tower: Tower, settings: Settings) -> Measurement:
+        """Push the tower's ``.pte``, run it on the phone, read the times back, remove it."""
+        profile_ops = settings.ops and self.options.ops_runner is not None
+        self._check_ready()
+        self._require_runner("runner", self.options.runner)
+        if profile_ops:
+            self._require_runner("ops_runner", self.options.ops_runner)
+        workdir = self.options.dir
+        remote = f"{workdir}/{tower.artifact}-{tower.manifest['tower']}.pte"
+        etdump = remote.removesuffix(".pte") + ".etdump"
+        executions = 1 + settings.warmup + settings.runs
+        self._adb("shell", f"mkdir -p {shlex.quote(workdir)}")
+        self._adb("push", str(tower.model_file), remote, timeout=TRANSFER_TIMEOUT_S)
+        try:
+            line = runner_shell(self.options.runner, remote, workdir, executions, settings.threads)
+            log = parse_runner_log(self._run_runner(line), executions)
+            ops = None
+            if profile_ops:
+                line = runner_shell(
+                    self.options.ops_runner, remote, workdir, executions, settings.threads, etdump
+                )
+                self._run_runner(line)
+                ops = self._pull_ops(etdump, tower)
+        finally:  # leave the phone as we found it, whatever failed
+            stale = [remote, etdump, f"{workdir}/model.etdump"]
+            self._adb("shell", shlex.join(["rm", "-f", *stale]), check=False)
+        return Measurement(
+            runtime="executorch executor_runner (Android)",
+            compute_unit=tower.manifest.get("format", {}).get("delegate") or "portable",
+            times_ms=log.iterations[-settings.runs :],
+            load_ms=log.load_ms,
+            first_inference_ms=log.iterations[0],
+            threads=settings.threads,
+            device=self._facts or {},
+            environment={
+                "runner": self.options.runner,
+                "runner_threads": log.threads,
+                "ops_runner": self.options.ops_runner if ops is not None else None,
+                "exported_with": tower.manifest.get("libraries", {}).get("executorch"),
+            },
+            ops=ops,
+        )
+
+    def _adb(
+        self, *args: str, timeout: float = COMMAND_TIMEOUT_S, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one adb command on this phone; a failure (with ``check``) is a one-line error."""
+        executable = shutil.which(self.options.adb)
+        if executable is None:
+            raise UserError(
+                f"{self.name}: adb executable {self.options.adb!r} not found on PATH; install "
+                "Android platform-tools or set profile.adb.adb"
+            )
+        try:
+            done = subprocess.run(
+                adb_command(executable, self.serial, *args),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise UserError(f"{self.name}: adb {args[0]} took over {timeout:.0f} s") from None
+        if check and done.returncode != 0:
+            reason = last_line(done.stdout, done.stderr)
+            raise UserError(f"{self.name}: adb {args[0]} failed: {reason}")
+        return done
+
+    def _check_ready(self) -> None:
+        """The phone is connected and authorised; its facts are read once."""
+        state = self._adb("get-state").stdout.strip()
+        if state != "device":
+            raise UserError(
+                f"{self.name}: the phone is {state!r}, not 'device'; unlock it and allow USB "
+                "debugging"
+            )
+        if self._facts is None:
+            self._facts = device_facts(
+                parse_getprop(self._adb("shell", "getprop").stdout), self.serial
+            )
+
+    def _require_runner(self, key: str, path: str) -> None:
+        """Fail before pushing anything when the runner binary is not on the phone."""
+        found = self._adb("shell", f"test -x {shlex.quote(path)} && echo present", check=False)
+        if "present" not in found.stdout:
+            raise UserError(
+                f"{self.name}: no executable {path} on the phone (profile.adb.{key}); build "
+                f"ExecuTorch's executor_runner for Android and adb push it there ({README})"
+            )
+
+    def _run_runner(self, line: str) -> str:
+        """Run one runner process on the phone; its output and its logcat lines, as one text."""
+        self._adb("logcat", "-c")
+        done = self._adb("shell", line, timeout=RUN_TIMEOUT_S, check=False)
+        logcat = self._adb("logcat", "-d", "-s", f"{LOG_TAG}:I").stdout
+        if done.returncode != 0:
+            reason = last_line(logcat, done.stdout, done.stderr)
+            raise UserError(f"{self.name}: the runner failed (exit {done.returncode}): {reason}")
+        return "\n".join([done.stdout, done.stderr, logcat])
+
+    def _pull_ops(self, etdump: str, tower: Tower) -> dict[str, float]:
+        """Per-operator milliseconds from the ETDump the ops pass wrote on the phone."""
+        from export.profile.etdump import etdump_ops  # the Inspector: heavy, and only here
+
+        etrecord = tower.manifest.get("format", {}).get("etrecord")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model.etdump"
+            self._adb("pull", etdump, str(local), timeout=TRANSFER_TIMEOUT_S)
+            return etdump_ops(local, tower.folder / etrecord if etrecord else None)

@@ -27,6 +27,8 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
         # parity on cosine, and no accuracy bar between an int8 artifact and its simulation
         "export.min_agreement=0.0",
         "export.max_int8_drop=1.0",
+        "profile.runs=3",
+        "profile.warmup=1",
     ]
     cmd = [sys.executable, "-m", "compress.cli", "run", str(ROOT / "recipes/demo.yaml"), *short]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
@@ -34,7 +36,9 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "runs" / "demo"
     report = json.loads((run_dir / "report.json").read_text())
     # the report stage writes its own marker after the report
-    assert set(report["stages"]) == {"data", "pretrain", "distill", "qat", "eval", "export"}
+    assert set(report["stages"]) == {
+        *("data", "pretrain", "distill", "qat", "eval", "export", "profile")
+    }
     assert report["stages"]["qat"]["summary"]["steps"] == 6
     assert report["stages"]["pretrain"]["summary"]["steps"] == 30
     distilled = report["stages"]["distill"]["summary"]
@@ -63,6 +67,13 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
     proc = subprocess.run(verify, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.count(": ok (") == 7
+    host = report["stages"]["profile"]["summary"]["devices"]["host"]
+    timed = {row["artifact"] for row in host["rows"]}
+    assert timed == {name for name in artifacts if not name.startswith("coreml")} | {"pytorch-fp32"}
+    assert len(host["rows"]) == 2 * len(timed)  # both towers of each
+    assert set(host["skipped"]) == {"coreml-fp16", "coreml-int8"}
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2  # the outliers and Pareto plots
     markdown = (run_dir / "report.md").read_text()
     assert (
         "## Retrieval" in markdown and "## Distillation" in markdown and "teacher top-1" in markdown

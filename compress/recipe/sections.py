@@ -14,6 +14,7 @@ from typing import Literal
 
 from compress.data.scenes import SPLITS as SCENES_SPLITS
 from compress.errors import UserError
+from export.profile.adb import AdbOptions
 from export.verify import PARITY, Thresholds
 
 
@@ -492,16 +493,6 @@ class SshOptions:
     )
     timeout: float = 600.0  # seconds for one tower
     engine: Literal["auto", "onnxruntime", "trtexec"] = "auto"  # auto: onnxruntime, else trtexec
-
-
-@dataclass(frozen=True)
-class AdbOptions:
-    """How to run ExecuTorch's runner on an Android phone (``adb[:serial]``)."""
-
-    runner: str = "/data/local/tmp/executor_runner"  # the runner binary, on the phone
-    dir: str = "/data/local/tmp/edgeclip"  # where models are pushed
-    adb: str = "adb"  # the adb executable on this machine
-    ops_runner: str | None = None  # a runner built with the event tracer: per-op times (ETDump)
 
 
 @dataclass(frozen=True)

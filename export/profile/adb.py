@@ -6,7 +6,7 @@ What runs and what is read back, from pytorch/executorch's sources at tag v1.4.1
 
 * The binary is ``examples/portable/executor_runner/executor_runner.cpp``, cross-compiled with
   the ``android-arm64-v8a`` CMake preset and pushed to the phone once by the user (README,
-  "Profiling on an Android phone"); option ``runner`` says where it is.
+  "Profiling", adb); option ``runner`` says where it is.
 * One process runs ``1 + warmup + runs`` times (``--num_executions``), so the warm-up warms what
   the timed runs use, with ``--print_output=none`` and ``--cpu_threads=N`` only where
   ``Settings.threads`` is set (otherwise the runner picks the performant cores). Inputs are the
@@ -47,7 +47,7 @@ from export.profile.record import Measurement
 
 DEFAULT_RUNNER = "/data/local/tmp/executor_runner"
 DEFAULT_DIR = "/data/local/tmp/edgeclip"
-README = "README: 'Profiling on an Android phone'"
+README = "README, 'Profiling', adb"
 COMMAND_TIMEOUT_S = 120  # state, getprop, mkdir, rm, logcat
 TRANSFER_TIMEOUT_S = 900  # push of a large .pte, pull of an ETDump
 RUN_TIMEOUT_S = 1800  # one runner process, warm-up and timed runs together

@@ -28,7 +28,8 @@ code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .88e
        background: #f0f0f0; padding: 0 .25em; border-radius: 3px; }
 .table { overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #ccc; padding: .3em .7em; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: .3em .7em; }
+th, td[style*="right"] { white-space: nowrap; }  /* numbers and headers stay on one line */
 th { background: #e8e8e8; text-align: left; }  /* aligned columns override it inline */
 tbody tr:nth-child(even) { background: #f5f5f5; }
 img { display: block; max-width: 100%; height: auto; margin: 1em 0; }

@@ -229,3 +229,12 @@ def test_profile_stage_in_a_run_and_its_report(tmp_path):
     )
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 1
+
+
+def test_a_device_that_cannot_open_stops_the_run_before_training(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path, steps=2)
+    recipe.write_text(recipe.read_text() + "profile:\n  devices: ['ssh://board']\n")
+    assert main(["run", str(recipe)]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert "profile.devices[0]" in error and "user" in error
+    assert not (tmp_path / "runs" / "tiny" / "pretrain").exists()

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 from compress.pipeline import Context, Stage
+from compress.recipe import Recipe
 from compress.stages.eval import mean_top1
 from compress.stages.layout import final_model, has_model
-from compress.stages.report import mb, pct
+from compress.stages.report import pct
 
 PARETO = "pareto.png"
 
@@ -45,6 +46,20 @@ def run(ctx: Context, out: Path) -> dict:
         plot_pareto(points, out / PARETO, title="Accuracy vs image-tower latency on the host")
         summary["pareto"] = f"{out.name}/{PARETO}"  # relative to the run folder, as report.md
     return summary
+
+
+def check(recipe: Recipe) -> None:
+    """Every device can be opened here (its address and options; Core ML needs macOS) before
+    any training starts, rather than at the end of the run."""
+    from compress.errors import UserError
+    from export.profile.devices import open_device, parse_address
+
+    cfg = recipe.profile
+    for i, device in enumerate(cfg.devices):
+        try:
+            open_device(device, cfg.options(parse_address(device).kind))
+        except UserError as err:
+            raise recipe.error(f"profile.devices[{i}]", str(err)) from None
 
 
 def _row(record: dict) -> dict:
@@ -109,15 +124,16 @@ def report(summary: dict) -> list[str]:
             "of). Peak RSS is the measuring process's, runtime libraries included.",
             "",
             "| artifact | tower | runtime | p50 ms | p90 ms | load ms | first ms | peak RSS "
-            "| GFLOP/s | of GEMM rate |",
+            "| GFLOP/s | of GEMM |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in sorted(rows, key=lambda r: (r["tower"], r["p50_ms"])):
             gflops = "-" if r["gflops"] is None else f"{r['gflops']:.1f}"
             fraction = "-" if r["gemm_fraction"] is None else pct(r["gemm_fraction"])
-            rss = "-" if r["peak_rss_mb"] is None else mb(r["peak_rss_mb"] * 2**20)
+            rss = "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} MB"
+            unit = r["compute_unit"].removesuffix("ExecutionProvider")
             lines.append(
-                f"| `{r['artifact']}` | {r['tower']} | {r['runtime']} ({r['compute_unit']}) | "
+                f"| `{r['artifact']}` | {r['tower']} | {r['runtime']} ({unit}) | "
                 f"{_ms(r['p50_ms'])} | {_ms(r['p90_ms'])} | {_ms(r['load_ms'])} | "
                 f"{_ms(r['first_ms'])} | {rss} | {gflops} | {fraction} |"
             )
@@ -127,16 +143,18 @@ def report(summary: dict) -> list[str]:
         if with_ops:
             lines += [
                 "",
-                "Top operators of the image tower (time per call, share of the profiled ops):",
+                "Top operators of the image tower, from a separate profiled pass (the "
+                "profiler's own cost inflates a small model's times: read the shares):",
                 "",
-                "| artifact | operator | ms | share |",
-                "|---|---|---:|---:|",
+                "| artifact | operators (share of the profiled time) |",
+                "|---|---|",
             ]
-            for r in with_ops:
-                lines += [
-                    f"| `{r['artifact']}` | {op['op']} | {op['ms']:.3f} | {pct(op['share'])} |"
-                    for op in r["ops"]
-                ]
+            lines += [
+                f"| `{r['artifact']}` | "
+                + ", ".join(f"{op['op']} {pct(op['share'])}" for op in r["ops"])
+                + " |"
+                for r in with_ops
+            ]
     if "pareto" in summary:
         lines += [
             "",
@@ -154,5 +172,6 @@ STAGE = Stage(
     run,
     lambda r: r.profile is not None and has_model(r),
     "time every artifact on each device (one record per tower), per-operator breakdown",
+    check=check,
     report=report,
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 # Colours for the points, in order; the front line is grey so it never competes with them.
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
+MIN_SPAN = 2.0  # the accuracy axis shows at least this many points of top-1
 
 
 def dominates(a: dict, b: dict) -> bool:
@@ -43,16 +44,15 @@ def pareto_front(points: Sequence[dict]) -> list[dict]:
 def plot_pareto(
     points: Sequence[dict], path: Path, title: str = "Zero-shot accuracy vs latency"
 ) -> None:
-    """A PNG of top-1 (%) against latency p50 (ms), each point named, the front as a line.
+    """A PNG of top-1 (%) against latency p50 (ms), each point named in the legend, the front
+    as a line.
 
     The latency axis is logarithmic when the points span more than 10×, so a fast int8 model
     and a slow fp32 one both stay readable. Written atomically, like every run output.
     """
     if not points:
         raise ValueError(f"plot_pareto: no points to plot for {path}")
-    from matplotlib.backends.backend_agg import (
-        FigureCanvasAgg,
-    )  # lazy: `import export` stays light
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: keeps imports light
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -71,29 +71,29 @@ def plot_pareto(
         label="Pareto front",
     )
     by_latency = sorted(points, key=lambda p: p["latency_ms"])
-    for i, p in enumerate(by_latency):
-        x, y = p["latency_ms"], 100 * p["top1"]
-        colour, marker = COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]
-        ax.scatter([x], [y], s=80, color=colour, marker=marker, zorder=2)
-        # names above, then below: neighbours in latency (often equally accurate) don't collide
-        above = i % 2 == 0
-        ax.annotate(
-            p["name"],
-            (x, y),
-            xytext=(6, 6 if above else -6),
-            textcoords="offset points",
-            va="bottom" if above else "top",
-            fontsize=9,
+    for i, p in enumerate(by_latency):  # named in the legend: labels beside points collide
+        ax.scatter(
+            [p["latency_ms"]],
+            [100 * p["top1"]],
+            s=80,
+            color=COLOURS[i % len(COLOURS)],
+            marker=MARKERS[i % len(MARKERS)],
+            zorder=2,
+            label=p["name"],
         )
     latencies = [p["latency_ms"] for p in points]
     if min(latencies) > 0 and max(latencies) > 10 * min(latencies):
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20 …
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, not 10¹
-    ax.margins(x=0.15, y=0.15)  # room for the names beside the rightmost and top points
+    ax.margins(x=0.1, y=0.1)
+    low, high = ax.get_ylim()
+    if high - low < MIN_SPAN:  # a tenth of a point must not look like a cliff
+        middle = (low + high) / 2
+        ax.set_ylim(middle - MIN_SPAN / 2, middle + MIN_SPAN / 2)
     ax.set_title(title)
     ax.set_xlabel("latency p50 (ms)")
     ax.set_ylabel("zero-shot top-1 (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -103,8 +103,8 @@ class HostDevice:
                 args.append(f"--etdump={etdump}")
             result = self._run(args, f"{tower.artifact}/{tower.manifest['tower']}")
             ops = None
-            if result.get("etdump"):
-                etrecord = tower.folder / tower.manifest["format"]["etrecord"]
+            if result.get("etdump"):  # the ETRecord names the ops; older exports have none
+                etrecord = tower.folder / tower.manifest.get("format", {}).get("etrecord", "-")
                 ops = etdump_ops(etdump, etrecord if etrecord.is_file() else None)
         result["environment"]["libraries"] = library_versions()
         return measurement(result, self.gemm(settings), ops)

@@ -170,3 +170,61 @@ class AffinityMimicking(nn.Module):
 
 losses.register("clip")(CLIPLoss)
 losses.register("affinity")(AffinityMimicking)
+
+
+def stored_teachers(
+    image: torch.Tensor, text: torch.Tensor, dims: Sequence[int], scales: Sequence[float]
+) -> list[Embeddings]:
+    """An ensemble's stored embeddings as one (image, text, scale) triple per member.
+
+    A reinforced dataset keeps each sample's teacher embeddings concatenated over the ensemble
+    (``dims`` the members' widths, in order); every member's slice is L2-normalised on its own,
+    as that member's tower returned it.
+    """
+    if image.shape[-1] != sum(dims) or text.shape[-1] != sum(dims):
+        raise ValueError(
+            f"stored embeddings are {image.shape[-1]} and {text.shape[-1]} wide; the teachers' "
+            f"dims {list(dims)} add up to {sum(dims)}"
+        )
+    images, texts = image.float().split(list(dims), -1), text.float().split(list(dims), -1)
+    return [
+        (F.normalize(i, dim=-1), F.normalize(t, dim=-1), torch.tensor(float(s)))
+        for i, t, s in zip(images, texts, scales, strict=True)
+    ]
+
+
+class ReinforcedKD(nn.Module):
+    """MobileCLIP's loss on a reinforced dataset: for the real caption and for one synthetic
+    caption, (1 − λ)·L_clip + λ·L_kd with L_kd the ensemble's stored affinities (each member's
+    own logit scale); the two are summed. No teacher runs: its embeddings come with the data.
+
+    Args:
+        lam: λ, the weight of distillation against the contrastive loss.
+        dims: the ensemble members' embedding widths, as the dataset's index lists them.
+        scales: the members' logit scales, likewise.
+    """
+
+    def __init__(self, lam: float, dims: Sequence[int], scales: Sequence[float]) -> None:
+        super().__init__()
+        if len(dims) != len(scales) or not dims:
+            raise ValueError(f"one logit scale per teacher: dims {dims}, scales {scales}")
+        self.dims, self.scales = list(dims), list(scales)
+        self.affinity = AffinityMimicking(alpha=lam)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        real_text: torch.Tensor,
+        synthetic_text: torch.Tensor,
+        scale: torch.Tensor,
+        stored_image: torch.Tensor,
+        stored_real: torch.Tensor,
+        stored_synthetic: torch.Tensor,
+    ) -> torch.Tensor:
+        """The student's image and both captions' embeddings (L2-normalised) and logit scale,
+        against the stored teacher embeddings of the replayed augmentation and both captions."""
+        total = 0.0
+        for text, stored_text in ((real_text, stored_real), (synthetic_text, stored_synthetic)):
+            teachers = stored_teachers(stored_image, stored_text, self.dims, self.scales)
+            total = total + self.affinity((image, text, scale), teachers)
+        return total

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from compress.io import write_json
+from compress.io import sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
 # Bumped when a field changes meaning, so apps can refuse manifests they do not understand.
@@ -30,15 +30,6 @@ VERSIONED_PACKAGES = (
     "coremltools",
     "numpy",
 )
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks so large models need no extra memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_hashes(folder: str | os.PathLike) -> dict[str, str]:

@@ -56,7 +56,7 @@ def expand_shards(pattern: str) -> list[str]:
     return [s for alt in alternatives for s in expand_shards(prefix + alt + suffix)]
 
 
-class _StrictTarInfo(tarfile.TarInfo):
+class StrictTarInfo(tarfile.TarInfo):
     """Makes a cut-off or garbled header an error: tarfile silently ends the archive there."""
 
     @classmethod
@@ -95,7 +95,7 @@ def iter_tar_samples(shard: str | os.PathLike) -> Iterator[tuple[str, dict[str, 
     members: dict[str, bytes] = {}
     last: str | None = None
     try:
-        with tarfile.open(shard, mode="r|*", tarinfo=_StrictTarInfo) as tar:
+        with tarfile.open(shard, mode="r|*", tarinfo=StrictTarInfo) as tar:
             for info in tar:
                 split = _split_key(info.name) if info.isfile() else None
                 if split is None:

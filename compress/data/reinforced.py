@@ -31,7 +31,7 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 # Members every sample has besides its image (or url); the image is checked separately.
 REQUIRED = ("txt", "syn.json", "paug.json", "npz", "json")
 # The index fields that must agree before per-rank indexes can be merged.
-MERGE_FIELDS = ("teachers", "dims", "d_total", "k", "n", "augmentation")
+MERGE_FIELDS = ("teachers", "dims", "d_total", "scales", "k", "n", "augmentation")
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -123,6 +123,7 @@ class ReinforcedWriter:
         samples_per_shard: int,
         fp16: bool = True,
         *,
+        scales: Sequence[float] | None = None,
         index_name: str = "index.json",
         resume: bool = False,
     ) -> None:
@@ -142,6 +143,8 @@ class ReinforcedWriter:
             "teachers": list(teachers),
             "dims": [int(d) for d in dims],
             "d_total": int(sum(dims)),
+            # each teacher's logit scale: the distillation targets are softmax(s_m·I_m·T_mᵀ)
+            "scales": [float(x) for x in scales] if scales is not None else None,
             "k": int(k),
             "n": int(n),
             "augmentation": dict(augmentation),

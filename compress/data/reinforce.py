@@ -1,0 +1,137 @@
+"""Reinforcing a dataset (MobileCLIP's multi-modal reinforcement): the teachers' knowledge
+computed once per image and stored with it, so students later train without any teacher.
+
+Per sample: K random augmentations (their parameters, :mod:`compress.data.augment`), the teacher
+ensemble's embeddings of each augmented image, N synthetic captions from a captioner, and the
+ensemble's embeddings of the real and every synthetic caption — written in DataCompDR's record
+layout (:mod:`compress.data.reinforced`). Each sample's randomness comes from the run's seed and
+the sample's key alone, so a resumed or re-sharded run writes exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from compress.data.augment import Augmentation
+from compress.data.reinforced import ReinforcedWriter
+from compress.models.clip import CLIP
+from compress.registry import Registry
+from compress.tokenizer import Tokenizer
+
+captioners = Registry("captioner")
+
+# (images, their real captions, the dataset's own synthetic captions or None, n) → n captions each
+Captioner = Callable[[list[Image.Image], list[str], list[list[str] | None], int], list[list[str]]]
+
+
+@dataclass
+class Sample:
+    """One source sample: its key (increasing), image, caption and any synthetic captions."""
+
+    key: str
+    image: Image.Image
+    caption: str
+    syn_text: list[str] | None = None
+    uid: str | None = None
+
+
+@captioners.register("existing")
+def existing_captions(
+    images: list[Image.Image], captions: list[str], syn: list[list[str] | None], n: int
+) -> list[list[str]]:
+    """The dataset's own synthetic captions (``syn.json``; the scenes data carries paraphrases),
+    cycled to ``n`` when a sample has fewer.
+
+    Raises:
+        ValueError: a sample has none.
+    """
+    out = []
+    for caption, own in zip(captions, syn, strict=True):
+        if not own:
+            raise ValueError(f"no synthetic captions for {caption!r} (captioner 'existing')")
+        out.append([own[i % len(own)] for i in range(n)])
+    return out
+
+
+def seed_of(seed: int, key: str) -> np.random.Generator:
+    """The generator of one sample: the run's seed and the sample's key, nothing else."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@torch.no_grad()
+def image_embeddings(teachers: Sequence[CLIP], images: list[Image.Image]) -> np.ndarray:
+    """The ensemble's L2-normalised embeddings of ``images``, concatenated over teachers: each
+    teacher sees the pixels at its own size (bicubic, antialiased) and normalisation."""
+    pixels = torch.from_numpy(np.stack([np.asarray(i.convert("RGB")) for i in images]))
+    pixels = pixels.permute(0, 3, 1, 2).float() / 255
+    out = []
+    for teacher in teachers:
+        size = teacher.visual.image_size
+        x = pixels
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
+        mean, std = (torch.tensor(teacher.preprocess[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+        out.append(F.normalize(teacher.encode_image((x - mean) / std), dim=-1))
+    return torch.cat(out, dim=-1).numpy()
+
+
+@torch.no_grad()
+def text_embeddings(teachers: Sequence[CLIP], captions: list[str]) -> np.ndarray:
+    """The ensemble's L2-normalised embeddings of ``captions``, concatenated over teachers."""
+    out = []
+    for teacher in teachers:
+        tokens = Tokenizer(teacher.text.context_length)(captions)
+        out.append(F.normalize(teacher.encode_text(tokens), dim=-1))
+    return torch.cat(out, dim=-1).numpy()
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def reinforce(
+    samples: Iterable[Sample],
+    teachers: Sequence[CLIP],
+    augmentation: Augmentation,
+    captioner: Captioner,
+    writer: ReinforcedWriter,
+    *,
+    k: int,
+    n: int,
+    seed: int,
+    done: Callable[[str], bool] = lambda key: False,
+) -> int:
+    """Reinforce ``samples`` into ``writer``; skips the keys ``done`` says were written before
+    (a resumed run). Returns how many samples it wrote."""
+    written = 0
+    for sample in samples:
+        if done(sample.key):
+            continue
+        rng = seed_of(seed, sample.key)
+        image_bytes = _jpeg(sample.image)
+        stored = Image.open(io.BytesIO(image_bytes)).convert("RGB")  # what training decodes
+        augmented, params = zip(*(augmentation.sample(stored, rng) for _ in range(k)), strict=True)
+        (synthetic,) = captioner([stored], [sample.caption], [sample.syn_text], n)
+        writer.add(
+            sample.key,
+            uid=sample.uid or sample.key,
+            caption=sample.caption,
+            syn_text=synthetic,
+            param_aug=list(params),
+            image_emb=image_embeddings(teachers, list(augmented)),
+            text_emb=text_embeddings(teachers, [sample.caption, *synthetic]),
+            image=image_bytes,
+        )
+        written += 1
+    return written

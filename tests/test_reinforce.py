@@ -1,0 +1,119 @@
+"""Reinforcing a dataset: stored augmentations replay to the stored teacher embeddings, captions
+and their embeddings line up, and a killed run resumes to the same samples, none twice."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from compress.data.augment import Augmentation
+from compress.data.reinforce import (
+    Sample,
+    captioners,
+    existing_captions,
+    image_embeddings,
+    reinforce,
+    text_embeddings,
+)
+from compress.data.reinforced import ReinforcedShards, ReinforcedWriter, done_keys, read_index
+from compress.models import ModelRecord
+
+K, N = 3, 2
+
+
+@pytest.fixture(scope="module")
+def teachers():
+    torch.manual_seed(0)
+    return [ModelRecord.named(name).build().eval() for name in ("tiny", "tiny_mobile")]
+
+
+def _samples(count=5):
+    out = []
+    for i in range(count):
+        image = Image.new("RGB", (40, 36), (20 * i, 90, 160))
+        ImageDraw.Draw(image).ellipse((4 + i, 6, 24 + i, 30), fill=(250, 30 * i, 10))
+        paraphrases = [f"a shape number {i}", f"picture {i}", f"thing {i}"][: 1 + i % 3]
+        out.append(Sample(f"{i:06d}", image, f"a red circle {i}", paraphrases))
+    return out
+
+
+def _writer(folder, teachers, resume=False):
+    dims = [int(text_embeddings([t], ["x"]).shape[1]) for t in teachers]
+    return ReinforcedWriter(
+        folder,
+        "r",
+        ["tiny", "tiny_mobile"],
+        dims,
+        k=K,
+        n=N,
+        augmentation={"size": 32},
+        samples_per_shard=2,
+        scales=[float(t.logit_scale.exp()) for t in teachers],
+        resume=resume,
+    )
+
+
+def _reinforce(samples, teachers, writer, **kwargs):
+    return reinforce(
+        samples,
+        teachers,
+        Augmentation(32),
+        captioners.get("existing"),
+        writer,
+        k=K,
+        n=N,
+        seed=7,
+        **kwargs,
+    )
+
+
+def test_stored_augmentations_replay_to_the_stored_embeddings(teachers, tmp_path):
+    with _writer(tmp_path, teachers) as writer:
+        assert _reinforce(_samples(), teachers, writer) == 5
+    index = read_index(tmp_path / "index.json")
+    assert index["complete"] and index["samples"] == 5 and index["k"] == K
+    augmentation = Augmentation(32)
+    for sample in ReinforcedShards(tmp_path / "index.json"):
+        assert sample["image_emb"].shape == (K, index["d_total"])
+        assert sample["text_emb"].shape == (1 + N, index["d_total"])
+        replayed = [augmentation.reapply(sample["image"], p) for p in sample["param_aug"]]
+        np.testing.assert_allclose(
+            sample["image_emb"], image_embeddings(teachers, replayed), atol=2e-3
+        )  # fp16 storage; the pixels themselves replay exactly
+        texts = [sample["caption"], *sample["syn_text"]]
+        np.testing.assert_allclose(sample["text_emb"], text_embeddings(teachers, texts), atol=2e-3)
+        assert len(sample["syn_text"]) == N
+
+
+def test_a_killed_run_resumes_to_the_same_samples(teachers, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    with _writer(whole, teachers) as writer:
+        _reinforce(_samples(), teachers, writer)
+
+    def killed_after(n):
+        for i, sample in enumerate(_samples()):
+            if i == n:
+                raise KeyboardInterrupt
+            yield sample
+
+    with pytest.raises(KeyboardInterrupt), _writer(parts, teachers) as writer:
+        _reinforce(killed_after(3), teachers, writer)
+    assert read_index(parts / "index.json")["samples"] == 2  # the finished shard only
+    done = done_keys(read_index(parts / "index.json"))
+    with _writer(parts, teachers, resume=True) as writer:
+        assert _reinforce(_samples(), teachers, writer, done=lambda key: key in done) == 3
+
+    def by_key(folder):
+        return {s["key"]: s for s in ReinforcedShards(folder / "index.json")}
+
+    a, b = by_key(whole), by_key(parts)
+    assert sorted(b) == sorted(a) == [f"{i:06d}" for i in range(5)]  # none missing, none twice
+    for key in a:
+        assert a[key]["param_aug"] == b[key]["param_aug"]
+        np.testing.assert_array_equal(a[key]["image_emb"], b[key]["image_emb"])
+
+
+def test_existing_captions_cycle_to_n_and_refuse_none():
+    assert existing_captions([None], ["c"], [["x", "y"]], 3) == [["x", "y", "x"]]
+    with pytest.raises(ValueError, match="no synthetic captions"):
+        existing_captions([None], ["c"], [None], 2)

@@ -117,3 +117,48 @@ def test_existing_captions_cycle_to_n_and_refuse_none():
     assert existing_captions([None], ["c"], [["x", "y"]], 3) == [["x", "y", "x"]]
     with pytest.raises(ValueError, match="no synthetic captions"):
         existing_captions([None], ["c"], [None], 2)
+
+
+def test_a_student_trains_from_the_stored_knowledge_alone(teachers, tmp_path):
+    """ReplayDataset + ReinforcedObjective + the training loop, with gradient caching too:
+    no teacher model is passed anywhere on this path."""
+    from compress.data.batches import batch_stream
+    from compress.data.replay import ReplayDataset
+    from compress.data.transforms import image_transform
+    from compress.distill.losses import ReinforcedKD
+    from compress.distill.student import ReinforcedObjective
+    from compress.recipe import TrainConfig
+    from compress.tokenizer import Tokenizer
+    from compress.train import train
+
+    with _writer(tmp_path / "dr", teachers) as writer:
+        _reinforce(_samples(6), teachers, writer)
+    record = ModelRecord.named("tiny")
+    data = ReplayDataset(
+        tmp_path / "dr" / "index.json",
+        image_transform(record.image_size, **record.normalization),
+        Tokenizer(record.context_length),
+    )
+    assert len(data) == 6 * K * N
+    item = data[K * N + N + 1]  # sample 1, augmentation 1, synthetic caption 1
+    stored = next(
+        s for s in ReinforcedShards(tmp_path / "dr" / "index.json") if s["key"] == "000001"
+    )
+    np.testing.assert_allclose(item["teacher_image"], stored["image_emb"][1], atol=1e-3)
+    np.testing.assert_allclose(item["teacher_syn"], stored["text_emb"][2], atol=1e-3)
+    assert item["image"].shape == (3, record.image_size, record.image_size)
+    assert torch.equal(data[7]["image"], data[7]["image"])  # replay: no randomness of its own
+
+    torch.manual_seed(0)
+    student = record.build()
+    loss = ReinforcedKD(0.7, data.dims, data.scales)
+    for accumulate in (1, 2):
+        cfg = TrainConfig(steps=4, batch_size=8, warmup=1, log_every=1, accumulate=accumulate)
+        summary = train(
+            student,
+            lambda start: batch_stream(data, 8, 0, 0, 1, start),
+            cfg,
+            tmp_path / f"train{accumulate}",
+            objective=ReinforcedObjective(loss),
+        )
+        assert summary["steps"] == 4 and np.isfinite(summary["final_loss"])

@@ -252,4 +252,7 @@ def collate(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
     out["index"] = torch.tensor([b["index"] for b in items], dtype=torch.long)
     if "label" in items[0]:
         out["label"] = [b["label"] for b in items]
+    for key in items[0].keys() - out.keys():  # e.g. a reinforced sample's stored embeddings
+        values = [b[key] for b in items]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     return out

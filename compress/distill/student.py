@@ -57,6 +57,37 @@ class DistillObjective(Objective):
         return value + self.penalty() if self.penalty is not None else value
 
 
+class ReinforcedObjective(Objective):
+    """Training on a reinforced dataset (:class:`compress.data.replay.ReplayDataset`): the
+    student embeds the replayed image and both captions; MobileCLIP's loss compares them with
+    the stored teacher embeddings. No teacher model exists on this path.
+
+    ``embed`` returns the two captions' embeddings side by side, (B, 2·D), so that every row
+    stays one sample of the batch (the training loop splits batches by rows).
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        self.criterion = loss
+
+    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+        image, text, scale = net(batch["image"], torch.cat([batch["text"], batch["syn_text"]]))
+        real, synthetic = text.chunk(2)
+        return image, torch.cat([real, synthetic], dim=1), scale
+
+    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
+        image, texts, scale = out
+        real, synthetic = texts.chunk(2, dim=1)
+        return self.criterion(
+            image,
+            real,
+            synthetic,
+            scale,
+            batch["teacher_image"],
+            batch["teacher_real"],
+            batch["teacher_syn"],
+        )
+
+
 def build_student(step: DistillStep, cfg: DistillConfig, parent: ModelRecord) -> Trained:
     """The stage's student, randomly initialised (auto: the parent's own architecture)."""
     if step.model is None:  # auto inheritance prunes the parent itself

@@ -162,3 +162,28 @@ def test_a_student_trains_from_the_stored_knowledge_alone(teachers, tmp_path):
             objective=ReinforcedObjective(loss),
         )
         assert summary["steps"] == 4 and np.isfinite(summary["final_loss"])
+
+
+def test_the_pipeline_distils_from_reinforced_data_without_a_teacher(tmp_path, monkeypatch):
+    from compress.cli import main
+    from compress.distill import student
+    from tests.conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path, steps=2)
+    recipe.write_text(
+        recipe.read_text().split("\neval:")[0]
+        + "\nreinforce: {k: 2, n: 2, samples_per_shard: 100, limit: 150}\n"
+        + "distill:\n  model: tiny\n  inherit: {method: importance}\n"
+        + "  loss: {kind: reinforced, alpha: 0.5}\n  steps: 3\n  batch_size: 16\n  warmup: 1\n"
+    )
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("a teacher ran during reinforced distillation")
+
+    monkeypatch.setattr(student.DistillObjective, "__init__", no_teacher)
+    assert main(["run", str(recipe)]) == 0
+    run = tmp_path / "runs" / "tiny"
+    index = read_index(run / "reinforce" / "index.json")
+    assert index["samples"] == 150 and len(index["shards"]) == 2 and index["complete"]
+    assert (run / "distill" / "model.pt").is_file()
+    assert "## Reinforced data" in (run / "report.md").read_text()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compress.distill.inherit import InheritError, inherit
-from compress.distill.losses import losses
+from compress.distill.losses import ReinforcedKD, losses
 from compress.distill.teacher_inputs import TeacherInputs
 from compress.errors import UserError
 from compress.models import CLIP, ModelRecord, count_params
@@ -66,8 +66,8 @@ class ReinforcedObjective(Objective):
     stays one sample of the batch (the training loop splits batches by rows).
     """
 
-    def __init__(self, loss: nn.Module) -> None:
-        self.criterion = loss
+    def __init__(self, loss: nn.Module, penalty=None) -> None:
+        self.criterion, self.penalty = loss, penalty
 
     def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
         image, text, scale = net(batch["image"], torch.cat([batch["text"], batch["syn_text"]]))
@@ -77,7 +77,7 @@ class ReinforcedObjective(Objective):
     def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         image, texts, scale = out
         real, synthetic = texts.chunk(2, dim=1)
-        return self.criterion(
+        value = self.criterion(
             image,
             real,
             synthetic,
@@ -86,6 +86,7 @@ class ReinforcedObjective(Objective):
             batch["teacher_real"],
             batch["teacher_syn"],
         )
+        return value + self.penalty() if self.penalty is not None else value
 
 
 def build_student(step: DistillStep, cfg: DistillConfig, parent: ModelRecord) -> Trained:
@@ -134,8 +135,11 @@ def run_stage(
     rank: int,
     world: int,
     stop_after: int | None = None,
+    stored: tuple[Sequence[int], Sequence[float]] | None = None,
 ) -> tuple[Trained, dict]:
-    """Inherit, train and (auto) prune one student; returns it and the stage's summary."""
+    """Inherit, train and (auto) prune one student; returns it and the stage's summary.
+    ``stored``: the reinforced dataset's teacher dims and logit scales, when the batches carry
+    the teachers' embeddings (``loss.kind: reinforced``) instead of ``teachers`` running."""
     torch.manual_seed(index)
     student = build_student(step, cfg, parent.record)
     method = step.inherit.method
@@ -166,16 +170,24 @@ def run_stage(
         except ValueError as err:  # e.g. a MobileCLIP-style tower: masks cover transformers only
             raise UserError(f"distill stage {index}: inherit.method auto: {err}") from None
         masks.attach(student.model)
-    loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
+    if stored is not None:
+        loss = ReinforcedKD(cfg.loss.alpha, *stored)
+    else:
+        loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
     extras = Extras(loss, masks)
     penalty = extras.penalty if masks is not None else None
+    objective = (
+        ReinforcedObjective(loss, penalty)
+        if stored is not None
+        else DistillObjective(loss, teachers, student.model, penalty)
+    )
     step_cfg = replace(cfg, steps=step.steps)
     summary = train(
         student.model,
         lambda start: batches(start, cfg.batch_size),
         step_cfg,
         out,
-        objective=DistillObjective(loss, teachers, student.model, penalty),
+        objective=objective,
         extra=extras,
         rank=rank,
         world=world,

@@ -241,8 +241,9 @@ class TeacherConfig:
 class LossConfig:
     """The distillation loss (DESIGN §3): α·L_affinity + (1 − α)·L_clip, or plain CLIP."""
 
-    kind: Literal["affinity", "clip"] = "affinity"
-    alpha: float = 1.0  # weight of affinity mimicking; TinyCLIP uses 1
+    # reinforced: MobileCLIP's loss on the reinforce stage's stored teacher embeddings (alpha = λ)
+    kind: Literal["affinity", "clip", "reinforced"] = "affinity"
+    alpha: float = 1.0  # weight of affinity mimicking (λ of the reinforced loss); TinyCLIP uses 1
     student_scale: float | None = None  # fixed logit scale for the student; null: its own, learned
     # fixed, learned, or null: each teacher's own
     teacher_scale: float | Literal["learnable"] | None = None
@@ -301,6 +302,33 @@ def _check_student(model: str | None, inherit: InheritConfig) -> None:
         )
     else:
         _check_registry_model(model)
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """MobileCLIP's dataset reinforcement: per training image, K stored augmentations with the
+    teachers' embeddings of each, N synthetic captions and the embeddings of every caption."""
+
+    k: int = 5  # augmentations stored per image
+    n: int = 3  # synthetic captions per image
+    captioner: str = "existing"  # registry compress.data.reinforce.captioners
+    ensemble: tuple[TeacherConfig, ...] = ()  # more teachers beside the run's model
+    samples_per_shard: int = 2000
+    fp16: bool = True  # embeddings stored in fp16 (half the bytes)
+    limit: int | None = None  # reinforce only the first N training samples
+
+    def __post_init__(self) -> None:
+        from compress.data.reinforce import captioners
+
+        require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
+        require(
+            self.captioner in captioners,
+            "captioner",
+            f"expected one of: {', '.join(captioners.names())}, got {self.captioner!r}",
+        )
+        require(self.samples_per_shard >= 1, "samples_per_shard", "must be >= 1")
+        require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -541,6 +569,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig | None = None
     teacher: TeacherConfig | None = None
+    reinforce: ReinforceConfig | None = None  # needs a model: pretrain or teacher
     distill: DistillConfig | None = None
     eval: EvalConfig | None = None
     quant: QuantConfig | None = None  # W8A8 settings of INT8 exports, the simulation and QAT
@@ -564,6 +593,18 @@ class Recipe:
             self.qat is None or self.pretrain is not None or self.teacher is not None,
             "qat",
             "needs a model: add a pretrain, teacher or distill section",
+        )
+        require(
+            self.reinforce is None or self.pretrain is not None or self.teacher is not None,
+            "reinforce",
+            "needs a teacher: add a pretrain section (train one) or a teacher section (load one)",
+        )
+        require(
+            self.distill is None
+            or self.distill.loss.kind != "reinforced"
+            or self.reinforce is not None,
+            "distill.loss.kind",
+            "reinforced needs a reinforce section (the stored teacher knowledge it trains from)",
         )
         require(
             self.distill is None or self.pretrain is not None or self.teacher is not None,

@@ -1,5 +1,5 @@
-"""The stages of an edgeclip run, in order: data → pretrain | teacher → distill → qat → eval →
-export → profile → report.
+"""The stages of an edgeclip run, in order: data → pretrain | teacher → reinforce → distill → qat →
+eval → export → profile → report.
 
 Each stage is one module here that turns its recipe section into library calls and exports a
 ``STAGE`` (:class:`compress.pipeline.Stage`): what it depends on, how to run it, the inputs it
@@ -11,11 +11,22 @@ from __future__ import annotations
 
 from compress.pipeline import Stage
 from compress.recipe import Recipe
-from compress.stages import data, distill, export, pretrain, profile, qat, report, teacher
+from compress.stages import (
+    data,
+    distill,
+    export,
+    pretrain,
+    profile,
+    qat,
+    reinforce,
+    report,
+    teacher,
+)
 from compress.stages import eval as evaluation
 
 STAGES: list[Stage] = [
-    m.STAGE for m in (data, pretrain, teacher, distill, qat, evaluation, export, profile, report)
+    m.STAGE
+    for m in (data, pretrain, teacher, reinforce, distill, qat, evaluation, export, profile, report)
 ]
 
 

@@ -21,6 +21,7 @@ from compress.stages.data import check_train_data, train_dataset
 from compress.stages.eval import evaluate_model
 from compress.stages.layout import MODEL_FILE, distill_stage_dir, own_model
 from compress.stages.pretrain import check_batch
+from compress.stages.reinforce import index_path
 from compress.stages.report import pct
 from compress.stages.teacher import check_given
 
@@ -31,16 +32,34 @@ def check(recipe: Recipe) -> None:
         check_given(recipe, f"distill.ensemble[{i}]", member)
 
 
+def replay_dataset(ctx: Context, record: ModelRecord):
+    """The reinforce stage's data, replayed for a student of ``record``'s input size."""
+    from compress.data.replay import ReplayDataset
+    from compress.data.transforms import image_transform
+    from compress.tokenizer import Tokenizer
+
+    return ReplayDataset(
+        index_path(ctx),
+        image_transform(record.image_size, **record.normalization),
+        Tokenizer(record.context_length),
+    )
+
+
 def run(ctx: Context, out: Path) -> dict:
     from compress.models.loaders import load_given  # lazy: open_clip loads only when needed
 
     cfg = ctx.recipe.distill
     check_batch("distill", cfg.batch_size, ctx.world)
-    current = Trained(*load_model(own_model(ctx)))
-    # a frozen copy runs online; the original stays differentiable for Taylor importance scores
-    teachers = [freeze(copy.deepcopy(current.model))]
-    teachers += [freeze(load_given(t.model, t.checkpoint, t.pretrained)[0]) for t in cfg.ensemble]
-    teacher_params = count_params(teachers[0])
+    current = Trained(*load_model(own_model(ctx)))  # inheritance reads it once
+    teacher_params = count_params(current.model)
+    reinforced = cfg.loss.kind == "reinforced"
+    teachers = []  # reinforced: the teachers' knowledge comes with the data, no teacher runs
+    if not reinforced:
+        # a frozen copy runs online; the original stays differentiable for Taylor importance
+        teachers = [freeze(copy.deepcopy(current.model))]
+        teachers += [
+            freeze(load_given(t.model, t.checkpoint, t.pretrained)[0]) for t in cfg.ensemble
+        ]
     summaries = []
     for i, step in enumerate(cfg.plan()):
         stage_dir = distill_stage_dir(ctx, i)
@@ -49,7 +68,7 @@ def run(ctx: Context, out: Path) -> dict:
             summaries.append(json.loads((stage_dir / "summary.json").read_text()))
             continue
         shape = current.record if step.model is None else ModelRecord.named(step.model)
-        dataset = train_dataset(ctx, shape)
+        dataset = replay_dataset(ctx, shape) if reinforced else train_dataset(ctx, shape)
 
         def batches(start: int, size: int, dataset=dataset, seed=ctx.recipe.seed + i):
             return batch_stream(dataset, size, seed, ctx.rank, ctx.world, start, cfg.num_workers)
@@ -62,6 +81,7 @@ def run(ctx: Context, out: Path) -> dict:
             teachers,
             batches,
             stage_dir,
+            stored=(dataset.dims, dataset.scales) if reinforced else None,
             rank=ctx.rank,
             world=ctx.world,
             stop_after=ctx.stop_after,
@@ -106,7 +126,7 @@ def report(summary: dict) -> list[str]:
 
 STAGE = Stage(
     "distill",
-    ("data", "pretrain", "teacher", "distill"),
+    ("data", "pretrain", "teacher", "reinforce", "distill"),
     run,
     lambda r: r.distill is not None,
     "distil a student from the run's model (affinity mimicking, weight inheritance)",

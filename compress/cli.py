@@ -63,6 +63,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reinforce(args: argparse.Namespace) -> int:
+    """The recipe's stages up to and including reinforce: its teacher, then the reinforced data."""
+    from compress.pipeline import run_pipeline
+    from compress.recipe import load_recipe
+    from compress.stages import STAGES
+    from compress.train import init_distributed
+
+    recipe = load_recipe(args.recipe, _split_overrides(args.overrides))
+    if recipe.reinforce is None:
+        raise UserError(f"{args.recipe}: no reinforce section (k, n, captioner …) to run")
+    names = [s.name for s in STAGES]
+    rank, world = init_distributed()
+    ctx = run_pipeline(recipe, STAGES[: names.index("reinforce") + 1], rank=rank, world=world)
+    if rank == 0:
+        print(f"reinforced data: {ctx.stage_dir('reinforce') / 'index.json'}")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "models":
         from compress.models import model_config, model_names, tower_params
@@ -385,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.path=value")
     p.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "reinforce", help="reinforce a recipe's training data once (its teacher, then the shards)"
+    )
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key.path=value")
+    p.set_defaults(func=cmd_reinforce)
 
     p = sub.add_parser("validate", help="check a recipe without running it")
     p.add_argument("recipe")

@@ -181,8 +181,10 @@ def test_the_pipeline_distils_from_reinforced_data_without_a_teacher(tmp_path, m
         raise AssertionError("a teacher ran during reinforced distillation")
 
     monkeypatch.setattr(student.DistillObjective, "__init__", no_teacher)
-    assert main(["run", str(recipe)]) == 0
     run = tmp_path / "runs" / "tiny"
+    assert main(["reinforce", str(recipe)]) == 0  # the teacher, then the data; nothing after
+    assert (run / "reinforce" / "done.json").is_file() and not (run / "distill").exists()
+    assert main(["run", str(recipe)]) == 0  # reinforce done already: distillation goes on
     index = read_index(run / "reinforce" / "index.json")
     assert index["samples"] == 150 and len(index["shards"]) == 2 and index["complete"]
     assert (run / "distill" / "model.pt").is_file()

@@ -140,6 +140,7 @@ def main() -> None:
                 k=args.k,
                 n=args.n,
                 seed=0,
+                batch_size=64,
             )
         seconds = time.perf_counter() - begin
         shard_bytes = sum(p.stat().st_size for p in (tmp / "dr").glob("*.tar"))

@@ -63,6 +63,7 @@ def _reinforce(samples, teachers, writer, **kwargs):
         k=K,
         n=N,
         seed=7,
+        batch_size=2,  # teacher calls over several samples, and a kill between them
         **kwargs,
     )
 
@@ -110,7 +111,8 @@ def test_a_killed_run_resumes_to_the_same_samples(teachers, tmp_path):
     assert sorted(b) == sorted(a) == [f"{i:06d}" for i in range(5)]  # none missing, none twice
     for key in a:
         assert a[key]["param_aug"] == b[key]["param_aug"]
-        np.testing.assert_array_equal(a[key]["image_emb"], b[key]["image_emb"])
+        # batched differently after the resume: equal up to float rounding (stored in fp16)
+        np.testing.assert_allclose(a[key]["image_emb"], b[key]["image_emb"], atol=2e-3)
 
 
 def test_existing_captions_cycle_to_n_and_refuse_none():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +100,17 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def _chunks(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    chunk: list[Sample] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def reinforce(
     samples: Iterable[Sample],
     teachers: Sequence[CLIP],
@@ -111,27 +122,38 @@ def reinforce(
     n: int,
     seed: int,
     done: Callable[[str], bool] = lambda key: False,
+    batch_size: int = 32,
 ) -> int:
-    """Reinforce ``samples`` into ``writer``; skips the keys ``done`` says were written before
+    """Reinforce ``samples`` into ``writer``, ``batch_size`` samples per teacher call (their
+    K·B images and (1+N)·B captions at once); skips the keys ``done`` says were written before
     (a resumed run). Returns how many samples it wrote."""
     written = 0
-    for sample in samples:
-        if done(sample.key):
-            continue
-        rng = seed_of(seed, sample.key)
-        image_bytes = _jpeg(sample.image)
-        stored = Image.open(io.BytesIO(image_bytes)).convert("RGB")  # what training decodes
-        augmented, params = zip(*(augmentation.sample(stored, rng) for _ in range(k)), strict=True)
-        (synthetic,) = captioner([stored], [sample.caption], [sample.syn_text], n)
-        writer.add(
-            sample.key,
-            uid=sample.uid or sample.key,
-            caption=sample.caption,
-            syn_text=synthetic,
-            param_aug=list(params),
-            image_emb=image_embeddings(teachers, list(augmented)),
-            text_emb=text_embeddings(teachers, [sample.caption, *synthetic]),
-            image=image_bytes,
-        )
-        written += 1
+    for chunk in _chunks((s for s in samples if not done(s.key)), batch_size):
+        encoded = [_jpeg(s.image) for s in chunk]
+        stored = [
+            Image.open(io.BytesIO(b)).convert("RGB") for b in encoded
+        ]  # what training decodes
+        augmented, params = [], []
+        for sample, image in zip(chunk, stored, strict=True):
+            rng = seed_of(seed, sample.key)
+            for _ in range(k):
+                pixels, p = augmentation.sample(image, rng)
+                augmented.append(pixels)
+                params.append(p)
+        synthetic = captioner(stored, [s.caption for s in chunk], [s.syn_text for s in chunk], n)
+        captions = [c for s, syn in zip(chunk, synthetic, strict=True) for c in (s.caption, *syn)]
+        image_emb = image_embeddings(teachers, augmented)
+        text_emb = text_embeddings(teachers, captions)
+        for i, sample in enumerate(chunk):
+            writer.add(
+                sample.key,
+                uid=sample.uid or sample.key,
+                caption=sample.caption,
+                syn_text=synthetic[i],
+                param_aug=params[i * k : (i + 1) * k],
+                image_emb=image_emb[i * k : (i + 1) * k],
+                text_emb=text_emb[i * (1 + n) : (i + 1) * (1 + n)],
+                image=encoded[i],
+            )
+        written += len(chunk)
     return written

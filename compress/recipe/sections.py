@@ -314,6 +314,7 @@ class ReinforceConfig:
     captioner: str = "existing"  # registry compress.data.reinforce.captioners
     ensemble: tuple[TeacherConfig, ...] = ()  # more teachers beside the run's model
     samples_per_shard: int = 2000
+    batch_size: int = field(default=64, metadata={"hash": False})  # samples per teacher call
     fp16: bool = True  # embeddings stored in fp16 (half the bytes)
     limit: int | None = None  # reinforce only the first N training samples
 
@@ -328,6 +329,7 @@ class ReinforceConfig:
             f"expected one of: {', '.join(captioners.names())}, got {self.captioner!r}",
         )
         require(self.samples_per_shard >= 1, "samples_per_shard", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
 
 

@@ -114,6 +114,7 @@ def run(ctx: Context, out: Path) -> dict:
             n=cfg.n,
             seed=ctx.recipe.seed,
             done=lambda key: key in done,
+            batch_size=cfg.batch_size,
         )
     index = read_index(out / INDEX)
     shard_bytes = sum((out / s["file"]).stat().st_size for s in index["shards"])

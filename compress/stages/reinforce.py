@@ -24,7 +24,6 @@ from compress.stages.layout import own_model, scenes_dir
 from compress.stages.teacher import check_given
 
 INDEX = "index.json"
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
 def index_path(ctx: Context) -> Path:
@@ -46,6 +45,7 @@ def source_samples(ctx: Context) -> Iterator[Sample]:
     if source.endswith(".csv"):
         yield from _csv_samples(Path(source), data.image_key, data.caption_key)
         return
+    from compress.data.reinforced import IMAGE_EXTS
     from compress.data.shards import expand_shards, iter_tar_samples
 
     shards = (

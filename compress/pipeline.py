@@ -66,15 +66,15 @@ class Context:
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
 
+    def barrier(self) -> None:
+        """Wait for every process of the job (a no-op in a single-process run)."""
+        if self.world > 1:
+            dist.barrier()
+
     def done(self, name: str) -> dict | None:
         """A finished stage's done marker (``hash``, ``finished``, ``seconds``, ``summary``), or None."""
         marker = self.stage_dir(name) / DONE
         return json.loads(marker.read_text()) if marker.exists() else None
-
-
-def _barrier(ctx: Context) -> None:
-    if ctx.world > 1:
-        dist.barrier()
 
 
 def check_inputs(recipe: Recipe, stages: list[Stage]) -> None:
@@ -129,7 +129,7 @@ def run_pipeline(
             out.mkdir(parents=True, exist_ok=True)
             done.unlink(missing_ok=True)
             write_json(started, {"hash": digest})
-        _barrier(ctx)
+        ctx.barrier()
         if stage.distributed or rank == 0:
             _log(rank, f"[{stage.name}] {stage.about}")
             begin = time.perf_counter()
@@ -144,7 +144,7 @@ def run_pipeline(
                         "summary": summary,
                     },
                 )
-        _barrier(ctx)
+        ctx.barrier()
         forced = True  # later stages consumed the old outputs: redo them too
     return ctx
 

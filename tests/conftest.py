@@ -62,8 +62,10 @@ def model_inputs(model, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 3, size, size), tokens
 
 
-def torchrun_edgeclip(recipe: Path, cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
-    """`edgeclip run RECIPE` under torchrun on this machine (gloo), one thread per process."""
+def torchrun_edgeclip(
+    recipe: Path, cwd: Path, processes: int = 2, command: str = "run"
+) -> subprocess.CompletedProcess:
+    """`edgeclip COMMAND RECIPE` under torchrun on this machine (gloo), one thread per process."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
@@ -73,7 +75,7 @@ def torchrun_edgeclip(recipe: Path, cwd: Path, processes: int = 2) -> subprocess
             f"--nproc_per_node={processes}",
             "-m",
             "compress.cli",
-            "run",
+            command,
             str(recipe),
         ],
         cwd=cwd,

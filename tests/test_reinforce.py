@@ -191,3 +191,62 @@ def test_the_pipeline_distils_from_reinforced_data_without_a_teacher(tmp_path, m
     assert index["samples"] == 150 and len(index["shards"]) == 2 and index["complete"]
     assert (run / "distill" / "model.pt").is_file()
     assert "## Reinforced data" in (run / "report.md").read_text()
+
+
+def _stored(index):
+    """A reinforced dataset's samples by key: caption, synthetic captions, augmentations, embeddings."""
+    return {
+        s["key"]: (s["caption"], s["syn_text"], s["param_aug"], s["image_emb"], s["text_emb"])
+        for s in ReinforcedShards(index, decode_images=False)
+    }
+
+
+def test_two_processes_under_torchrun_write_one_merged_dataset(tmp_path):
+    """Each process reinforces every other sample into its own shards and index; the merged
+    index holds every sample once, exactly as one process writes them."""
+    import json
+    import shutil
+
+    from compress.cli import main
+    from compress.data.replay import ReplayDataset
+    from compress.data.transforms import image_transform
+    from compress.tokenizer import Tokenizer
+    from tests.conftest import torchrun_edgeclip, write_tiny_recipe
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    recipes = []
+    for folder in (one, two):
+        folder.mkdir()
+        recipe = write_tiny_recipe(folder, steps=2)
+        recipe.write_text(
+            recipe.read_text().split("\neval:")[0]
+            + "\nreinforce: {k: 2, n: 2, samples_per_shard: 40, limit: 101, batch_size: 16}\n"
+        )
+        recipes.append(recipe)
+    assert main(["reinforce", str(recipes[0])]) == 0
+    shutil.copytree(one / "runs", two / "runs")  # the same teacher: only reinforce runs again
+    shutil.rmtree(two / "runs/tiny/reinforce")
+    proc = torchrun_edgeclip(recipes[1], two, command="reinforce")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    folder = two / "runs/tiny/reinforce"
+    index = read_index(folder / "index.json")
+    files = [s["file"] for s in index["shards"]]
+    # 51 + 50 samples at 40 per shard
+    assert files == [f"train-r{r}of2-{i:06d}.tar" for r in (0, 1) for i in (0, 1)], files
+    assert index["samples"] == 101 and index["complete"]
+    assert json.loads((folder / "done.json").read_text())["summary"]["processes"] == 2
+    single, double = _stored(one / "runs/tiny/reinforce/index.json"), _stored(folder / "index.json")
+    assert list(single) == sorted(double) == [f"{i:09d}" for i in range(101)]
+    for key, (caption, syn, params, image_emb, text_emb) in single.items():
+        assert double[key][:3] == (caption, syn, params), key
+        np.testing.assert_allclose(double[key][3], image_emb, atol=2e-3)
+        np.testing.assert_allclose(double[key][4], text_emb, atol=2e-3)
+    # Training reads the samples in key order, whichever process wrote them.
+    replay = [
+        ReplayDataset(f / "index.json", image_transform(32, (0.5,) * 3, (0.5,) * 3), Tokenizer(16))
+        for f in (one / "runs/tiny/reinforce", folder)
+    ]
+    for v in (0, 5, 403):
+        assert replay[0][v]["caption"] == replay[1][v]["caption"]
+        assert torch.equal(replay[0][v]["image"], replay[1][v]["image"])

@@ -45,7 +45,10 @@ class ReplayDataset(Dataset):
         self.dims, self.scales = settings["dims"], settings["scales"]
         aug = settings["augmentation"]
         self.augmentation = Augmentation(
-            aug["size"], flip=aug.get("flip", False), rand_augment=aug.get("rand_augment", True)
+            aug["size"],
+            tuple(aug.get("scale", (0.08, 1.0))),
+            flip=aug.get("flip", False),
+            rand_augment=aug.get("rand_augment", True),
         )
         self.transform, self.tokenize = transform, tokenize
         self.samples = [
@@ -57,7 +60,7 @@ class ReplayDataset(Dataset):
                 s["image_emb"].astype(np.float16),  # as stored: half the memory
                 s["text_emb"].astype(np.float16),
             )
-            for s in shards
+            for s in sorted(shards, key=lambda s: s["key"])  # the same order from any world size
         ]
 
     def __len__(self) -> int:

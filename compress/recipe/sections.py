@@ -317,6 +317,10 @@ class ReinforceConfig:
     batch_size: int = field(default=64, metadata={"hash": False})  # samples per teacher call
     fp16: bool = True  # embeddings stored in fp16 (half the bytes)
     limit: int | None = None  # reinforce only the first N training samples
+    # The stored augmentations: random-resized crop (area fraction) → optional flip → RandAugment
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = False
+    rand_augment: bool = True
 
     def __post_init__(self) -> None:
         from compress.data.reinforce import captioners
@@ -331,6 +335,10 @@ class ReinforceConfig:
         require(self.samples_per_shard >= 1, "samples_per_shard", "must be >= 1")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
+        low, high = self.crop_scale
+        require(
+            0 < low <= high <= 1, "crop_scale", f"expected 0 < min <= max <= 1, got {[low, high]}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

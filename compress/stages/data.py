@@ -20,16 +20,21 @@ SCENES = "scenes"
 def uses_scenes(recipe: Recipe) -> bool:
     """Whether the run trains or evaluates on the embedded scenes dataset (so must write it)."""
     tasks = recipe.eval.tasks() if recipe.eval else ()
-    trains = (recipe.pretrain or recipe.distill) is not None and recipe.data.train == SCENES
+    reads = (recipe.pretrain, recipe.distill, recipe.reinforce)
+    trains = any(r is not None for r in reads) and recipe.data.train == SCENES
     return trains or any(task in SPLITS for task in tasks)
 
 
 def check_train_data(recipe: Recipe) -> None:
-    """The training data the recipe names exists (a CSV file, or at least one shard file)."""
+    """The training data the recipe names exists (a CSV file, or at least one shard file; URL
+    shards, such as `pipe:…` or `https://…`, are only opened when read)."""
+    from compress.data.shards import is_url
+
     train = recipe.data.train
     if train.endswith(".csv") and not Path(train).is_file():
         raise recipe.error("data.train", f"no such file: {train}")
-    if train.endswith(".tar") and not any(Path(s).is_file() for s in expand_shards(train)):
+    shards = expand_shards(train) if train.endswith(".tar") else []
+    if shards and not any(is_url(s) or Path(s).is_file() for s in shards):
         raise recipe.error("data.train", f"no shard file matches {train}")
 
 

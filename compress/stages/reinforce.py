@@ -7,16 +7,20 @@ A killed run resumes: the shards already finished are kept and their samples ski
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-from collections.abc import Iterator
-from itertools import islice
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
 from PIL import Image
 
+from compress.data.datasets import DECODE_ERRORS, CsvDataset, DataError, load_image, reason
 from compress.data.reinforce import Sample
+from compress.data.reinforced import IMAGE_EXTS
+from compress.data.shards import expand_shards, iter_tar_samples
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe
 from compress.stages.data import SCENES, check_train_data
@@ -37,45 +41,112 @@ def check(recipe: Recipe) -> None:
         check_given(recipe, f"reinforce.ensemble[{i}]", member)
 
 
-def source_samples(ctx: Context) -> Iterator[Sample]:
-    """The training data as it is stored, keys numbered in order (the source key is the uid):
-    webdataset shards (the scenes data's, or the recipe's) or a CSV of image paths and captions."""
-    data = ctx.recipe.data
-    source = data.train
-    if source.endswith(".csv"):
-        yield from _csv_samples(Path(source), data.image_key, data.caption_key)
-        return
-    from compress.data.reinforced import IMAGE_EXTS
-    from compress.data.shards import expand_shards, iter_tar_samples
+class TrainingSource:
+    """The training data as stored, numbered in order: webdataset shards (the scenes data's, or
+    the recipe's) or a CSV of image paths and captions. Every process numbers all samples the
+    same way and decodes only its own (every ``world``-th from ``rank``), so a run on any number
+    of processes reinforces the same samples under the same keys (the source key is the uid).
 
-    shards = (
-        sorted(map(str, (scenes_dir(ctx) / "wds").glob("train-*.tar")))
-        if source == SCENES
-        else expand_shards(source)
-    )
-    count = 0
-    for shard in shards:
-        for key, members in iter_tar_samples(shard):
-            ext = next((e for e in IMAGE_EXTS if e in members), None)
-            if ext is None or "txt" not in members:
+    A sample without an image or caption, an unreadable image or a broken shard is a one-line
+    `DataError` naming it; with ``data.skip_bad`` it is skipped (unnumbered) and counted.
+    """
+
+    def __init__(self, ctx: Context, limit: int | None = None) -> None:
+        data = ctx.recipe.data
+        self.source, self.limit, self.skip_bad = data.train, limit, data.skip_bad
+        self.image_key, self.caption_key = data.image_key, data.caption_key
+        self.rank, self.world = ctx.rank, ctx.world
+        self.scenes = scenes_dir(ctx)
+        self.skipped = 0  # malformed records (every process counts all of them)
+        self.unreadable = 0  # images that would not decode (each process counts its own)
+
+    def _records(self) -> Iterator[tuple[str, str, str, Callable[[], Image.Image], list | None]]:
+        """(where, uid, caption, image loader, synthetic captions or None) per usable record."""
+        if self.source.endswith(".csv"):
+            rows = CsvDataset(
+                self.source,
+                None,
+                image_key=self.image_key,
+                caption_key=self.caption_key,
+                skip_bad=self.skip_bad,
+            )
+            self.skipped += rows.skipped
+            for i, caption in enumerate(rows.captions):
+                path = rows.image_path(i)
+                yield (
+                    f"{self.source}: image '{path}'",
+                    str(path),
+                    caption,
+                    partial(load_image, path),
+                    None,
+                )
+            return
+        shards = (
+            sorted(map(str, (self.scenes / "wds").glob("train-*.tar")))
+            if self.source == SCENES
+            else expand_shards(self.source)
+        )
+        for shard in shards:
+            samples = iter_tar_samples(shard)
+            while True:
+                try:
+                    key, members = next(samples)
+                except StopIteration:
+                    break
+                except DataError:
+                    if not self.skip_bad:
+                        raise
+                    self.skipped += 1  # the sample the shard broke off in
+                    break
+                ext = next((e for e in IMAGE_EXTS if e in members), None)
+                if ext is None or "txt" not in members:
+                    if not self.skip_bad:
+                        raise DataError(
+                            f"{shard}: sample '{key}' has no image (.{'/.'.join(IMAGE_EXTS)}) "
+                            f"or no caption (.txt); it has {', '.join(members)}"
+                        )
+                    self.skipped += 1
+                    continue
+                syn = json.loads(members["syn.json"])["syn_text"] if "syn.json" in members else None
+                image = partial(load_image, io.BytesIO(members[ext]))
+                caption = members["txt"].decode("utf-8", errors="replace").strip()
+                yield f"{shard}: sample '{key}.{ext}'", key, caption, image, syn
+
+    def __iter__(self) -> Iterator[Sample]:
+        count = 0
+        for where, uid, caption, image, syn in self._records():
+            if self.limit is not None and count >= self.limit:
+                return
+            number, count = count, count + 1
+            if number % self.world != self.rank:
                 continue
-            syn = json.loads(members["syn.json"])["syn_text"] if "syn.json" in members else None
-            image = Image.open(io.BytesIO(members[ext])).convert("RGB")
-            yield Sample(f"{count:09d}", image, members["txt"].decode(), syn, uid=key)
-            count += 1
+            try:
+                pixels = image()
+            except DECODE_ERRORS as err:
+                if not self.skip_bad:
+                    raise DataError(f"{where} cannot be read: {reason(err)}") from err
+                self.unreadable += 1
+                continue
+            yield Sample(f"{number:09d}", pixels, caption, syn, uid=uid)
 
 
-def _csv_samples(path: Path, image_key: str, caption_key: str) -> Iterator[Sample]:
-    with open(path, newline="") as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            image = Image.open(path.parent / row[image_key]).convert("RGB")
-            yield Sample(f"{i:09d}", image, row[caption_key], None, uid=row[image_key])
+def _own_files(out: Path, rank: int, world: int) -> tuple[str, Path]:
+    """This process's shard prefix and index file (one set per process of a world size)."""
+    tag = f"r{rank}of{world}"
+    return f"train-{tag}", out / f"index-{tag}.json"
+
+
+def _drop_other_worlds(out: Path, world: int) -> None:
+    """Files a killed run left under another process count: this run writes its own."""
+    for path in [*out.glob("train-r*of*-*.tar"), *out.glob("index-r*of*.json")]:
+        if not path.name.split("-")[1].split(".")[0].endswith(f"of{world}"):
+            path.unlink()
 
 
 def run(ctx: Context, out: Path) -> dict:
     from compress.data.augment import Augmentation
     from compress.data.reinforce import captioners, reinforce, text_embeddings
-    from compress.data.reinforced import ReinforcedWriter, done_keys, read_index
+    from compress.data.reinforced import ReinforcedWriter, done_keys, merge_indexes, read_index
     from compress.distill.student import freeze
     from compress.models import load_model
     from compress.models.loaders import load_given
@@ -87,12 +158,20 @@ def run(ctx: Context, out: Path) -> dict:
     names = [record.name, *(t.model for t in cfg.ensemble)]
     dims = [int(text_embeddings([t], ["a"]).shape[1]) for t in teachers]
     size = teachers[0].visual.image_size  # augmentations stored at the first teacher's size
-    settings = {"size": size, "flip": False, "rand_augment": True}
-    resume = (out / INDEX).exists()
-    done = done_keys(read_index(out / INDEX)) if resume else ()
+    settings = {
+        "size": size,
+        "scale": list(cfg.crop_scale),
+        "flip": cfg.flip,
+        "rand_augment": cfg.rand_augment,
+    }
+    if ctx.rank == 0:
+        _drop_other_worlds(out, ctx.world)
+    prefix, own_index = _own_files(out, ctx.rank, ctx.world)
+    resume = own_index.exists()
+    done = done_keys(read_index(own_index)) if resume else ()
     writer = ReinforcedWriter(
         out,
-        "train",
+        prefix,
         names,
         dims,
         k=cfg.k,
@@ -101,13 +180,15 @@ def run(ctx: Context, out: Path) -> dict:
         samples_per_shard=cfg.samples_per_shard,
         fp16=cfg.fp16,
         scales=[float(t.logit_scale.exp()) for t in teachers],
+        index_name=own_index.name,
         resume=resume,
     )
+    source = TrainingSource(ctx, cfg.limit)
     with writer:
         written = reinforce(
-            islice(source_samples(ctx), cfg.limit),
+            source,
             teachers,
-            Augmentation(size),
+            Augmentation(size, tuple(cfg.crop_scale), flip=cfg.flip, rand_augment=cfg.rand_augment),
             captioners.get(cfg.captioner),
             writer,
             k=cfg.k,
@@ -116,11 +197,18 @@ def run(ctx: Context, out: Path) -> dict:
             done=lambda key: key in done,
             batch_size=cfg.batch_size,
         )
-    index = read_index(out / INDEX)
+    unreadable = torch.tensor([source.unreadable])
+    if ctx.world > 1:
+        dist.all_reduce(unreadable)  # also waits for every process to close its index
+    if ctx.rank != 0:
+        return {}
+    index = merge_indexes([_own_files(out, r, ctx.world)[1] for r in range(ctx.world)], out / INDEX)
     shard_bytes = sum((out / s["file"]).stat().st_size for s in index["shards"])
     return {
         "samples": index["samples"],
         "written_now": written,
+        "skipped": source.skipped + int(unreadable),
+        "processes": ctx.world,
         "teachers": names,
         "dims": dims,
         "k": cfg.k,
@@ -148,6 +236,7 @@ STAGE = Stage(
     run,
     lambda r: r.reinforce is not None,
     "reinforce the training data with the teachers' knowledge (MobileCLIP), once",
+    distributed=True,
     check=check,
     report=report,
 )

@@ -1,5 +1,5 @@
-"""Webdataset shards: brace patterns, tar samples grouped by key, and a streamed, shuffled,
-per-rank dataset of them."""
+"""Webdataset shards: brace patterns, tar samples grouped by key (from local files or from any
+URL webdataset's `gopen` opens), and a streamed, shuffled, per-rank dataset of them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import io
 import os
 import random
 import re
+import signal
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import IO, Any
+from urllib.parse import urlparse
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -80,22 +82,72 @@ def _split_key(name: str) -> tuple[str, str] | None:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
+def is_url(shard: str | os.PathLike) -> bool:
+    """Whether `shard` is a URL (`pipe:CMD`, `https://…`, `gs://…`) rather than a local path.
+
+    A one-letter scheme is a Windows drive (`C:\\x.tar`), so it stays a path.
+    """
+    return len(urlparse(os.fspath(shard)).scheme) > 1
+
+
+# Why curl (webdataset's reader of http(s)/sftp/ftps/scp) or the shell of a `pipe:` exits so.
+_EXIT_HINTS = {
+    6: "curl: cannot resolve the host",
+    7: "curl: cannot connect",
+    22: "curl: the server answered with an HTTP error such as 404",
+    28: "curl: timed out",
+    127: "command not found",
+}
+
+
+def _open_url(shard: str) -> IO[bytes]:
+    """Open a shard URL with webdataset's `gopen`: a `pipe:` command's or curl's stdout, …"""
+    from webdataset.gopen import gopen, set_options  # imported here: local shards don't need it
+
+    try:
+        stream = gopen(shard, "rb")
+    except (ValueError, OSError) as err:
+        why = str(err).removeprefix(f"{shard}: ")
+        hint = " (read it with pipe:COMMAND, a command writing the shard to stdout)"
+        raise DataError(f"{shard}: cannot open: {why}{hint if 'no gopen' in why else ''}") from None
+    # A Pipe raises from read or close when the command fails; _close_url says so in one line.
+    set_options(stream, ignore_errors=True)
+    return stream
+
+
+def _close_url(shard: str, stream: IO[bytes]) -> None:
+    """Close a shard's stream; a command that exited with a failure status is the error."""
+    stream.close()
+    status = getattr(stream, "status", None)  # a webdataset Pipe's exit status
+    # Closing a stream read to the tar's end may leave the command writing padding: SIGPIPE.
+    if status is None or status in (*stream.ignore_status, -signal.SIGPIPE):
+        return
+    why = f"killed by signal {-status}" if status < 0 else _EXIT_HINTS.get(status)
+    raise DataError(f"{shard}: command exited with status {status}" + (f" ({why})" if why else ""))
+
+
 def iter_tar_samples(shard: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Stream a webdataset shard: (key, {extension: bytes}) per sample, members grouped by key.
 
-    Members of one sample must be adjacent (the webdataset convention). Raises `DataError`
-    naming the shard and the last good sample when the tar is truncated or corrupt; the samples
+    `shard` is a local path or a URL that webdataset's `gopen` opens: `pipe:COMMAND` (its
+    stdout, e.g. `pipe:aws s3 cp s3://bucket/x.tar -`), `http(s)://` (with curl), `gs://`
+    (gsutil), `file:`, …. Members of one sample must be adjacent (the webdataset convention).
+    Raises `DataError` naming the shard and the last good sample when the tar is truncated or
+    corrupt, or naming the shard when a URL cannot be opened or its command fails; the samples
     before that point have already been yielded, the sample in progress is not.
 
     Example:
-        >>> for key, members in iter_tar_samples("wds/train-000000.tar"):  # doctest: +SKIP
+        >>> for key, members in iter_tar_samples("pipe:cat wds/train-000000.tar"):  # doctest: +SKIP
         ...     caption = members["txt"].decode()
     """
+    name = os.fspath(shard)
+    stream = _open_url(name) if is_url(name) else None
+    path = name if stream is None else None  # tarfile opens a local shard itself
     key: str | None = None
     members: dict[str, bytes] = {}
     last: str | None = None
     try:
-        with tarfile.open(shard, mode="r|*", tarinfo=StrictTarInfo) as tar:
+        with tarfile.open(path, mode="r|*", fileobj=stream, tarinfo=StrictTarInfo) as tar:
             for info in tar:
                 split = _split_key(info.name) if info.isfile() else None
                 if split is None:
@@ -106,9 +158,13 @@ def iter_tar_samples(shard: str | os.PathLike) -> Iterator[tuple[str, dict[str, 
                         last = key
                     key, members = split[0], {}
                 members[split[1]] = tar.extractfile(info).read()
+        if stream is not None:
+            _close_url(name, stream)
     except FileNotFoundError:
         raise DataError(f"{shard}: file not found") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        if stream is not None:
+            _close_url(name, stream)  # a failed command explains a cut-off or empty stream
         reason = str(err) or type(err).__name__
         what = "truncated" if "end of data" in reason or isinstance(err, EOFError) else "corrupt"
         if key is None:
@@ -117,6 +173,9 @@ def iter_tar_samples(shard: str | os.PathLike) -> Iterator[tuple[str, dict[str, 
             read = f"samples up to '{last}' were read" if last else "no sample before it"
             where = f"at sample '{key}' ({read})"
         raise DataError(f"{shard}: {what} {where}: {reason}") from None
+    finally:
+        if stream is not None:
+            stream.close()  # a no-op unless the reader stopped early; the status says nothing then
     if key is not None:
         yield key, members
 
@@ -136,7 +195,9 @@ def _shuffled(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[A
 
 
 class WdsDataset(IterableDataset):
-    """Iterable dataset over webdataset tar shards, read with `tarfile` in streaming mode.
+    """Iterable dataset over webdataset tar shards, read with `tarfile` in streaming mode from
+    local paths or URLs (`pipe:aws s3 cp s3://b/x-{000..009}.tar -`, `https://…`; see
+    `iter_tar_samples`).
 
     Yields the same items as `CsvDataset`; `"index"` is the running sample number of this
     iterator (with DataLoader workers, `n * num_workers + worker_id`, so indices stay unique).
@@ -145,9 +206,10 @@ class WdsDataset(IterableDataset):
     a sample buffer are shuffled, reseeded by `set_epoch` from (seed, epoch, rank) — call it
     before each epoch (with `persistent_workers=True` workers keep the epoch they started with).
 
-    Malformed data raises `DataError` naming the shard and sample: a truncated or corrupt tar,
-    a sample without an image or caption, an undecodable image. With `skip_bad=True` a bad
-    sample is skipped and a truncated shard is abandoned at that point, each counted in
+    Malformed data raises `DataError` naming the shard and sample: a missing, truncated or
+    corrupt tar (a URL that cannot be opened, a failing `pipe:` command), a sample without an
+    image or caption, an undecodable image. With `skip_bad=True` a bad sample is skipped and a
+    truncated (or unreadable) shard is abandoned at that point, each counted in
     `skipped` (`truncated_shards` counts the latter alone). The counters live in the process
     that iterates: with DataLoader workers they stay in the workers' copies.
 

@@ -149,8 +149,8 @@ def main() -> None:
             "bytes_per_sample": shard_bytes / args.images,
         }
         transform = image_transform(record.image_size, **record.normalization)
-        replay = ReplayDataset(
-            tmp / "dr" / "index.json", transform, Tokenizer(record.context_length)
+        replay = ReplayDataset(  # decoded images kept, as the online side's are
+            tmp / "dr" / "index.json", transform, Tokenizer(record.context_length), cache=True
         )
         runs = {
             "online": (

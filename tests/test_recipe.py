@@ -260,3 +260,16 @@ def test_an_offline_download_says_so_and_how_to_do_without(tmp_path):
     assert "Hugging Face Hub (laion/CLIP-ViT-B-32-laion2B-s34B-b79K)" in line
     assert "checkpoint: path/to/file instead of pretrained" in line
     assert "does not fit" not in line
+
+
+def test_shard_urls_are_training_data(tmp_path):
+    """Streamed shards (`pipe:` commands, https) are accepted as written; nothing local to check."""
+    from compress.pipeline import check_inputs
+    from compress.stages import STAGES
+
+    for train in ("pipe:aws s3 cp s3://b/x-{000..009}.tar -", "https://h/x-{000..009}.tar"):
+        path = tmp_path / "m.yaml"
+        path.write_text(f"name: m\ndata: {{train: '{train}'}}\npretrain: {{model: tiny}}\n")
+        recipe = load_recipe(path)
+        assert recipe.data.train == train
+        check_inputs(recipe, STAGES)

@@ -31,11 +31,16 @@ class ReplayDataset(Dataset):
     at, then resized to the student's and normalised), ``text`` and ``syn_text`` (the real and
     the synthetic caption's token ids), and the stored ``teacher_image``, ``teacher_real`` and
     ``teacher_syn`` embeddings (float32). Samples are held in memory as stored (JPEG bytes,
-    fp16 embeddings).
+    fp16 embeddings); with ``cache`` each image is also kept decoded once first read (uint8
+    pixels: about 4× the JPEG bytes of a small image), so later augmentations skip decoding.
     """
 
     def __init__(
-        self, index: str | os.PathLike, transform: ImageTransform, tokenize: Tokenizer
+        self,
+        index: str | os.PathLike,
+        transform: ImageTransform,
+        tokenize: Tokenizer,
+        cache: bool = False,
     ) -> None:
         shards = ReinforcedShards(index, decode_images=False)
         settings = shards.index
@@ -51,6 +56,7 @@ class ReplayDataset(Dataset):
             rand_augment=aug.get("rand_augment", True),
         )
         self.transform, self.tokenize = transform, tokenize
+        self.decoded: dict[int, np.ndarray] | None = {} if cache else None
         self.samples = [
             (
                 s["image"],
@@ -66,10 +72,18 @@ class ReplayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples) * self.k * self.n
 
+    def _source(self, i: int, image_bytes: bytes) -> Image.Image:
+        pixels = self.decoded.get(i) if self.decoded is not None else None
+        if pixels is None:
+            pixels = np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
+            if self.decoded is not None:
+                self.decoded[i] = pixels
+        return Image.fromarray(pixels)
+
     def __getitem__(self, v: int) -> dict[str, Any]:
         i, a, j = v // (self.k * self.n), (v // self.n) % self.k, v % self.n
         image_bytes, caption, syn_text, param_aug, image_emb, text_emb = self.samples[i]
-        source = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+        source = self._source(i, image_bytes)
         pixels = self.augmentation.reapply(source, param_aug[a])
         size = self.transform.image_size
         if pixels.size != (size, size):

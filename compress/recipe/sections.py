@@ -112,7 +112,8 @@ class ScenesConfig:
 class DataConfig:
     """Training data: the embedded scenes dataset, or a CSV file / webdataset shards of your own."""
 
-    # "scenes", a CSV path (filepath,caption) or a shard pattern (x-{000..009}.tar)
+    # "scenes", a CSV path (filepath,caption) or a shard pattern (x-{000..009}.tar), local or
+    # any URL: https://…/x-{000..009}.tar, pipe:aws s3 cp s3://b/x-{000..009}.tar -
     train: str = "scenes"
     format: Literal["csv", "wds"] = "wds"  # scenes only: which written copy training reads
     skip_bad: bool = False  # true: skip (and count) malformed samples instead of stopping
@@ -124,11 +125,13 @@ class DataConfig:
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
 
     def __post_init__(self) -> None:
-        ok = self.train == "scenes" or self.train.endswith((".csv", ".tar"))
+        from compress.data.shards import is_url
+
+        ok = self.train == "scenes" or self.train.endswith((".csv", ".tar")) or is_url(self.train)
         require(
             ok,
             "train",
-            f"expected 'scenes', a .csv file or a .tar shard pattern, got {self.train!r}",
+            f"expected 'scenes', a .csv file, a .tar shard pattern or a URL, got {self.train!r}",
         )
 
 

@@ -42,6 +42,7 @@ def replay_dataset(ctx: Context, record: ModelRecord):
         index_path(ctx),
         image_transform(record.image_size, **record.normalization),
         Tokenizer(record.context_length),
+        cache=ctx.recipe.data.cache,
     )
 
 

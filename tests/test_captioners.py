@@ -1,0 +1,233 @@
+"""The CoCa captioner through its real open_clip path, on a random-init tiny CoCa: n captions per
+image, reproducible and batch-independent, the caller's RNG untouched, open_clip's own sampling
+reproduced, checkpoints loaded weights-only, and a reinforce run that stores its captions."""
+
+import argparse
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from compress import compat
+from compress.data import captioners as coca
+from compress.data.augment import Augmentation
+from compress.data.reinforce import Sample, captioners, reinforce, text_embeddings
+from compress.data.reinforced import ReinforcedShards, ReinforcedWriter
+from compress.errors import UserError
+from compress.models import ModelRecord
+
+# coca_ViT-L-14's shape at toy widths: open_clip's vocabulary (49408) and context stay, so its
+# tokenizer and generation run unchanged; n=2 captions of 2 images take ~1 s on one CPU core
+TINY_COCA = {
+    "embed_dim": 32,
+    "vision_cfg": {
+        "image_size": 32,
+        "patch_size": 8,
+        "layers": 1,
+        "width": 32,
+        "head_width": 16,
+        "attentional_pool": True,
+        "attn_pooler_queries": 8,
+        "attn_pooler_heads": 2,
+        "output_tokens": True,
+    },
+    "text_cfg": {
+        "context_length": 76,
+        "vocab_size": 49408,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+        "embed_cls": True,
+        "output_tokens": True,
+    },
+    "multimodal_cfg": {
+        "context_length": 76,
+        "vocab_size": 49408,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+        "attn_pooler_heads": 2,
+    },
+    "custom_text": True,
+}
+NAME = "edgeclip_tiny_coca"
+N = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Width-32 matmuls gain nothing from a second thread, and on a busy 2-core machine two
+    threads spin-wait each other: ~10x slower (4 s → 40 s for this file)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_coca(tmp_path_factory):
+    """Registers the tiny architecture with open_clip (a JSON in a config folder, as its own)."""
+    folder = tmp_path_factory.mktemp("coca_configs")
+    (folder / f"{NAME}.json").write_text(json.dumps(TINY_COCA))
+    compat.open_clip().add_model_config(folder)
+    return NAME
+
+
+@pytest.fixture
+def configure(tiny_coca):
+    """configure_coca for the tiny model (random init unless a checkpoint is given), 12 tokens a
+    caption (a random model never says EOT, so every caption runs the full length); the
+    defaults come back afterwards."""
+    defaults = {"model": tiny_coca, "pretrained": None, "seq_len": 12}
+    yield lambda **fields: coca.configure_coca(**{**defaults, **fields})
+    coca.configure_coca()
+
+
+def _images():
+    out = []
+    for i in range(2):
+        image = Image.new("RGB", (40, 36), (30 + 100 * i, 90, 160))
+        ImageDraw.Draw(image).ellipse((4 + 3 * i, 6, 24, 30), fill=(250, 60 * i, 10))
+        out.append(image)
+    return out
+
+
+CAPTIONS = ["a red circle", "an orange circle"]
+
+
+def _caption(images=None, captions=CAPTIONS):
+    images = images or _images()
+    return captioners.get("coca")(images, captions, [None] * len(images), N)
+
+
+def test_n_clean_captions_per_image_reproducible_and_the_callers_rng_untouched(configure):
+    configure()
+    before = torch.random.get_rng_state()
+    out = _caption()
+    assert torch.equal(torch.random.get_rng_state(), before)  # the model build included
+    assert len(out) == 2 and all(len(c) == N for c in out)
+    texts = [t for c in out for t in c]
+    assert all(isinstance(t, str) and t == t.strip() for t in texts)
+    assert not any("<start_of_text>" in t or "<end_of_text>" in t or "." in t for t in texts)
+    assert len(set(texts)) == len(texts)  # each caption its own draw
+    assert _caption() == out
+    # seeded per image and caption, not per batch: alone, or in another batch, the same
+    assert _caption([_images()[1]], [CAPTIONS[1]]) == [out[1]]
+    configure(seed=1)
+    assert _caption() != out
+
+
+def test_top_p_keeps_the_smallest_nucleus_reaching_p():
+    logits = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
+    kept = {
+        p: torch.isfinite(coca.top_p_filter(logits, p)).nonzero().flatten().tolist()
+        for p in (1e-6, 0.5, 0.8, 0.81, 1.0)
+    }
+    assert kept == {1e-6: [1], 0.5: [1], 0.8: [1, 3], 0.81: [0, 1, 3], 1.0: [0, 1, 2, 3]}
+
+
+@pytest.mark.parametrize("eager_eot", [False, True])
+def test_the_sampling_loop_is_open_clips_generate(configure, eager_eot):
+    """Greedy (a vanishing nucleus), so no random draw is involved: token for token what
+    CoCa.generate returns — EOT forced at seq_len (a random model never says it), or held back
+    until min_seq_len (a model made to say it at once). Runs where transformers<4.56 is
+    installed: open_clip 3.3.0's generate imports its logits processors from there."""
+    coca_model = compat.open_clip().coca_model
+    if not coca_model._has_transformers:
+        pytest.skip("open_clip's CoCa.generate is off: no transformers, or one >= 4.56")
+    cfg = configure(top_p=1e-6, min_seq_len=8, seq_len=20)
+    _, model, preprocess, tokenizer = coca._load(cfg)
+    sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
+    if eager_eot:  # a feature pinned at 100 after the final norm, read only by EOT's logit
+        with torch.no_grad():
+            model.text_decoder.ln_final.bias[0] = 100.0
+            model.text_decoder.text_projection[0] = 0.0
+            model.text_decoder.text_projection[0, eot] = 1.0
+    pixels = torch.stack([preprocess(image) for image in _images()])
+    u = torch.rand(2, cfg.seq_len, dtype=torch.float64)
+    ours = coca.generate(model, pixels, u, cfg, sot, eot).tolist()
+    theirs = model.generate(pixels, generation_type="top_p", top_p=1e-6, seq_len=20, min_seq_len=8)
+    for a, b in zip(ours, theirs.tolist(), strict=True):
+        assert a[: a.index(eot) + 1] == b[: b.index(eot) + 1]
+        assert a.index(eot) == (8 if eager_eot else 19)  # SOT + 7 tokens + EOT
+
+
+def test_a_checkpoint_is_loaded_weights_only(configure, tmp_path):
+    _, model, _, _ = coca._load(configure())
+    torch.manual_seed(3)
+    other = {f"module.{k}": v + 0.1 * torch.randn_like(v) for k, v in model.state_dict().items()}
+    path = tmp_path / "coca.pt"
+    torch.save({"state_dict": other}, path)  # as DDP training saves it
+    random_init = _caption()
+    configure(checkpoint=str(path))
+    assert _caption() != random_init
+
+    path = tmp_path / "clip.pt"
+    torch.save(ModelRecord.named("tiny").build().state_dict(), path)  # a CLIP, not this CoCa
+    configure(checkpoint=str(path))
+    with pytest.raises(UserError, match=re.escape(f"{path}: not a {NAME} state dict")) as err:
+        _caption()
+    assert "\n" not in str(err.value)
+
+    path = tmp_path / "pickled.pt"
+    torch.save({"config": argparse.Namespace(lr=1)}, path)  # a pickled object: never unpickled
+    configure(checkpoint=str(path))
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            f"{path}: not loadable weights-only (it holds a pickled argparse.Namespace)"
+        ),
+    ) as err:
+        _caption()
+    assert "\n" not in str(err.value)
+
+
+def test_settings_are_checked_in_the_users_words():
+    with pytest.raises(UserError, match=r"coca.top_p: must be in \(0, 1\], got 0"):
+        coca.configure_coca(top_p=0)
+    with pytest.raises(UserError, match="coca.model: 'ViT-nope' is not an open_clip model"):
+        coca.configure_coca(model="ViT-nope")
+        _caption()
+    coca.configure_coca()
+
+
+def test_a_reinforce_run_stores_the_coca_captions(configure, tmp_path):
+    configure()
+    torch.manual_seed(0)
+    teacher = ModelRecord.named("tiny").build().eval()
+    samples = [
+        Sample(f"{i:06d}", image, c)
+        for i, (image, c) in enumerate(zip(_images(), CAPTIONS, strict=True))
+    ]
+    dim = int(text_embeddings([teacher], ["x"]).shape[1])
+    with ReinforcedWriter(
+        tmp_path,
+        "r",
+        ["tiny"],
+        [dim],
+        k=1,
+        n=N,
+        augmentation={"size": 32},
+        samples_per_shard=2,
+        scales=[teacher.logit_scale.exp().item()],
+    ) as writer:
+        written = reinforce(
+            samples,
+            [teacher],
+            Augmentation(32),
+            captioners.get("coca"),
+            writer,
+            k=1,
+            n=N,
+            seed=0,
+            batch_size=2,
+        )
+    assert written == 2
+    stored = list(ReinforcedShards(tmp_path / "index.json"))
+    assert [s["key"] for s in stored] == ["000000", "000001"]
+    for sample in stored:
+        assert len(sample["syn_text"]) == N and sample["text_emb"].shape == (1 + N, dim)
+        # what the run stored is what the captioner says about the stored (decoded) image
+        assert _caption([sample["image"]], [sample["caption"]]) == [sample["syn_text"]]

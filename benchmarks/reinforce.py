@@ -35,7 +35,8 @@ from PIL import Image
 
 from compress.data.augment import Augmentation
 from compress.data.batches import batch_stream
-from compress.data.reinforce import Sample, captioners, reinforce, text_embeddings
+from compress.data.captioners import captioners
+from compress.data.reinforce import Sample, reinforce, text_embeddings
 from compress.data.reinforced import ReinforcedWriter
 from compress.data.replay import ReplayDataset
 from compress.data.scenes import caption, make_scene, paraphrases, render

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 from compress import compat
 from compress.data import captioners as coca
 from compress.data.augment import Augmentation
-from compress.data.reinforce import Sample, captioners, reinforce, text_embeddings
+from compress.data.captioners import captioners
+from compress.data.reinforce import Sample, reinforce, text_embeddings
 from compress.data.reinforced import ReinforcedShards, ReinforcedWriter
 from compress.errors import UserError
 from compress.models import ModelRecord
@@ -231,3 +232,31 @@ def test_a_reinforce_run_stores_the_coca_captions(configure, tmp_path):
         assert len(sample["syn_text"]) == N and sample["text_emb"].shape == (1 + N, dim)
         # what the run stored is what the captioner says about the stored (decoded) image
         assert _caption([sample["image"]], [sample["caption"]]) == [sample["syn_text"]]
+
+
+def test_a_recipe_reinforces_with_coca(tiny_coca, tmp_path):
+    """`reinforce: {captioner: coca, coca: {model: …}}` drives the captioner from a recipe."""
+    from compress.cli import main
+    from tests.conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path, steps=2)
+    recipe.write_text(
+        recipe.read_text().split("\neval:")[0]
+        + f"\nreinforce: {{k: 1, n: {N}, limit: 6, captioner: coca,\n"
+        + f"  coca: {{model: {tiny_coca}, pretrained: null}}}}\n"
+    )
+    try:
+        assert main(["reinforce", str(recipe)]) == 0
+    finally:
+        coca.configure_coca()
+    stored = list(ReinforcedShards(tmp_path / "runs/tiny/reinforce/index.json"))
+    assert len(stored) == 6
+    assert all(len(s["syn_text"]) == N and s["syn_text"] != [s["caption"]] * N for s in stored)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        recipe.read_text().replace(
+            f"coca: {{model: {tiny_coca}, pretrained: null}}",
+            f"coca: {{model: {tiny_coca}, pretrained: null, checkpoint: no.pt}}",
+        )
+    )
+    assert main(["validate", str(bad)]) == 2

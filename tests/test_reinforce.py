@@ -7,14 +7,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from compress.data.augment import Augmentation
-from compress.data.reinforce import (
-    Sample,
-    captioners,
-    existing_captions,
-    image_embeddings,
-    reinforce,
-    text_embeddings,
-)
+from compress.data.captioners import captioners, existing_captions
+from compress.data.reinforce import Sample, image_embeddings, reinforce, text_embeddings
 from compress.data.reinforced import ReinforcedShards, ReinforcedWriter, done_keys, read_index
 from compress.models import ModelRecord
 

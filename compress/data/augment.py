@@ -11,6 +11,7 @@ path), written with PIL + numpy because torchvision does not import here (DESIGN
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -338,3 +339,9 @@ def from_param_aug(value: str | bytes | list | dict) -> list[Params]:
     if not isinstance(value, list):
         raise ValueError(f"param_aug must decode to a list, got {type(value).__name__}")
     return value
+
+
+def seed_of(seed: int, key: str) -> np.random.Generator:
+    """The generator of one sample: the run's seed and the sample's key, nothing else."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))

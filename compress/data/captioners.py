@@ -1,13 +1,16 @@
-"""Synthetic captions from open_clip's CoCa, as DataCompDR makes them (MobileCLIP, Vasu et al. 2024).
+"""Captioners: the plug-ins that give the reinforce stage N synthetic captions per image
+(registry ``captioners``): ``existing`` keeps the dataset's own, ``coca`` samples them from
+open_clip's CoCa as DataCompDR does (MobileCLIP, Vasu et al. 2024).
 
 DataCompDR samples each caption from `coca_ViT-L-14` / `mscoco_finetuned_laion2b_s13b_b90k` by
 nucleus (top-p 0.9) sampling, 30 tokens at most, and keeps the text before the first full stop.
 open_clip 3.3.0's own `CoCa.generate` runs only beside `transformers<4.56` (later versions no
 longer export a class it imports, which turns `generate` off), so its top-p loop is written here
 over CoCa's forward: EOT suppressed below `min_seq_len` tokens, the top-p nucleus, EOT forced at
-`seq_len` (tests check it token for token against `generate` where that runs). Its randomness is not torch's: each caption draws from a generator seeded by the image's
-pixels, its real caption, the caption's index and the configured seed, so captions are the same
-whatever the batch they run in, and the caller's RNG is never touched.
+`seq_len` (tests check it token for token against `generate` where that runs). Its randomness
+is not torch's: each caption draws from a generator seeded by the image's pixels, its real
+caption, the caption's index and the configured seed, so captions are the same whatever the
+batch they run in, and the caller's RNG is never touched.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +26,32 @@ import torch
 from PIL import Image
 
 from compress import compat
-from compress.data.reinforce import captioners, seed_of
+from compress.data.augment import seed_of
 from compress.errors import UserError, first_line
+from compress.registry import Registry
+
+captioners = Registry("captioner")
+
+# (images, their real captions, the dataset's own synthetic captions or None, n) → n captions each
+Captioner = Callable[[list[Image.Image], list[str], list[list[str] | None], int], list[list[str]]]
+
+
+@captioners.register("existing")
+def existing_captions(
+    images: list[Image.Image], captions: list[str], syn: list[list[str] | None], n: int
+) -> list[list[str]]:
+    """The dataset's own synthetic captions (``syn.json``; the scenes data carries paraphrases),
+    cycled to ``n`` when a sample has fewer.
+
+    Raises:
+        ValueError: a sample has none.
+    """
+    out = []
+    for caption, own in zip(captions, syn, strict=True):
+        if not own:
+            raise ValueError(f"no synthetic captions for {caption!r} (captioner 'existing')")
+        out.append([own[i % len(own)] for i in range(n)])
+    return out
 
 
 @dataclass(frozen=True)
@@ -79,9 +107,7 @@ def _load_weights(model: torch.nn.Module, path: str, name: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise UserError(f"coca checkpoint {path}: no such file") from err
-    except (
-        pickle.UnpicklingError
-    ) as err:  # weights-only: tensors and plain containers, nothing else
+    except pickle.UnpicklingError as err:  # weights-only: tensors and containers, nothing else
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         what = f"it holds a pickled {found[1]}" if found else "not a torch.save file of tensors"
         raise UserError(f"coca checkpoint {path}: not loadable weights-only ({what})") from err

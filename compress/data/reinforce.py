@@ -10,7 +10,6 @@ the sample's key alone, so a resumed or re-sharded run writes exactly the same s
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,16 +19,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from compress.data.augment import Augmentation
+from compress.data.augment import Augmentation, seed_of
+from compress.data.captioners import Captioner
 from compress.data.reinforced import ReinforcedWriter
 from compress.models.clip import CLIP
-from compress.registry import Registry
 from compress.tokenizer import Tokenizer
-
-captioners = Registry("captioner")
-
-# (images, their real captions, the dataset's own synthetic captions or None, n) → n captions each
-Captioner = Callable[[list[Image.Image], list[str], list[list[str] | None], int], list[list[str]]]
 
 
 @dataclass
@@ -41,30 +35,6 @@ class Sample:
     caption: str
     syn_text: list[str] | None = None
     uid: str | None = None
-
-
-@captioners.register("existing")
-def existing_captions(
-    images: list[Image.Image], captions: list[str], syn: list[list[str] | None], n: int
-) -> list[list[str]]:
-    """The dataset's own synthetic captions (``syn.json``; the scenes data carries paraphrases),
-    cycled to ``n`` when a sample has fewer.
-
-    Raises:
-        ValueError: a sample has none.
-    """
-    out = []
-    for caption, own in zip(captions, syn, strict=True):
-        if not own:
-            raise ValueError(f"no synthetic captions for {caption!r} (captioner 'existing')")
-        out.append([own[i % len(own)] for i in range(n)])
-    return out
-
-
-def seed_of(seed: int, key: str) -> np.random.Generator:
-    """The generator of one sample: the run's seed and the sample's key, nothing else."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 @torch.no_grad()

@@ -308,13 +308,24 @@ def _check_student(model: str | None, inherit: InheritConfig) -> None:
 
 
 @dataclass(frozen=True)
+class CocaModel:
+    """The open_clip CoCa that the ``coca`` captioner samples captions from, and its weights."""
+
+    model: str = "coca_ViT-L-14"  # an open_clip CoCa architecture
+    pretrained: str | None = "mscoco_finetuned_laion2b_s13b_b90k"  # open_clip downloads the tag
+    checkpoint: str | None = None  # a local state dict, used instead of the tag
+
+
+@dataclass(frozen=True)
 class ReinforceConfig:
     """MobileCLIP's dataset reinforcement: per training image, K stored augmentations with the
     teachers' embeddings of each, N synthetic captions and the embeddings of every caption."""
 
     k: int = 5  # augmentations stored per image
     n: int = 3  # synthetic captions per image
-    captioner: str = "existing"  # registry compress.data.reinforce.captioners
+    captioner: str = "existing"  # registry compress.data.captioners: existing, coca
+    # captioner coca: an open_clip CoCa and its weights (a tag, or a local checkpoint)
+    coca: CocaModel = field(default_factory=CocaModel)
     ensemble: tuple[TeacherConfig, ...] = ()  # more teachers beside the run's model
     samples_per_shard: int = 2000
     batch_size: int = field(default=64, metadata={"hash": False})  # samples per teacher call
@@ -326,7 +337,7 @@ class ReinforceConfig:
     rand_augment: bool = True
 
     def __post_init__(self) -> None:
-        from compress.data.reinforce import captioners
+        from compress.data.captioners import captioners
 
         require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
         require(self.n >= 1, "n", f"must be >= 1, got {self.n}")

@@ -37,8 +37,11 @@ def index_path(ctx: Context) -> Path:
 
 def check(recipe: Recipe) -> None:
     check_train_data(recipe)
-    for i, member in enumerate(recipe.reinforce.ensemble):
+    cfg = recipe.reinforce
+    for i, member in enumerate(cfg.ensemble):
         check_given(recipe, f"reinforce.ensemble[{i}]", member)
+    if cfg.captioner == "coca" and cfg.coca.checkpoint and not Path(cfg.coca.checkpoint).is_file():
+        raise recipe.error("reinforce.coca.checkpoint", f"no such file: {cfg.coca.checkpoint}")
 
 
 class TrainingSource:
@@ -145,7 +148,8 @@ def _drop_other_worlds(out: Path, world: int) -> None:
 
 def run(ctx: Context, out: Path) -> dict:
     from compress.data.augment import Augmentation
-    from compress.data.reinforce import captioners, reinforce, text_embeddings
+    from compress.data.captioners import captioners
+    from compress.data.reinforce import reinforce, text_embeddings
     from compress.data.reinforced import ReinforcedWriter, done_keys, merge_indexes, read_index
     from compress.distill.student import freeze
     from compress.models import load_model
@@ -183,6 +187,16 @@ def run(ctx: Context, out: Path) -> dict:
         index_name=own_index.name,
         resume=resume,
     )
+    if cfg.captioner == "coca":
+        from compress.data.captioners import configure_coca
+
+        coca = cfg.coca
+        configure_coca(
+            model=coca.model,
+            pretrained=coca.pretrained,
+            checkpoint=coca.checkpoint,
+            seed=ctx.recipe.seed,
+        )
     source = TrainingSource(ctx, cfg.limit)
     with writer:
         written = reinforce(

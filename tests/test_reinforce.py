@@ -1,6 +1,8 @@
 """Reinforcing a dataset: stored augmentations replay to the stored teacher embeddings, captions
 and their embeddings line up, and a killed run resumes to the same samples, none twice."""
 
+import tarfile
+
 import numpy as np
 import pytest
 import torch
@@ -183,6 +185,9 @@ def test_the_pipeline_distils_from_reinforced_data_without_a_teacher(tmp_path, m
     assert main(["run", str(recipe)]) == 0  # reinforce done already: distillation goes on
     index = read_index(run / "reinforce" / "index.json")
     assert index["samples"] == 150 and len(index["shards"]) == 2 and index["complete"]
+    with tarfile.open(run / "reinforce" / index["shards"][0]["file"]) as tar:
+        images = [n for n in tar.getnames() if n.endswith((".png", ".jpg"))]
+    assert images and all(n.endswith(".png") for n in images)  # the scenes PNGs, not re-encoded
     assert (run / "distill" / "model.pt").is_file()
     assert "## Reinforced data" in (run / "report.md").read_text()
 

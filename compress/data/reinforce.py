@@ -28,13 +28,26 @@ from compress.tokenizer import Tokenizer
 
 @dataclass
 class Sample:
-    """One source sample: its key (increasing), image, caption and any synthetic captions."""
+    """One source sample: its key (increasing), image, caption and any synthetic captions.
+
+    ``encoded`` is the file ``image`` was decoded from, as (extension, bytes): it is stored as
+    it is (no re-encoding, no loss); without it the image is stored as a JPEG.
+    """
 
     key: str
     image: Image.Image
     caption: str
     syn_text: list[str] | None = None
     uid: str | None = None
+    encoded: tuple[str, bytes] | None = None
+
+
+def _stored(sample: Sample) -> tuple[str, bytes, Image.Image]:
+    """The image file a sample is stored as, and the image training will decode from it."""
+    if sample.encoded is not None:
+        return (*sample.encoded, sample.image.convert("RGB"))
+    data = _jpeg(sample.image)
+    return "jpg", data, Image.open(io.BytesIO(data)).convert("RGB")
 
 
 @torch.no_grad()
@@ -99,10 +112,8 @@ def reinforce(
     (a resumed run). Returns how many samples it wrote."""
     written = 0
     for chunk in _chunks((s for s in samples if not done(s.key)), batch_size):
-        encoded = [_jpeg(s.image) for s in chunk]
-        stored = [
-            Image.open(io.BytesIO(b)).convert("RGB") for b in encoded
-        ]  # what training decodes
+        files = [_stored(s) for s in chunk]
+        stored = [image for _, _, image in files]  # what training decodes
         augmented, params = [], []
         for sample, image in zip(chunk, stored, strict=True):
             rng = seed_of(seed, sample.key)
@@ -123,7 +134,8 @@ def reinforce(
                 param_aug=params[i * k : (i + 1) * k],
                 image_emb=image_emb[i * k : (i + 1) * k],
                 text_emb=text_emb[i * (1 + n) : (i + 1) * (1 + n)],
-                image=encoded[i],
+                image=files[i][1],
+                image_ext=files[i][0],
             )
         written += len(chunk)
     return written

@@ -186,10 +186,12 @@ class ReinforcedWriter:
         image_emb: np.ndarray,
         text_emb: np.ndarray,
         image: bytes | None = None,
+        image_ext: str = "jpg",
         url: str | None = None,
         sha256: str | None = None,
     ) -> None:
-        """Add one sample: the image bytes (stored as ``.jpg``) and/or its ``url``, the caption,
+        """Add one sample: the image file's bytes (stored as ``.<image_ext>``: jpg, png, …)
+        and/or its ``url``, the caption,
         N synthetic captions, K augmentations' parameters, and the ensemble's embeddings
         (``image_emb`` K×D_total, ``text_emb`` (1+N)×D_total with row 0 the real caption).
         ``sha256`` records the hash of an image that is not stored; with ``image`` it is computed.
@@ -224,8 +226,12 @@ class ReinforcedWriter:
                 {"uid": uid, "sha256": hashlib.sha256(image).hexdigest() if image else sha256}
             ),
         }
+        if image_ext not in IMAGE_EXTS:
+            raise ValueError(
+                f"sample {key!r}: image_ext {image_ext!r}, expected one of {IMAGE_EXTS}"
+            )
         if image is not None:
-            members["jpg"] = image
+            members[image_ext] = image
         if url is not None:
             members["url.txt"] = url.encode("utf-8")
         if self._shard is None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from PIL import Image
 
 from compress.data.datasets import DECODE_ERRORS, CsvDataset, DataError, load_image, reason
 from compress.data.reinforce import Sample
@@ -63,8 +62,9 @@ class TrainingSource:
         self.skipped = 0  # malformed records (every process counts all of them)
         self.unreadable = 0  # images that would not decode (each process counts its own)
 
-    def _records(self) -> Iterator[tuple[str, str, str, Callable[[], Image.Image], list | None]]:
-        """(where, uid, caption, image loader, synthetic captions or None) per usable record."""
+    def _records(self) -> Iterator[tuple[str, str, str, str, Callable[[], bytes], list | None]]:
+        """(where, uid, caption, image extension, image file reader, synthetic captions or None)
+        per usable record."""
         if self.source.endswith(".csv"):
             rows = CsvDataset(
                 self.source,
@@ -76,11 +76,13 @@ class TrainingSource:
             self.skipped += rows.skipped
             for i, caption in enumerate(rows.captions):
                 path = rows.image_path(i)
+                ext = path.suffix[1:].lower()
                 yield (
                     f"{self.source}: image '{path}'",
                     str(path),
                     caption,
-                    partial(load_image, path),
+                    ext,
+                    path.read_bytes,
                     None,
                 )
             return
@@ -111,26 +113,29 @@ class TrainingSource:
                     self.skipped += 1
                     continue
                 syn = json.loads(members["syn.json"])["syn_text"] if "syn.json" in members else None
-                image = partial(load_image, io.BytesIO(members[ext]))
                 caption = members["txt"].decode("utf-8", errors="replace").strip()
-                yield f"{shard}: sample '{key}.{ext}'", key, caption, image, syn
+                read = partial(bytes, members[ext])
+                yield f"{shard}: sample '{key}.{ext}'", key, caption, ext, read, syn
 
     def __iter__(self) -> Iterator[Sample]:
         count = 0
-        for where, uid, caption, image, syn in self._records():
+        for where, uid, caption, ext, read, syn in self._records():
             if self.limit is not None and count >= self.limit:
                 return
             number, count = count, count + 1
             if number % self.world != self.rank:
                 continue
             try:
-                pixels = image()
+                data = read()
+                pixels = load_image(io.BytesIO(data))
             except DECODE_ERRORS as err:
                 if not self.skip_bad:
                     raise DataError(f"{where} cannot be read: {reason(err)}") from err
                 self.unreadable += 1
                 continue
-            yield Sample(f"{number:09d}", pixels, caption, syn, uid=uid)
+            # a file the shards can hold is stored as it is; another format becomes a JPEG
+            encoded = (ext, data) if ext in IMAGE_EXTS else None
+            yield Sample(f"{number:09d}", pixels, caption, syn, uid=uid, encoded=encoded)
 
 
 def _own_files(out: Path, rank: int, world: int) -> tuple[str, Path]:

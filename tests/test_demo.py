@@ -37,8 +37,10 @@ def test_demo_recipe_runs_end_to_end(tmp_path):
     report = json.loads((run_dir / "report.json").read_text())
     # the report stage writes its own marker after the report
     assert set(report["stages"]) == {
-        *("data", "pretrain", "distill", "qat", "eval", "export", "profile")
+        *("data", "pretrain", "reinforce", "distill", "qat", "eval", "export", "profile")
     }
+    reinforced = report["stages"]["reinforce"]["summary"]
+    assert reinforced["samples"] == 2000 and reinforced["teachers"] == ["demo_teacher"]
     assert report["stages"]["qat"]["summary"]["steps"] == 6
     assert report["stages"]["pretrain"]["summary"]["steps"] == 30
     distilled = report["stages"]["distill"]["summary"]

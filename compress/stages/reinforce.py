@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from compress.data.datasets import DECODE_ERRORS, CsvDataset, DataError, load_image, reason
 from compress.data.reinforce import Sample
@@ -203,9 +204,20 @@ def run(ctx: Context, out: Path) -> dict:
             seed=ctx.recipe.seed,
         )
     source = TrainingSource(ctx, cfg.limit)
+    known = ctx.recipe.data.scenes.train if ctx.recipe.data.train == SCENES else None
+    total = min(filter(None, (cfg.limit, known)), default=None)
+    bar = tqdm(  # this process's samples (a resumed run counts the finished ones too)
+        source,
+        desc="reinforce",
+        total=-(-total // ctx.world) if total else None,
+        unit="img",
+        disable=ctx.rank != 0,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     with writer:
         written = reinforce(
-            source,
+            bar,
             teachers,
             Augmentation(size, tuple(cfg.crop_scale), flip=cfg.flip, rand_augment=cfg.rand_augment),
             captioners.get(cfg.captioner),

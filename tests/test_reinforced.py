@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from compress.data.reinforced import (
@@ -135,7 +136,12 @@ def test_missing_member_names_it(tmp_path):
     assert [it["key"] for it in ds] == ["000000000"] and ds.skipped == 1
 
 
-def apple_shard(path: Path, uids: list[str], images: bool = False, first: int = 0) -> dict:
+APPLE_PAUG = "[[[10, 5, 30, 28], [[5, -12.0], [11, 128.0]]]]"
+
+
+def apple_shard(
+    path: Path, uids: list[str], images: bool = False, first: int = 0, paug: str = APPLE_PAUG
+) -> dict:
     """A shard in exactly DataCompDR's published layout (url.txt, JSON-string param_aug, fp16
     npz), built with tarfile directly; with `images` instead an img2dataset-style image shard."""
     rng = np.random.default_rng(1)
@@ -154,7 +160,6 @@ def apple_shard(path: Path, uids: list[str], images: bool = False, first: int = 
                 embs[uid] = (image_emb, text_emb)
                 npz = io.BytesIO()
                 np.savez(npz, image_emb=image_emb, text_emb=text_emb)
-                paug = "[[[10, 5, 30, 28], [[5, -12.0], [11, 128.0]]]]"
                 members = {
                     "url.txt": f"https://example.com/{uid}.jpg".encode(),
                     "txt": f"apple caption {i}".encode(),
@@ -271,3 +276,50 @@ def test_merge_rank_indexes(tmp_path):
             [tmp_path / "rank0/index.json", tmp_path / "odd/index.json"], tmp_path / "bad.json"
         )
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_student_trains_from_apple_layout_shards(tmp_path):
+    """A hand-built DataCompDR shard (url.txt, images in a folder, no index) trains a student:
+    its stored augmentation replays and its stored embeddings are the targets."""
+    from compress.data.batches import batch_stream
+    from compress.data.replay import ReplayDataset
+    from compress.data.transforms import image_transform
+    from compress.distill.losses import ReinforcedKD
+    from compress.distill.student import ReinforcedObjective
+    from compress.models import ModelRecord
+    from compress.recipe import TrainConfig
+    from compress.tokenizer import Tokenizer
+    from compress.train import train
+
+    uids = [f"{i:016x}" for i in range(8)]
+    # one augmentation per sample inside the 16x12 images: crop (top 1, left 2, 10x12), 2 ops
+    apple_shard(tmp_path / "00000000.tar", uids, paug="[[[1, 2, 10, 12], [[5, -12.0], [8, 0.3]]]]")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, uid in enumerate(uids):
+        (folder / f"{uid}.jpg").write_bytes(jpeg(i))
+    record = ModelRecord.named("tiny")
+    transform = image_transform(record.image_size, **record.normalization)
+    shards = str(tmp_path / "{00000000..00000000}.tar")
+    with pytest.raises(UserError, match="need teachers"):
+        ReplayDataset(shards, transform, Tokenizer(record.context_length), images=folder)
+    data = ReplayDataset(
+        shards,
+        transform,
+        Tokenizer(record.context_length),
+        images=folder,
+        teachers=[(12, 100.0)],  # the ensemble as DataCompDR documents it
+        image_size=16,
+    )
+    assert (len(data), data.k, data.n) == (8 * 1 * 2, 1, 2)
+    assert data[3]["image"].shape == (3, record.image_size, record.image_size)
+    torch.manual_seed(0)
+    student = record.build()
+    summary = train(
+        student,
+        lambda start: batch_stream(data, 4, 0, 0, 1, start),
+        TrainConfig(steps=3, batch_size=4, warmup=1, log_every=1),
+        tmp_path / "train",
+        objective=ReinforcedObjective(ReinforcedKD(0.75, data.dims, data.scales)),
+    )
+    assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,43 +21,38 @@ from torch.utils.data import Dataset
 from compress.data.augment import Augmentation
 from compress.data.reinforced import ReinforcedShards
 from compress.data.transforms import ImageTransform
+from compress.errors import UserError
 from compress.tokenizer import Tokenizer
 
 
 class ReplayDataset(Dataset):
-    """A reinforced shard set (its ``index.json``) as training items for one student.
+    """A reinforced shard set as training items for one student: ours (its ``index.json``), or
+    shards without an index such as Apple's DataCompDR as published (a pattern, glob or list,
+    with ``images`` where they keep only ``url.txt``; then ``teachers`` gives the ensemble's
+    ``(dim, logit scale)`` per member and ``image_size`` the size the augmentations were
+    stored at — DataCompDR: crop + RandAugment at 224; K and N come from the samples).
 
     Item ``v`` is sample ``v // (K·N)``, its stored augmentation ``(v // N) % K`` and its
     synthetic caption ``v % N``: ``image`` (the augmentation replayed at the size it was stored
     at, then resized to the student's and normalised), ``text`` and ``syn_text`` (the real and
     the synthetic caption's token ids), and the stored ``teacher_image``, ``teacher_real`` and
-    ``teacher_syn`` embeddings (float32). Samples are held in memory as stored (JPEG bytes,
-    fp16 embeddings); with ``cache`` each image is also kept decoded once first read (uint8
-    pixels: about 4× the JPEG bytes of a small image), so later augmentations skip decoding.
+    ``teacher_syn`` embeddings (float32). Samples are held in memory as stored (image file
+    bytes, fp16 embeddings); with ``cache`` each image is also kept decoded once first read
+    (uint8 pixels), so later augmentations skip decoding.
     """
 
     def __init__(
         self,
-        index: str | os.PathLike,
+        source: str | os.PathLike | Sequence[str | os.PathLike],
         transform: ImageTransform,
         tokenize: Tokenizer,
         cache: bool = False,
+        *,
+        images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        teachers: Sequence[tuple[int, float]] | None = None,
+        image_size: int | None = None,
     ) -> None:
-        shards = ReinforcedShards(index, decode_images=False)
-        settings = shards.index
-        self.k, self.n = settings["k"], settings["n"]
-        if self.n < 1:
-            raise ValueError(f"{index}: training needs synthetic captions (n = {self.n})")
-        self.dims, self.scales = settings["dims"], settings["scales"]
-        aug = settings["augmentation"]
-        self.augmentation = Augmentation(
-            aug["size"],
-            tuple(aug.get("scale", (0.08, 1.0))),
-            flip=aug.get("flip", False),
-            rand_augment=aug.get("rand_augment", True),
-        )
-        self.transform, self.tokenize = transform, tokenize
-        self.decoded: dict[int, np.ndarray] | None = {} if cache else None
+        shards = ReinforcedShards(source, images, decode_images=False)
         self.samples = [
             (
                 s["image"],
@@ -68,6 +64,35 @@ class ReplayDataset(Dataset):
             )
             for s in sorted(shards, key=lambda s: s["key"])  # the same order from any world size
         ]
+        if shards.index is not None:
+            settings = shards.index
+        elif teachers is None or image_size is None or not self.samples:
+            raise UserError(
+                f"{source}: shards without an index need teachers=[(dim, scale), …] and "
+                "image_size, and at least one sample"
+            )
+        else:
+            _, _, syn_text, param_aug, *_ = self.samples[0]
+            settings = {
+                "k": len(param_aug),
+                "n": len(syn_text),
+                "dims": [int(d) for d, _ in teachers],
+                "scales": [float(s) for _, s in teachers],
+                "augmentation": {"size": image_size},
+            }
+        self.k, self.n = settings["k"], settings["n"]
+        if self.n < 1:
+            raise ValueError(f"{source}: training needs synthetic captions (n = {self.n})")
+        self.dims, self.scales = settings["dims"], settings["scales"]
+        aug = settings["augmentation"]
+        self.augmentation = Augmentation(
+            aug["size"],
+            tuple(aug.get("scale", (0.08, 1.0))),
+            flip=aug.get("flip", False),
+            rand_augment=aug.get("rand_augment", True),
+        )
+        self.transform, self.tokenize = transform, tokenize
+        self.decoded: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples) * self.k * self.n

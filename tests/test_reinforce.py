@@ -249,3 +249,16 @@ def test_two_processes_under_torchrun_write_one_merged_dataset(tmp_path):
     for v in (0, 5, 403):
         assert replay[0][v]["caption"] == replay[1][v]["caption"]
         assert torch.equal(replay[0][v]["image"], replay[1][v]["image"])
+
+
+def test_a_rerun_drops_only_the_files_of_other_process_counts(tmp_path):
+    from compress.stages.reinforce import _drop_other_worlds
+
+    names = ["train-r0of2-000000.tar", "index-r1of2.json", "train-r3of12-000004.tar"]
+    names += ["index-r0of1.json", "index.json", "done.json"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    _drop_other_worlds(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["train-r0of2-000000.tar", "index-r1of2.json", "index.json", "done.json"]
+    )

@@ -84,13 +84,7 @@ class ReplayDataset(Dataset):
         if self.n < 1:
             raise ValueError(f"{source}: training needs synthetic captions (n = {self.n})")
         self.dims, self.scales = settings["dims"], settings["scales"]
-        aug = settings["augmentation"]
-        self.augmentation = Augmentation(
-            aug["size"],
-            tuple(aug.get("scale", (0.08, 1.0))),
-            flip=aug.get("flip", False),
-            rand_augment=aug.get("rand_augment", True),
-        )
+        self.augmentation = Augmentation.from_settings(settings["augmentation"])
         self.transform, self.tokenize = transform, tokenize
         self.decoded: dict[int, np.ndarray] | None = {} if cache else None
 

@@ -38,6 +38,14 @@ def check_train_data(recipe: Recipe) -> None:
         raise recipe.error("data.train", f"no shard file matches {train}")
 
 
+def train_shards(ctx: Context) -> list[str]:
+    """The training data's webdataset shards: the scenes data's, or the recipe's pattern."""
+    train = ctx.recipe.data.train
+    if train == SCENES:
+        return sorted(map(str, (scenes_dir(ctx) / "wds").glob("train-*.tar")))
+    return expand_shards(train)
+
+
 def train_dataset(ctx: Context, record: ModelRecord):
     """This process's training data for a model of ``record``'s input size and normalisation."""
     data = ctx.recipe.data
@@ -48,12 +56,7 @@ def train_dataset(ctx: Context, record: ModelRecord):
     if data.cache:  # shared by the stages that read the same data at the same size
         cache = ctx.decoded.setdefault((source, record.image_size, record.context_length), {})
     if source == SCENES:
-        root = scenes_dir(ctx)
-        source = (
-            str(root / "train.csv")
-            if data.format == "csv"
-            else sorted(map(str, (root / "wds").glob("train-*.tar")))
-        )
+        source = str(scenes_dir(ctx) / "train.csv") if data.format == "csv" else train_shards(ctx)
     if isinstance(source, str) and source.endswith(".csv"):
         columns = {"image_key": data.image_key, "caption_key": data.caption_key}
         return CsvDataset(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -20,11 +21,11 @@ from tqdm import tqdm
 from compress.data.datasets import DECODE_ERRORS, CsvDataset, DataError, load_image, reason
 from compress.data.reinforce import Sample
 from compress.data.reinforced import IMAGE_EXTS
-from compress.data.shards import expand_shards, iter_tar_samples
+from compress.data.shards import iter_tar_samples
 from compress.pipeline import Context, Stage
 from compress.recipe import Recipe
-from compress.stages.data import SCENES, check_train_data
-from compress.stages.layout import own_model, scenes_dir
+from compress.stages.data import SCENES, check_train_data, train_shards
+from compress.stages.layout import own_model
 from compress.stages.teacher import check_given
 
 INDEX = "index.json"
@@ -59,7 +60,7 @@ class TrainingSource:
         self.source, self.limit, self.skip_bad = data.train, limit, data.skip_bad
         self.image_key, self.caption_key = data.image_key, data.caption_key
         self.rank, self.world = ctx.rank, ctx.world
-        self.scenes = scenes_dir(ctx)
+        self.shards = [] if self.source.endswith(".csv") else train_shards(ctx)
         self.skipped = 0  # malformed records (every process counts all of them)
         self.unreadable = 0  # images that would not decode (each process counts its own)
 
@@ -87,12 +88,7 @@ class TrainingSource:
                     None,
                 )
             return
-        shards = (
-            sorted(map(str, (self.scenes / "wds").glob("train-*.tar")))
-            if self.source == SCENES
-            else expand_shards(self.source)
-        )
-        for shard in shards:
+        for shard in self.shards:
             samples = iter_tar_samples(shard)
             while True:
                 try:
@@ -147,8 +143,9 @@ def _own_files(out: Path, rank: int, world: int) -> tuple[str, Path]:
 
 def _drop_other_worlds(out: Path, world: int) -> None:
     """Files a killed run left under another process count: this run writes its own."""
-    for path in [*out.glob("train-r*of*-*.tar"), *out.glob("index-r*of*.json")]:
-        if not path.name.split("-")[1].split(".")[0].endswith(f"of{world}"):
+    for path in out.iterdir():
+        found = re.fullmatch(r"(train-r\d+of(\d+)-\d+\.tar|index-r\d+of(\d+)\.json)", path.name)
+        if found and int(found[2] or found[3]) != world:
             path.unlink()
 
 
@@ -219,7 +216,7 @@ def run(ctx: Context, out: Path) -> dict:
         written = reinforce(
             bar,
             teachers,
-            Augmentation(size, tuple(cfg.crop_scale), flip=cfg.flip, rand_augment=cfg.rand_augment),
+            Augmentation.from_settings(settings),
             captioners.get(cfg.captioner),
             writer,
             k=cfg.k,

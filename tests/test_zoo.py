@@ -38,7 +38,8 @@ VARIANTS = [
 
 
 def _perturb(model: torch.nn.Module) -> torch.nn.Module:
-    """Random BN statistics and layer scales, so every folded branch carries weight."""
+    """Random BN statistics, layer scales and biases, so every folded branch and every mapped
+    tensor carries weight (a zero-initialised bias mapped to the wrong place would go unseen)."""
     g = torch.Generator().manual_seed(1)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -49,6 +50,8 @@ def _perturb(model: torch.nn.Module) -> torch.nn.Module:
         for name, p in module.named_parameters(recurse=False):
             if name.startswith("layer_scale"):
                 p.data.normal_(0, 0.3, generator=g)
+            elif name == "bias":
+                p.data.normal_(0, 0.05, generator=g)
     return model
 
 
@@ -142,6 +145,21 @@ def test_loader_matches_openclip_forward(arch, openclip_models):
         assert ours.preprocess == {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
+@pytest.mark.parametrize(
+    "arch", ["MobileCLIP-B", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4"]
+)
+def test_largest_mobileclips_match_openclip_before_and_after_folding(arch):
+    """ViT-B with MobileCLIP's conv stem (B, 2-B) and the five-stage MCi3/MCi4 (2-S3, 2-S4),
+    real size, random init: ~25 s for the four."""
+    torch.manual_seed(0)
+    oc_model = _perturb(open_clip().create_model(arch, pretrained=None)).eval()
+    ours = from_openclip_model(oc_model, openclip_config(arch))
+    _assert_same_embeddings(oc_model, ours, arch)
+    folded = reparameterize(ours)
+    assert is_reparameterized(folded)
+    _assert_same_embeddings(oc_model, folded, arch)
+
+
 def test_loader_reads_a_checkpoint_file_weights_only(openclip_models, tmp_path):
     oc_model = openclip_models["MobileCLIP2-S0"]
     path = tmp_path / "mobileclip2_s0.pt"
@@ -162,7 +180,9 @@ def test_loader_reads_a_checkpoint_file_weights_only(openclip_models, tmp_path):
 
 def test_unsupported_architectures_list_the_supported_ones():
     supported = supported_architectures()
-    assert {"ViT-B-32", "ViT-B-16", "MobileCLIP2-S0", "MobileCLIP-S1"} <= set(supported)
+    mobileclips = {f"MobileCLIP-{s}" for s in ("S1", "S2", "B")}
+    mobileclips |= {f"MobileCLIP2-{s}" for s in ("S0", "S2", "S3", "S4", "B")}
+    assert {"ViT-B-32", "ViT-B-16", *mobileclips} <= set(supported)
     for arch, why in [
         ("RN50", "ResNet"),
         ("ViT-B-16-SigLIP", "SigLIP"),

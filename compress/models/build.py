@@ -73,6 +73,13 @@ def build_from_config(
             v.get("head_dim"),
             v.get("mlp_hidden"),
             v.get("stem_channels"),
+            v.get("stem_kernels"),
+            v.get("stem_strides"),
+            v.get("stem_padding"),
+            v.get("stem_act", "relu"),
+            v.get("ln_pre", True),
+            v.get("ln_eps", 1e-5),
+            v.get("proj_bias", False),
         )
     elif family == "hybrid":
         visual = HybridVisionTower(
@@ -86,6 +93,8 @@ def build_from_config(
             v["pos_embed"],
             v.get("head_dim", 32),
             image_attention,
+            v.get("attention_norm", "batch"),
+            v.get("stem_scale_branch", True),
         )
     else:
         raise ValueError(f"unknown vision family {family!r}; expected 'vit' or 'hybrid'")
@@ -105,6 +114,8 @@ def build_from_config(
         t.get("act", "gelu"),
         t.get("head_dim"),
         t.get("mlp_hidden"),
+        t.get("mixer_layers_after", 0),
+        t.get("mixer_scale_branch", True),
     )
     return CLIP(visual, text, **image_normalization(cfg))
 

@@ -1,8 +1,8 @@
 """Build our model from an open_clip architecture and its weights, computing open_clip's outputs.
 
 Two families map onto our modules: open_clip's own ViT + text transformer (CLIP, OpenCLIP,
-TinyCLIP-style checkpoints) and the timm MCi0–2 image towers of MobileCLIP(2) with a transformer
-text tower. Weights come from a local checkpoint file or an open_clip pretrained tag (open_clip
+TinyCLIP-style checkpoints) and MobileCLIP(2)'s timm image towers (MCi0–4 hybrids, and the
+ViT-B with a convolutional stem of MobileCLIP-B / MobileCLIP2-B) with a transformer text tower. Weights come from a local checkpoint file or an open_clip pretrained tag (open_clip
 downloads it on the user's machine); files are read with weights-only loading, so no code in a
 checkpoint ever runs.
 
@@ -23,15 +23,59 @@ from compress.compat import open_clip
 from compress.errors import UserError, first_line
 from compress.models import build_from_config
 from compress.models.clip import CLIP
-from compress.models.record import ModelRecord
 
 PREFIX = "openclip:"
 
-# timm MCi image towers (MobileCLIP / MobileCLIP2) that share our HybridVisionTower layout.
+# timm MCi image towers (MobileCLIP / MobileCLIP2) as our HybridVisionTower: MCi0–2 have four
+# stages, MCi3/4 five, with layer norms in their attention blocks and no 1×1 branch in the stem.
+_MCI_SMALL = {
+    "mixers": ["repmixer", "repmixer", "repmixer", "attention"],
+    "mlp_ratio": 3,
+    "se_downsample": [False, False, True, True],
+    "pos_embed": [False, False, False, True],
+}
+_MCI_LARGE = {
+    "mixers": ["repmixer", "repmixer", "repmixer", "attention", "attention"],
+    "mlp_ratio": 4,
+    "se_downsample": [False] * 5,
+    "pos_embed": [False, False, False, True, True],
+    "attention_norm": "layer",
+    "stem_scale_branch": False,
+}
 MCI = {
-    "fastvit_mci0": {"layers": [2, 6, 10, 2], "widths": [64, 128, 256, 512]},
-    "fastvit_mci1": {"layers": [4, 12, 20, 4], "widths": [64, 128, 256, 512]},
-    "fastvit_mci2": {"layers": [4, 12, 24, 4], "widths": [80, 160, 320, 640]},
+    "fastvit_mci0": {"layers": [2, 6, 10, 2], "widths": [64, 128, 256, 512], **_MCI_SMALL},
+    "fastvit_mci1": {"layers": [4, 12, 20, 4], "widths": [64, 128, 256, 512], **_MCI_SMALL},
+    "fastvit_mci2": {"layers": [4, 12, 24, 4], "widths": [80, 160, 320, 640], **_MCI_SMALL},
+    "fastvit_mci3": {
+        "layers": [2, 12, 24, 4, 2],
+        "widths": [96, 192, 384, 768, 1536],
+        **_MCI_LARGE,
+    },
+    "fastvit_mci4": {
+        "layers": [2, 12, 24, 4, 4],
+        "widths": [128, 256, 512, 1024, 2048],
+        **_MCI_LARGE,
+    },
+}
+# MobileCLIP-B's image tower: a ViT-B/16 whose patches come from a 4×4/4, 2×2/2, 2×2/2 conv stem;
+# timm's ViT has no pre-norm, layer norms with eps 1e-6 and a biased head.
+MCI_VIT_B = {
+    "family": "vit",
+    "patch_size": 16,
+    "width": 768,
+    "layers": 12,
+    "heads": 12,
+    "mlp_ratio": 4.0,
+    "act": "gelu",
+    "stem": "conv",
+    "stem_channels": [192, 192],
+    "stem_kernels": [4, 2, 2],
+    "stem_strides": [4, 2, 2],
+    "stem_padding": [0, 0, 0],
+    "stem_act": "gelu",
+    "ln_pre": False,
+    "ln_eps": 1e-6,
+    "proj_bias": True,
 }
 
 # open_clip (or timm) parameter names → ours, applied in order to the part after the tower prefix.
@@ -70,6 +114,19 @@ MCI_RULES = [
     (r"(layer_scale(_\d)?)\.gamma$", r"\1"),
     (r"^head\.fc\.", "proj."),
 ]
+TIMM_VIT_RULES = [
+    (r"^trunk\.", ""),
+    (r"^cls_token$", "class_token"),
+    (r"^patch_embed\.backbone\.(\d+)\.conv\.", lambda m: f"patch_embed.layers.{3 * int(m[1])}."),
+    (r"^patch_embed\.backbone\.(\d+)\.bn\.", lambda m: f"patch_embed.layers.{3 * int(m[1]) + 1}."),
+    (r"\.norm1\.", ".ln_1."),
+    (r"\.norm2\.", ".ln_2."),
+    (r"\.attn\.proj\.", ".attn.out."),
+    (r"\.mlp\.fc1\.", ".mlp.fc."),
+    (r"\.mlp\.fc2\.", ".mlp.proj."),
+    (r"^norm\.", "ln_post."),
+    (r"^head\.", "proj."),
+]
 _TRANSPOSED = {"visual.proj", "text_projection", "text.text_projection"}  # x @ W → Linear weight
 
 
@@ -105,6 +162,10 @@ def _departure(cfg: dict, plain: dict) -> str | None:
 def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
     """Our vision config for an open_clip vision_cfg, or the reason there is none."""
     timm_name = v.get("timm_model_name")
+    if timm_name == "vit_base_mci_224":
+        if v.get("timm_pool") != "token" or v.get("timm_proj"):
+            return "MCi ViT tower with a custom pool or projection"
+        return {**MCI_VIT_B, "image_size": v.get("image_size", 224)}
     if timm_name:
         if timm_name not in MCI:
             return f"timm image tower {timm_name}"
@@ -114,10 +175,6 @@ def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
             "family": "hybrid",
             "image_size": v.get("image_size", 256),
             **MCI[timm_name],
-            "mixers": ["repmixer", "repmixer", "repmixer", "attention"],
-            "mlp_ratio": 3,
-            "se_downsample": [False, False, True, True],
-            "pos_embed": [False, False, False, True],
             "head_dim": 32,
         }
     if not isinstance(v.get("layers"), int):
@@ -244,11 +301,18 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str
             "the checkpoint holds reparameterized (inference-mode) MCi weights; "
             "load the training checkpoint, edgeclip folds the branches itself at export"
         )
-    vision_rules = MCI_RULES if config["vision"].get("family") == "hybrid" else VIT_RULES
+    vision = config["vision"]
+    if vision.get("family") == "hybrid":
+        vision_rules = MCI_RULES
+    elif any(key.startswith("visual.trunk.") for key in state):
+        vision_rules = TIMM_VIT_RULES
+    else:
+        vision_rules = VIT_RULES
     out = {}
     for key, value in state.items():
         if key.startswith("visual."):
             new = "visual." + _rename(key[len("visual.") :], vision_rules)
+            value = _fit_vit_embeddings(new, value)
         elif key.startswith("text."):  # CustomTextCLIP keeps the text tower under text.
             new = "text." + _rename(key[len("text.") :], TEXT_RULES)
         elif key in ("logit_scale",):
@@ -259,6 +323,17 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str
             new = "text." + _rename(key, TEXT_RULES)
         out[new] = value.t() if key in _TRANSPOSED else value
     return out
+
+
+def _fit_vit_embeddings(name: str, value: torch.Tensor) -> torch.Tensor:
+    """timm's (1, 1, D) class token → (D,); a position table without the class token's row gets
+    a zero row, so adding it leaves the class token as it is (timm's ``no_embed_class``)."""
+    if name == "visual.class_token":
+        return value.reshape(-1)
+    if name == "visual.pos_embed" and value.dim() == 3:
+        table = value.reshape(-1, value.shape[-1])
+        return torch.cat([table.new_zeros(1, table.shape[1]), table])
+    return value
 
 
 def from_openclip_model(
@@ -280,28 +355,6 @@ def from_openclip_model(
         shown = ", ".join((missing + unexpected)[:5])
         raise LoaderError(f"open_clip weights do not fit {config['name']}: {shown}")
     return model.eval()
-
-
-def load_given(
-    model: str, checkpoint: str | Path | None = None, pretrained: str | None = None
-) -> tuple[CLIP, ModelRecord]:
-    """A model named by a recipe: ``openclip:<arch>`` (open_clip weights) or a registry name
-    (an edgeclip model file as checkpoint, or random init), with its record."""
-    from compress.models import build_model, load_model
-
-    arch = parse_name(model)
-    source = {
-        "source": model,
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "pretrained": pretrained,
-    }
-    if arch is not None:
-        loaded, config = load_openclip(arch, checkpoint, pretrained)
-        return loaded, ModelRecord(config["name"], config, provenance=source)
-    if checkpoint is None:
-        return build_model(model), ModelRecord.named(model, **source)
-    loaded, record = load_model(checkpoint)
-    return loaded, record.derive(provenance={**source, "parent": record.provenance})
 
 
 def _download(arch: str, tag: str | None) -> str | None:

@@ -177,11 +177,13 @@ class RepMixer(nn.Module):
     Folds into one depthwise convolution: identity + γ·(W_mixer − W_bn).
     """
 
-    def __init__(self, dim: int, kernel: Kernel, layer_scale: float = 1e-5) -> None:
+    def __init__(
+        self, dim: int, kernel: Kernel, layer_scale: float = 1e-5, small: Kernel | None = 1
+    ) -> None:
         super().__init__()
         self.kernel = kernel
         self.norm = nn.BatchNorm2d(dim)
-        self.mixer = RepConv(dim, dim, kernel, groups=dim, act=False)
+        self.mixer = RepConv(dim, dim, kernel, groups=dim, small=small, act=False)
         self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), layer_scale))
         self.fused: nn.Conv2d | None = None
 
@@ -247,11 +249,21 @@ class RepCPE(nn.Module):
 
 
 class MixerBlock(nn.Module):
-    """RepMixer token mixing, then x + γ·ConvMLP(x). Works on (B, C, H, W); text uses H = 1."""
+    """RepMixer token mixing, then x + γ·ConvMLP(x). Works on (B, C, H, W); text uses H = 1.
 
-    def __init__(self, dim: int, kernel: Kernel, mlp_ratio: float, mlp_kernel: Kernel) -> None:
+    ``small``: the token mixer's extra small branch (1×1, or None for none).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kernel: Kernel,
+        mlp_ratio: float,
+        mlp_kernel: Kernel,
+        small: Kernel | None = 1,
+    ) -> None:
         super().__init__()
-        self.token_mixer = RepMixer(dim, kernel)
+        self.token_mixer = RepMixer(dim, kernel, small=small)
         self.mlp = ConvMLP(dim, int(dim * mlp_ratio), mlp_kernel)
         self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 1e-5))
 
@@ -261,15 +273,27 @@ class MixerBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """BN, then self-attention over the H·W positions, then a ConvMLP; both with layer scale."""
+    """A norm, then self-attention over the H·W positions, then a ConvMLP; both with layer scale.
+
+    ``norm``: ``"batch"`` (MCi0–2) or ``"layer"`` (MCi3/4: a layer norm over the channels at each
+    position).
+    """
 
     def __init__(
-        self, dim: int, head_dim: int, mlp_ratio: float, seq_len: int, attention: dict | None
+        self,
+        dim: int,
+        head_dim: int,
+        mlp_ratio: float,
+        seq_len: int,
+        attention: dict | None,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if dim % head_dim:
             raise ValueError(f"width {dim} is not divisible by head_dim {head_dim}")
-        self.norm = nn.BatchNorm2d(dim)
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"unknown attention norm {norm!r}; expected 'batch' or 'layer'")
+        self.norm = nn.BatchNorm2d(dim) if norm == "batch" else nn.LayerNorm(dim)
         self.attn = build_attention(dim, dim // head_dim, seq_len, False, attention, qkv_bias=False)
         self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), 1e-5))
         self.mlp = ConvMLP(dim, int(dim * mlp_ratio), 7)
@@ -277,7 +301,10 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H·W, C)
+        if isinstance(self.norm, nn.LayerNorm):
+            tokens = self.norm(x.flatten(2).transpose(1, 2))  # (B, H·W, C)
+        else:
+            tokens = self.norm(x).flatten(2).transpose(1, 2)
         mixed = self.attn(tokens).transpose(1, 2).reshape(B, C, H, W)
         x = x + self.layer_scale_1 * mixed
         return x + self.layer_scale_2 * self.mlp(x)
@@ -296,6 +323,8 @@ class HybridVisionTower(nn.Module):
         pos_embed: a conditional positional encoding at the start of each stage.
         head_dim: attention head width.
         attention: attention variant spec for every attention block.
+        attention_norm: ``"batch"`` or ``"layer"`` norm in the attention blocks.
+        stem_scale_branch: the stem's 3×3 convolutions train a 1×1 branch beside them.
     """
 
     def __init__(
@@ -310,6 +339,8 @@ class HybridVisionTower(nn.Module):
         pos_embed: list[bool],
         head_dim: int = 32,
         attention: dict | None = None,
+        attention_norm: str = "batch",
+        stem_scale_branch: bool = True,
     ) -> None:
         super().__init__()
         stages = len(layers)
@@ -320,10 +351,10 @@ class HybridVisionTower(nn.Module):
         if image_size % (4 * 2 ** (stages - 1)):
             raise ValueError(f"image_size {image_size} is not divisible by {4 * 2 ** (stages - 1)}")
         self.image_size = image_size
-        w0 = widths[0]
+        w0, small = widths[0], 1 if stem_scale_branch else None
         self.stem = nn.Sequential(
-            RepConv(3, w0, 3, stride=2),
-            RepConv(w0, w0, 3, stride=2, groups=w0),
+            RepConv(3, w0, 3, stride=2, small=small),
+            RepConv(w0, w0, 3, stride=2, groups=w0, small=small),
             RepConv(w0, w0, 1),
         )
         self.stages = nn.ModuleList()
@@ -343,7 +374,9 @@ class HybridVisionTower(nn.Module):
                 blocks = (MixerBlock(width, 3, mlp_ratio, 7) for _ in range(depth))
             elif mixer == "attention":
                 blocks = (
-                    AttentionBlock(width, head_dim, mlp_ratio, side * side, attention)
+                    AttentionBlock(
+                        width, head_dim, mlp_ratio, side * side, attention, attention_norm
+                    )
                     for _ in range(depth)
                 )
             else:
@@ -375,8 +408,12 @@ def reparameterize(model: nn.Module) -> nn.Module:
 
 
 def is_reparameterized(model: nn.Module) -> bool:
-    """True when no module of ``model`` still has train-time branches."""
+    """True when no module of ``model`` still has train-time branches or foldable batch norms."""
     for module in model.modules():
+        if type(module).__name__ == "ConvStem" and any(
+            isinstance(m, nn.BatchNorm2d) for m in module.modules()
+        ):
+            return False
         if isinstance(module, (RepConv, RepMixer, RepCPE)) and module.fused is None:
             return False
         if isinstance(module, ConvMLP) and isinstance(module.conv, ConvBN):

@@ -5,11 +5,13 @@ The text tower optionally opens with convolutional RepMixer blocks (MobileCLIP's
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from compress.models.attention import build_attention
-from compress.models.mobile import MixerBlock
+from compress.models.mobile import MixerBlock, fuse_bn
 
 
 class QuickGELU(nn.Module):
@@ -53,14 +55,15 @@ class Block(nn.Module):
         attention: dict | None,
         act: str = "gelu",
         head_dim: int | None = None,
+        eps: float = 1e-5,
     ):
         super().__init__()
         self.ln_1 = self.attn = self.ln_2 = self.mlp = None
         if heads:
-            self.ln_1 = nn.LayerNorm(dim)
+            self.ln_1 = nn.LayerNorm(dim, eps=eps)
             self.attn = build_attention(dim, heads, seq_len, causal, attention, head_dim=head_dim)
         if mlp_hidden:
-            self.ln_2 = nn.LayerNorm(dim)
+            self.ln_2 = nn.LayerNorm(dim, eps=eps)
             self.mlp = MLP(dim, mlp_hidden, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,35 +86,72 @@ def layer_plan(
 
 
 class ConvStem(nn.Module):
-    """Stride-2 3×3 convolutions, then a 1×1 projection: a patchifier that converges faster
-    than one large-stride convolution (Xiao et al. 2021, "Early convolutions help transformers see better").
+    """Strided convolutions with batch norm and an activation, then a last biased convolution to
+    the width: a patchifier that converges faster than one large-stride convolution (Xiao et al.
+    2021, "Early convolutions help transformers see better").
 
-    Its batch norms use per-process statistics under DDP; they fold into the convolutions at export.
+    By default ``log2(patch_size)`` stride-2 3×3 convolutions and a 1×1 projection; ``kernels``,
+    ``strides`` and ``padding`` (one per convolution, the last included) describe other stems,
+    e.g. MobileCLIP-B's 4×4/4, 2×2/2, 2×2/2. Its batch norms use per-process statistics under
+    DDP; :meth:`reparameterize` folds them into the convolutions for export.
     """
 
-    def __init__(self, patch_size: int, width: int, channels: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        patch_size: int,
+        width: int,
+        channels: list[int] | None = None,
+        kernels: list[int] | None = None,
+        strides: list[int] | None = None,
+        padding: list[int] | None = None,
+        act: str = "relu",
+    ) -> None:
         super().__init__()
         halvings = patch_size.bit_length() - 1  # log2(patch_size)
+        kernels = list(kernels or [3] * halvings + [1])
+        strides = list(strides or [2] * halvings + [1])
+        padding = list(padding or [k // 2 if k % 2 else 0 for k in kernels])
         if channels is None:
-            channels = [max(width // 2 ** (halvings - 1 - i), 16) for i in range(halvings)]
-        if len(channels) != halvings:
+            channels = [max(width // 2 ** (halvings - 1 - i), 16) for i in range(len(kernels) - 1)]
+        if not len(kernels) == len(strides) == len(padding) == len(channels) + 1:
             raise ValueError(
-                f"a patch-{patch_size} conv stem has {halvings} convolutions, got {channels}"
+                f"a conv stem needs one kernel, stride and padding per convolution "
+                f"({len(channels) + 1} with channels {channels}), got {kernels}, {strides}, {padding}"
             )
+        if math.prod(strides) != patch_size:
+            raise ValueError(f"conv stem strides {strides} do not make patch_size {patch_size}")
+        if act not in ("relu", "gelu"):
+            raise ValueError(f"unknown stem activation {act!r}; expected 'relu' or 'gelu'")
         self.channels = list(channels)
+        shape = list(zip(kernels, strides, padding, strict=True))
         layers, cin = [], 3
-        for out in channels:
+        for out, (k, s, p) in zip(channels, shape, strict=False):
             layers += [
-                nn.Conv2d(cin, out, 3, stride=2, padding=1, bias=False),
+                nn.Conv2d(cin, out, k, stride=s, padding=p, bias=False),
                 nn.BatchNorm2d(out),
-                nn.ReLU(),
+                nn.ReLU() if act == "relu" else nn.GELU(),
             ]
             cin = out
-        layers.append(nn.Conv2d(cin, width, 1))
+        k, s, p = shape[-1]
+        layers.append(nn.Conv2d(cin, width, k, stride=s, padding=p))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)  # (B, width, H / patch, W / patch)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold each batch norm into the convolution before it (the norm becomes an identity)."""
+        for i, module in enumerate(self.layers):
+            if isinstance(module, nn.BatchNorm2d):
+                conv = self.layers[i - 1]
+                kernel, bias = fuse_bn(conv.weight, module)
+                fused = nn.Conv2d(
+                    conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding
+                )
+                fused.weight.copy_(kernel)
+                fused.bias.copy_(bias)
+                self.layers[i - 1], self.layers[i] = fused.to(kernel.device), nn.Identity()
 
 
 class VisionTransformer(nn.Module):
@@ -127,6 +167,11 @@ class VisionTransformer(nn.Module):
             ``patch_size`` must be a power of two).
         act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
         head_dim, mlp_hidden, stem_channels: explicit shapes of pruned or inherited models.
+        stem_kernels, stem_strides, stem_padding, stem_act: a conv stem's other shapes
+            (:class:`ConvStem`).
+        ln_pre: a layer norm before the blocks (CLIP has one, timm's and Apple's ViTs do not).
+        ln_eps: epsilon of every layer norm (timm's ViTs use 1e-6).
+        proj_bias: give the output projection a bias.
     """
 
     def __init__(
@@ -144,6 +189,13 @@ class VisionTransformer(nn.Module):
         head_dim: int | None = None,
         mlp_hidden: list[int] | None = None,
         stem_channels: list[int] | None = None,
+        stem_kernels: list[int] | None = None,
+        stem_strides: list[int] | None = None,
+        stem_padding: list[int] | None = None,
+        stem_act: str = "relu",
+        ln_pre: bool = True,
+        ln_eps: float = 1e-5,
+        proj_bias: bool = False,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -155,20 +207,22 @@ class VisionTransformer(nn.Module):
         self.image_size = image_size
         self.seq_len = (image_size // patch_size) ** 2 + 1
         if stem == "conv":
-            self.patch_embed = ConvStem(patch_size, width, stem_channels)
+            self.patch_embed = ConvStem(
+                patch_size, width, stem_channels, stem_kernels, stem_strides, stem_padding, stem_act
+            )
         else:
             self.patch_embed = nn.Conv2d(
                 3, width, kernel_size=patch_size, stride=patch_size, bias=False
             )
         self.class_token = nn.Parameter(torch.randn(width) * width**-0.5)
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
-        self.ln_pre = nn.LayerNorm(width)
+        self.ln_pre = nn.LayerNorm(width, eps=ln_eps) if ln_pre else nn.Identity()
         self.blocks = nn.ModuleList(
-            Block(width, h, hidden, self.seq_len, False, attention, act, head_dim)
+            Block(width, h, hidden, self.seq_len, False, attention, act, head_dim, ln_eps)
             for h, hidden in layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
         )
-        self.ln_post = nn.LayerNorm(width)
-        self.proj = nn.Linear(width, embed_dim, bias=False)
+        self.ln_post = nn.LayerNorm(width, eps=ln_eps)
+        self.proj = nn.Linear(width, embed_dim, bias=proj_bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # images: (B, 3, H, W)
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, width)
@@ -190,6 +244,9 @@ class TextTransformer(nn.Module):
         causal: mask future tokens (CLIP) or attend both ways (MobileCLIP).
         mixer_layers: convolutional RepMixer blocks before the transformer blocks, mixing
             tokens with a 1 × ``mixer_kernel`` depthwise convolution (MobileCLIP's Text-RepMixer).
+        mixer_layers_after: RepMixer blocks after the transformer blocks (MobileCLIP-S0 has one
+            before and one after).
+        mixer_scale_branch: the mixers' token mixer trains a 1×1 branch beside its 1 × k one.
         act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
         head_dim, mlp_hidden: explicit shapes of pruned or inherited models.
     """
@@ -211,32 +268,43 @@ class TextTransformer(nn.Module):
         act: str = "gelu",
         head_dim: int | None = None,
         mlp_hidden: list[int] | None = None,
+        mixer_layers_after: int = 0,
+        mixer_scale_branch: bool = True,
     ) -> None:
         super().__init__()
         self.context_length, self.eot_id = context_length, eot_id
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(context_length, width) * 0.01)
         nn.init.normal_(self.token_embed.weight, std=0.02)
-        kernel = (1, mixer_kernel)
+        kernel, small = (1, mixer_kernel), 1 if mixer_scale_branch else None
         self.mixers = nn.ModuleList(
-            MixerBlock(width, kernel, mlp_ratio, kernel) for _ in range(mixer_layers)
+            MixerBlock(width, kernel, mlp_ratio, kernel, small) for _ in range(mixer_layers)
         )
         self.blocks = nn.ModuleList(
             Block(width, h, hidden, context_length, causal, attention, act, head_dim)
             for h, hidden in layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
+        )
+        self.mixers_after = nn.ModuleList(
+            MixerBlock(width, kernel, mlp_ratio, kernel, small) for _ in range(mixer_layers_after)
         )
         self.ln_final = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, context_length)
         x = self.token_embed(tokens) + self.pos_embed  # (B, T, width)
-        if len(self.mixers):
-            x = x.transpose(1, 2).unsqueeze(2)  # (B, width, 1, T): convolutions over tokens
-            for mixer in self.mixers:
-                x = mixer(x)
-            x = x.squeeze(2).transpose(1, 2)
+        x = _mix(self.mixers, x)
         for block in self.blocks:
             x = block(x)
-        x = self.ln_final(x)
+        x = self.ln_final(_mix(self.mixers_after, x))
         eot = (tokens.to(torch.int32) == self.eot_id).to(torch.int32).argmax(dim=-1)  # (B,)
         return self.proj(x[torch.arange(x.shape[0]), eot])  # (B, embed_dim)
+
+
+def _mix(mixers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """Run convolutional mixer blocks over token features (B, T, width)."""
+    if not len(mixers):
+        return x
+    x = x.transpose(1, 2).unsqueeze(2)  # (B, width, 1, T): convolutions over tokens
+    for mixer in mixers:
+        x = mixer(x)
+    return x.squeeze(2).transpose(1, 2)

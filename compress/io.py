@@ -1,15 +1,20 @@
-"""Atomic writes: a killed run never leaves a half-written file that a later stage trusts."""
+"""Atomic writes (a killed run never leaves a half-written file that a later stage trusts) and
+weights-only reading of others' checkpoints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from compress.errors import UserError, first_line
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -55,3 +60,30 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict, read weights-only (tensors and containers: no code in it ever
+    runs), unwrapped from a training checkpoint's ``state_dict`` and DDP's ``module.`` prefix.
+
+    A missing or unreadable file, a pickled object and anything but a dict are one-line
+    :class:`UserError` errors that start with ``what`` and the path.
+    """
+    where = f"{what} {path}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{where}: no such file") from None
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        held = f"it holds a pickled {found[1]}" if found else "not a torch.save file of tensors"
+        raise UserError(
+            f"{where}: not loadable weights-only ({held}); edgeclip never runs code from a checkpoint"
+        ) from None
+    except (RuntimeError, OSError) as err:  # not a torch.save archive at all
+        raise UserError(f"{where}: cannot be read: {first_line(err)}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{where}: expected a state dict, got {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}

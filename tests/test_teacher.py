@@ -108,8 +108,18 @@ def test_teacher_from_an_openclip_checkpoint(tmp_path):
         ),
         (
             "model: nonsense",
-            "teacher.model: unknown model 'nonsense'; expected 'openclip:<arch>' or one of",
+            "teacher.model: unknown model 'nonsense'; expected 'openclip:<arch>', 'mobileclip:<name>' or one of",
         ),
+        (
+            "model: mobileclip:s3",
+            "teacher.model: unknown Apple MobileCLIP 'mobileclip:s3'; expected one of: "
+            "mobileclip:s0, mobileclip:s1, mobileclip:s2, mobileclip:b",
+        ),
+        (
+            "model: mobileclip:b\npretrained: datacompdr",
+            "teacher.pretrained: Apple's MobileCLIP files have no tags",
+        ),
+        ("model: mobileclip:s0\ncheckpoint: gone.pt", "teacher.checkpoint: no such file: gone.pt"),
     ],
 )
 def test_bad_teacher_sections(teacher, message):

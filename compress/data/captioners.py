@@ -16,8 +16,6 @@ batch they run in, and the caller's RNG is never touched.
 from __future__ import annotations
 
 import hashlib
-import pickle
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +26,7 @@ from PIL import Image
 from compress import compat
 from compress.data.augment import seed_of
 from compress.errors import UserError, first_line
+from compress.io import read_state_dict
 from compress.registry import Registry
 
 captioners = Registry("captioner")
@@ -103,23 +102,7 @@ def configure_coca(**fields) -> CocaConfig:
 def _load_weights(model: torch.nn.Module, path: str, name: str) -> None:
     """Load a state dict from ``path`` weights-only; a pickled object or another architecture's
     weights is a one-line UserError."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise UserError(f"coca checkpoint {path}: no such file") from err
-    except pickle.UnpicklingError as err:  # weights-only: tensors and containers, nothing else
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f"it holds a pickled {found[1]}" if found else "not a torch.save file of tensors"
-        raise UserError(f"coca checkpoint {path}: not loadable weights-only ({what})") from err
-    except (RuntimeError, OSError) as err:  # not a torch.save archive at all
-        raise UserError(f"coca checkpoint {path}: cannot be read: {first_line(err)}") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(
-            f"coca checkpoint {path}: expected a state dict, got {type(state).__name__}"
-        )
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict(path, "coca checkpoint")
     expected = model.state_dict()
     wrong = [k for k, v in expected.items() if getattr(state.get(k), "shape", None) != v.shape]
     extra = sorted(set(state) - set(expected))

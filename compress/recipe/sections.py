@@ -214,11 +214,13 @@ class PretrainConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """A given, not trained, model: ``openclip:<arch>`` or a registry name, and its weights.
+    """A given, not trained, model: ``openclip:<arch>``, ``mobileclip:<name>`` (Apple's
+    ml-mobileclip layout) or a registry name, and its weights.
 
-    ``checkpoint`` is a local file (an open_clip checkpoint for ``openclip:`` models, an edgeclip
-    model file otherwise); ``pretrained`` is an open_clip tag, downloaded by open_clip. With
-    neither, the weights are a random initialisation (useful only to try the path).
+    ``checkpoint`` is a local file (an open_clip checkpoint for ``openclip:`` models, Apple's
+    ``mobileclip_<name>.pt`` for ``mobileclip:`` ones, an edgeclip model file otherwise);
+    ``pretrained`` is an open_clip tag, downloaded by open_clip. With neither, the weights are a
+    random initialisation (useful only to try the path).
     """
 
     model: str
@@ -231,8 +233,22 @@ class TeacherConfig:
             "pretrained",
             "give either checkpoint or pretrained, not both",
         )
-        if not self.model.startswith("openclip:"):
-            _check_registry_model(self.model, "'openclip:<arch>' or ")
+        if self.model.startswith("mobileclip:"):
+            from compress.models.apple import NAMES, PREFIX
+
+            require(
+                self.model[len(PREFIX) :] in NAMES,
+                "model",
+                f"unknown Apple MobileCLIP {self.model!r}; expected one of: "
+                + ", ".join(PREFIX + name for name in NAMES),
+            )
+            require(
+                self.pretrained is None,
+                "pretrained",
+                "Apple's MobileCLIP files have no tags; give checkpoint: mobileclip_<name>.pt",
+            )
+        elif not self.model.startswith("openclip:"):
+            _check_registry_model(self.model, "'openclip:<arch>', 'mobileclip:<name>' or ")
             require(
                 self.pretrained is None,
                 "pretrained",

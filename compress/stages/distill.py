@@ -47,7 +47,7 @@ def replay_dataset(ctx: Context, record: ModelRecord):
 
 
 def run(ctx: Context, out: Path) -> dict:
-    from compress.models.loaders import load_given  # lazy: open_clip loads only when needed
+    from compress.models.given import load_given  # lazy: open_clip loads only when needed
 
     cfg = ctx.recipe.distill
     check_batch("distill", cfg.batch_size, ctx.world)

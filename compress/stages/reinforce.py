@@ -156,7 +156,7 @@ def run(ctx: Context, out: Path) -> dict:
     from compress.data.reinforced import ReinforcedWriter, done_keys, merge_indexes, read_index
     from compress.distill.student import freeze
     from compress.models import load_model
-    from compress.models.loaders import load_given
+    from compress.models.given import load_given
 
     cfg = ctx.recipe.reinforce
     model, record = load_model(own_model(ctx))

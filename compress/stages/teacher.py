@@ -39,7 +39,7 @@ def check_given(recipe: Recipe, key: str, cfg: TeacherConfig) -> None:
 
 def run(ctx: Context, out: Path) -> dict:
     """Load the recipe's teacher (open_clip or ours) once and store it in our model format."""
-    from compress.models.loaders import load_given
+    from compress.models.given import load_given
 
     cfg = ctx.recipe.teacher
     model, record = load_given(cfg.model, cfg.checkpoint, cfg.pretrained)

@@ -2,12 +2,22 @@
 
 Prints JSON: per model and tower, the median and p90 of N timed runs after warm-up, for the
 train-time model and, where it has train-time branches, the folded (reparameterized) one; and
-the latency ratio of the MobileCLIP-S0-like image tower to the ViT-B/16 one.
+every image tower's folded latency over ViT-B/16's. Models: the registry's real-size ones
+(``mobileclip_s0`` is Apple's MobileCLIP-S0) and the MobileCLIPs only the loaders build
+(MobileCLIP-B's conv-stem ViT, MobileCLIP2-S3/S4's MCi3/4), all random init.
 
-Run: python benchmarks/zoo.py [--runs 20]
+Run: python benchmarks/zoo.py [--runs 20] [--models vit_b16 openclip:MobileCLIP2-S3 ...]
 """
 
+# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and there its profile.py would
+# stand in for the standard library's (which torchvision's import reaches through cProfile).
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import copy
@@ -18,16 +28,12 @@ import time
 
 import torch
 
-from compress.models import (
-    build_model,
-    count_params,
-    is_reparameterized,
-    model_config,
-    reparameterize,
-)
+from compress.models import count_params, is_reparameterized, reparameterize
+from compress.models.given import load_given
 from compress.tokenizer import EOT_ID
 
 REAL_SIZE = ["mobileclip_s0", "tinyclip_vit_8m_16", "tinyclip_vit_39m_16", "vit_b16", "vit_b32"]
+LOADED = ["openclip:MobileCLIP-B", "openclip:MobileCLIP2-S3", "openclip:MobileCLIP2-S4"]
 
 
 def latency_ms(module: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int = 3) -> dict:
@@ -50,12 +56,17 @@ def latency_ms(module: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int 
 
 def bench_model(name: str, runs: int) -> dict:
     torch.manual_seed(0)
-    model = build_model(name).eval()
+    model, record = load_given(name)
+    model.eval()
     size, ctx = model.visual.image_size, model.text.context_length
     image = torch.rand(1, 3, size, size)
     tokens = torch.randint(1, 49000, (1, ctx))
     tokens[0, 12] = EOT_ID
-    result = {"image_size": size, "context_length": ctx}
+    result = {
+        "description": record.config["description"],
+        "image_size": size,
+        "context_length": ctx,
+    }
     towers = {"image": (model.visual, image), "text": (model.text, tokens)}
     for tower, (module, x) in towers.items():
         entry = {"params": count_params(module), "eager": latency_ms(module, x, runs)}
@@ -69,20 +80,21 @@ def bench_model(name: str, runs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=REAL_SIZE + LOADED)
     args = parser.parse_args()
-    results = {name: bench_model(name, args.runs) for name in REAL_SIZE}
-    s0, b16 = results["mobileclip_s0"]["image"], results["vit_b16"]["image"]["eager"]["p50_ms"]
+    names = args.models if "vit_b16" in args.models else ["vit_b16", *args.models]
+    results = {name: bench_model(name, args.runs) for name in names}
+    b16 = results["vit_b16"]["image"]["eager"]["p50_ms"]
     summary = {
         "device": f"host CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "batch": 1,
         "runs": args.runs,
         "models": results,
-        "s0_image_over_vit_b16_image": {
-            "eager": round(s0["eager"]["p50_ms"] / b16, 3),
-            "folded": round(s0["folded"]["p50_ms"] / b16, 3),
+        "image_over_vit_b16_image": {  # folded (as exported) where the tower folds
+            name: round(r["image"].get("folded", r["image"]["eager"])["p50_ms"] / b16, 3)
+            for name, r in results.items()
         },
-        "descriptions": {name: model_config(name)["description"] for name in REAL_SIZE},
     }
     print(json.dumps(summary, indent=2))
 

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   edgeclip validate recipes/demo.yaml
   edgeclip ls models                                  # our architectures, with parameter counts
   edgeclip ls openclip                                # open_clip architectures a teacher can load
+  edgeclip ls apple                                   # Apple's MobileCLIP files a teacher can load
   edgeclip eval runs/demo/pretrain/model.pt --zeroshot my_labels.csv --retrieval my_pairs.csv
   edgeclip eval runs/demo --outliers --plot outliers.png   # activation outliers, per layer
   edgeclip export runs/demo --target executorch --precision fp16
@@ -106,6 +107,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for arch in supported_architectures():
             tags = ", ".join(open_clip().list_pretrained_tags_by_model(arch)) or "(checkpoint only)"
             print(f"  {PREFIX}{arch:<24}{tags}")
+    elif args.what == "apple":
+        from compress.models import tower_params
+        from compress.models.apple import NAMES, PREFIX, apple_config
+
+        print("Apple ml-mobileclip checkpoints a recipe can load (teacher.model, with checkpoint:")
+        print("the mobileclip_<name>.pt file Apple publishes):")
+        for name in NAMES:
+            config = apple_config(name)
+            counts = tower_params(config)
+            sizes = f"image {counts['image'] / 1e6:.1f}M, text {counts['text'] / 1e6:.1f}M"
+            print(f"  {PREFIX + name:<16}{sizes:<28}{config['description']}")
     elif args.what == "recipes":
         folder = Path("recipes")
         files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
@@ -417,9 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
-        "ls", help="list models, loadable open_clip architectures, recipes or stages"
+        "ls",
+        help="list models, loadable open_clip architectures and Apple files, recipes or stages",
     )
-    p.add_argument("what", choices=["models", "openclip", "recipes", "stages"])
+    p.add_argument("what", choices=["models", "openclip", "apple", "recipes", "stages"])
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")

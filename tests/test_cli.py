@@ -31,6 +31,15 @@ def test_ls_openclip_lists_loadable_architectures_and_tags(capsys):
     out = capsys.readouterr().out
     assert "openclip:ViT-B-32" in out and "laion2b_s34b_b79k" in out
     assert "openclip:MobileCLIP2-S0" in out and "openclip:RN50 " not in out
+    for arch in ("MobileCLIP-B", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4"):
+        assert f"openclip:{arch} " in out
+
+
+def test_ls_apple_lists_apples_mobileclips_with_counts(capsys):
+    assert main(["ls", "apple"]) == 0
+    out = capsys.readouterr().out
+    assert "mobileclip:s0   image 11.4M, text 42.4M" in out  # MobileCLIP-S0 as published
+    assert "mobileclip:b    image 86.3M, text 63.4M" in out  # MobileCLIP-B as published
 
 
 def test_ls_recipes_and_stages(capsys, monkeypatch):

@@ -203,6 +203,81 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
     assert sha256_file(vocab) == sha256_file(tokenizer.vocab_path)
 
 
+# MobileCLIP's other block types, small: MCi3/4's five stages with layer-norm attention and no
+# 1×1 stem branch; MobileCLIP-B's conv-stem ViT without pre-norm; Text-RepMixer blocks before and
+# after the transformer (MobileCLIP-S0).
+_TEXT_MIXERS = {
+    "context_length": 16,
+    "vocab_size": 49408,
+    "width": 32,
+    "layers": 1,
+    "heads": 2,
+    "mlp_ratio": 2,
+    "causal": False,
+    "mixer_layers": 1,
+    "mixer_layers_after": 1,
+    "mixer_kernel": 5,
+    "mixer_scale_branch": False,
+}
+MOBILECLIP_BLOCKS = {
+    "mci_large": {
+        "family": "hybrid",
+        "image_size": 64,
+        "layers": [1, 1, 1, 1, 1],
+        "widths": [8, 16, 16, 32, 32],
+        "mixers": ["repmixer", "repmixer", "repmixer", "attention", "attention"],
+        "mlp_ratio": 2,
+        "se_downsample": [False] * 5,
+        "pos_embed": [False, False, False, True, True],
+        "head_dim": 16,
+        "attention_norm": "layer",
+        "stem_scale_branch": False,
+    },
+    "vit_conv_stem": {
+        "image_size": 32,
+        "patch_size": 16,
+        "width": 32,
+        "layers": 1,
+        "heads": 2,
+        "stem": "conv",
+        "stem_channels": [8, 8],
+        "stem_kernels": [4, 2, 2],
+        "stem_strides": [4, 2, 2],
+        "stem_padding": [1, 0, 0],
+        "stem_act": "gelu",
+        "ln_pre": False,
+        "ln_eps": 1e-6,
+        "proj_bias": True,
+    },
+}
+
+
+@pytest.mark.parametrize(("target", "precision"), ARTIFACTS, ids=lambda v: v)
+@pytest.mark.parametrize("tower", list(MOBILECLIP_BLOCKS))
+def test_mobileclip_block_types_export_with_parity(tower, target, precision, samples, tmp_path):
+    from compress.models.build import build_from_config
+
+    torch.manual_seed(0)
+    vision = MOBILECLIP_BLOCKS[tower]
+    config = {"name": tower, "embed_dim": 32, "vision": vision, "text": _TEXT_MIXERS}
+    record = ModelRecord(tower, config)
+    size = vision["image_size"]
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    _, tokens = samples
+    model = build_from_config(config).eval()
+    summary = _export(
+        model, record, tmp_path / tower, (images, tokens), target, precision=precision
+    )
+    for name in ("image", "text"):
+        manifest = read_manifest(summary[name]["dir"])
+        if exporters.get(target)().runs_here() is None:
+            assert manifest["parity"]["status"] == "passed", manifest["parity"]
+            limit = 1e-6 if precision == "fp32" else 5e-3
+            assert manifest["parity"]["max_abs"] <= limit
+        else:
+            assert manifest["format"]["spec_checks"] == "passed"
+
+
 def test_unsupported_precision_is_refused(samples, tmp_path):
     model, record = _tiny()
     with pytest.raises(ValueError, match=r"the onnx target exports fp32, fp16, int8, not 'int4'"):

@@ -272,6 +272,13 @@ class MixerBlock(nn.Module):
         return x + self.layer_scale * self.mlp(x)
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over the channels at each position of a (B, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class AttentionBlock(nn.Module):
     """A norm, then self-attention over the H·W positions, then a ConvMLP; both with layer scale.
 
@@ -293,7 +300,7 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"width {dim} is not divisible by head_dim {head_dim}")
         if norm not in ("batch", "layer"):
             raise ValueError(f"unknown attention norm {norm!r}; expected 'batch' or 'layer'")
-        self.norm = nn.BatchNorm2d(dim) if norm == "batch" else nn.LayerNorm(dim)
+        self.norm = nn.BatchNorm2d(dim) if norm == "batch" else LayerNorm2d(dim)
         self.attn = build_attention(dim, dim // head_dim, seq_len, False, attention, qkv_bias=False)
         self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), 1e-5))
         self.mlp = ConvMLP(dim, int(dim * mlp_ratio), 7)
@@ -301,10 +308,7 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        if isinstance(self.norm, nn.LayerNorm):
-            tokens = self.norm(x.flatten(2).transpose(1, 2))  # (B, H·W, C)
-        else:
-            tokens = self.norm(x).flatten(2).transpose(1, 2)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H·W, C)
         mixed = self.attn(tokens).transpose(1, 2).reshape(B, C, H, W)
         x = x + self.layer_scale_1 * mixed
         return x + self.layer_scale_2 * self.mlp(x)

@@ -6,7 +6,10 @@ every image tower's folded latency over ViT-B/16's. Models: the registry's real-
 (``mobileclip_s0`` is Apple's MobileCLIP-S0) and the MobileCLIPs only the loaders build
 (MobileCLIP-B's conv-stem ViT, MobileCLIP2-S3/S4's MCi3/4), all random init.
 
-Run: python benchmarks/zoo.py [--runs 20] [--models vit_b16 openclip:MobileCLIP2-S3 ...]
+With ``--onnx``, each model is also exported to ONNX fp32 (folded, as the pipeline exports) and
+checked against PyTorch on four held-out scenes samples: the parity per tower and the file sizes.
+
+Run: python benchmarks/zoo.py [--runs 20] [--models vit_b16 openclip:MobileCLIP2-S3 ...] [--onnx]
 """
 
 # ruff: noqa: E402  (the imports after the sys.path line below must come after it)
@@ -24,6 +27,7 @@ import copy
 import json
 import platform
 import statistics
+import tempfile
 import time
 
 import torch
@@ -77,13 +81,48 @@ def bench_model(name: str, runs: int) -> dict:
     return result
 
 
+def onnx_parity(name: str) -> dict:
+    """Export ``name`` (random init) to ONNX fp32 and check it as the pipeline does."""
+    from compress.data.heldout import heldout_samples
+    from export.driver import export_model
+
+    torch.manual_seed(0)
+    model, record = load_given(name)
+    images, tokens = heldout_samples(record, 4)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = export_model(
+            model.eval(),
+            record,
+            Path(tmp) / "onnx-fp32",
+            target="onnx",
+            precision="fp32",
+            sample_images=images,
+            sample_tokens=tokens,
+        )
+    result = {"seconds": round(time.perf_counter() - start, 1)}
+    for tower in ("image", "text"):
+        parity = summary[tower]["parity"]
+        result[tower] = {
+            "parity": parity["status"],
+            "max_abs": parity["max_abs"],
+            "cosine_min": parity["cosine_min"],
+            "mb": round(summary[tower]["bytes"] / 1e6, 1),
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--models", nargs="+", default=REAL_SIZE + LOADED)
+    parser.add_argument("--onnx", action="store_true", help="also export to ONNX with parity")
     args = parser.parse_args()
     names = args.models if "vit_b16" in args.models else ["vit_b16", *args.models]
     results = {name: bench_model(name, args.runs) for name in names}
+    if args.onnx:
+        for name in names:
+            results[name]["onnx_fp32"] = onnx_parity(name)
     b16 = results["vit_b16"]["image"]["eager"]["p50_ms"]
     summary = {
         "device": f"host CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}",

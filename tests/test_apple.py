@@ -10,16 +10,28 @@ from __future__ import annotations
 import argparse
 import copy
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from compress.compat import open_clip
 from compress.errors import UserError
-from compress.models import is_reparameterized, model_config, reparameterize, tower_params
+from compress.models import (
+    is_reparameterized,
+    load_model,
+    model_config,
+    reparameterize,
+    tower_params,
+)
 from compress.models.apple import NAMES, apple_config, load_apple
 from compress.models.given import load_given
 from compress.models.loaders import LoaderError
+from compress.pipeline import run_pipeline
+from compress.recipe import load_recipe
+from compress.stages import STAGES
+from tests.test_teacher import _recipe
 from tests.test_zoo import _perturb
 
 open_clip()  # Apple's package imports torchvision: patched first (compress.compat)
@@ -32,6 +44,8 @@ def _apple(name: str) -> torch.nn.Module:
     """Apple's own model, random init with every branch and bias carrying weight."""
     torch.manual_seed(0)
     model, _, _ = mobileclip.create_model_and_transforms(f"mobileclip_{name}", reparameterize=False)
+    projection = model.text_encoder.projection_layer  # left as torch.empty by Apple's code
+    torch.nn.init.normal_(projection, std=projection.shape[0] ** -0.5)
     return _perturb(model).eval()
 
 
@@ -110,3 +124,28 @@ def test_inference_mode_and_pickled_checkpoints_are_refused(tmp_path):
     )
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'nope.pt'}: no such file")):
         load_apple("s0", tmp_path / "nope.pt")
+
+
+def test_a_recipe_takes_apples_s0_as_its_teacher(tmp_path):
+    apple = _apple("s0")
+    checkpoint = tmp_path / "mobileclip_s0.pt"
+    torch.save(apple.state_dict(), checkpoint)
+    path = _recipe(tmp_path, f"model: mobileclip:s0\ncheckpoint: {checkpoint}")
+    run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
+    ours, record = load_model(run_dir / "teacher" / "model.pt")
+    assert record.name == "mobileclip:s0" and record.provenance["checkpoint"] == str(checkpoint)
+    _assert_same_embeddings(apple, ours, "s0")
+
+
+def test_cli_names_the_model_a_wrong_checkpoint_fits_in_one_line(tmp_path):
+    checkpoint = tmp_path / "mobileclip_s2.pt"
+    torch.save(_apple("s2").state_dict(), checkpoint)
+    path = _recipe(tmp_path, f"model: mobileclip:s1\ncheckpoint: {checkpoint}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "run", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "not MobileCLIP-S1 weights in Apple's layout" in last
+    assert last.endswith("it fits mobileclip:s2")

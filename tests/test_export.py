@@ -408,6 +408,29 @@ def test_real_size_mobileclip_s0_exports_with_parity(target, precision, tmp_path
             assert read_manifest(summary[tower]["dir"])["format"]["spec_checks"] == "passed"
 
 
+@pytest.mark.slow
+def test_real_size_mobileclip2_s3_exports_to_onnx_with_parity(tmp_path):
+    """open_clip's MobileCLIP2-S3 (five-stage MCi3, 768-wide text; random weights): ~30 s.
+    ``python benchmarks/zoo.py --onnx`` does the same for every loaded MobileCLIP."""
+    from compress.data.heldout import heldout_samples
+    from compress.models.given import load_given
+
+    torch.manual_seed(0)
+    model, record = load_given("openclip:MobileCLIP2-S3")
+    images, tokens = heldout_samples(record, 4)
+    summary = export_model(
+        model.eval(),
+        record,
+        tmp_path / "onnx",
+        target="onnx",
+        sample_images=images,
+        sample_tokens=tokens,
+    )
+    for tower in ("image", "text"):  # measured: max-abs ≤ 1.2e-7
+        assert summary[tower]["parity"]["max_abs"] <= 1e-5
+        assert read_manifest(summary[tower]["dir"])["parity"]["status"] == "passed"
+
+
 def test_executorch_fp16_keeps_wide_layer_norms_right(tmp_path):
     """ExecuTorch 1.5.1's fp16 layer norm is wrong from 256 features on (real-size towers came
     out with cosine ≈ 0); fp16 programs keep layer norms (and GELU) in fp32."""

@@ -21,7 +21,14 @@ from compress.distill.losses import (
     clip_loss,
     soft_cross_entropy,
 )
-from compress.models import ModelRecord, build_model, count_params, load_model, save_model
+from compress.models import (
+    ModelRecord,
+    build_from_config,
+    build_model,
+    count_params,
+    load_model,
+    save_model,
+)
 from compress.pipeline import run_pipeline
 from compress.recipe import load_recipe
 from compress.stages import STAGES
@@ -194,6 +201,26 @@ def test_hybrid_student_inherits_from_a_hybrid_teacher():
         teacher.state_dict().items(), student.state_dict().values(), strict=True
     ):
         assert torch.equal(t, s), name
+
+
+def test_mobileclip_b_style_towers_inherit_and_mismatches_are_named():
+    """MobileCLIP-B's ViT (conv stem, no pre-norm, biased head) passes its slices on to a
+    narrower student of the same build; a CLIP-style student is told why it cannot."""
+    from tests.test_prune import MCI_VIT
+
+    torch.manual_seed(0)
+    teacher = build_from_config(MCI_VIT)
+    narrow = {**MCI_VIT, "vision": {**MCI_VIT["vision"], "width": 16, "layers": 1}}
+    student = build_from_config(narrow)
+    inherit(teacher, student, image_layers=[1])
+    s, t = student.visual, teacher.visual
+    assert torch.equal(s.proj.bias, t.proj.bias)
+    assert torch.equal(s.class_token, t.class_token[:16])
+    assert torch.equal(s.patch_embed.layers[0].weight, t.patch_embed.layers[0].weight)
+    assert torch.equal(s.blocks[0].ln_1.weight, t.blocks[1].ln_1.weight[:16])
+    clip_style = {**narrow, "vision": {**narrow["vision"], "ln_pre": True}}
+    with pytest.raises(InheritError, match="one has a pre-norm .ln_pre., one not"):
+        inherit(teacher, build_from_config(clip_style))
 
 
 # -- the distill stage ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 
 from compress.distill.losses import clip_loss
 from compress.distill.prune import AutoInheritance, HardConcrete
-from compress.models import build_from_config, build_model, count_params
+from compress.models import build_from_config, build_model, count_params, model_config
 from tests.conftest import model_inputs
 
 
@@ -53,17 +53,36 @@ def _one_thread():
 
 
 SOFTMAX = {"image": None, "text": None}
+# MobileCLIP-B's image tower, small: a 4×4/4, 2×2/2, 2×2/2 conv stem, no pre-norm, a biased head
+MCI_VIT = {
+    **model_config("tiny"),
+    "vision": {
+        **model_config("tiny")["vision"],
+        "patch_size": 16,
+        "stem": "conv",
+        "stem_channels": [8, 8],
+        "stem_kernels": [4, 2, 2],
+        "stem_strides": [4, 2, 2],
+        "stem_padding": [1, 0, 0],
+        "stem_act": "gelu",
+        "ln_pre": False,
+        "ln_eps": 1e-6,
+        "proj_bias": True,
+    },
+}
 CASES = [
     ("tiny", None, None),
     ("tiny", {"kind": "clipped", "alpha": 4.0}, {"kind": "gated", "gate": "head"}),
     ("demo_teacher", None, {"kind": "gated"}),  # conv stem; token gates in the text tower
+    ("mci_vit", None, None),
 ]
 
 
 @pytest.mark.parametrize("name, image_attention, text_attention", CASES)
 def test_pruned_model_computes_the_masked_model(name, image_attention, text_attention):
     torch.manual_seed(0)
-    model = build_model(name, image_attention, text_attention).eval()
+    config = MCI_VIT if name == "mci_vit" else model_config(name)
+    model = build_from_config(config, image_attention, text_attention).eval()
     _randomise_norms(model)
     images, tokens = model_inputs(model, batch=3)
     plain = _embed(model, images, tokens)

@@ -204,7 +204,10 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
                 _copy(student.patch_embed.weight, teacher.patch_embed.weight[hidden])
             _copy(student.class_token, teacher.class_token[hidden])
             _copy(student.pos_embed, teacher.pos_embed[:, hidden])
-            _copy_norm(student.ln_pre, teacher.ln_pre, hidden)
+            pre_norms = [isinstance(t.ln_pre, nn.LayerNorm) for t in (student, teacher)]
+            _check(pre_norms[0] == pre_norms[1], tower, "one has a pre-norm (ln_pre), one not")
+            if pre_norms[0]:
+                _copy_norm(student.ln_pre, teacher.ln_pre, hidden)
             _copy_norm(student.ln_post, teacher.ln_post, hidden)
         else:
             ctx = student.pos_embed.shape[0]
@@ -223,6 +226,10 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
             embed <= teacher.proj.weight.shape[0], tower, "student embedding wider than teacher's"
         )
         _copy(student.proj.weight, teacher.proj.weight[:embed][:, hidden])
+        biases = [t.proj.bias is not None for t in (student, teacher)]
+        _check(biases[0] == biases[1], tower, "one projection has a bias, one not")
+        if biases[0]:
+            _copy(student.proj.bias, teacher.proj.bias[:embed])
         for block, t_index, heads, neurons in zip(
             student.blocks, plan.layers, plan.heads, plan.neurons, strict=True
         ):

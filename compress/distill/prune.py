@@ -256,10 +256,12 @@ class TowerMasks(nn.Module):
 
         hook(tower.register_forward_pre_hook(draw))
         if self.hidden is not None:
-            if self.vision:  # ln_pre opens the residual stream: it writes z_hidden · LN_K(x)
+            if self.vision and isinstance(tower.ln_pre, nn.LayerNorm):
+                # ln_pre opens the residual stream: it writes z_hidden · LN_K(x)
                 hook(tower.ln_pre.register_forward_hook(self._ln_hook(opens_stream=True)))
             else:  # no ln_pre: scale the embeddings as they enter the first block
-                first = tower.blocks[0] if len(tower.blocks) else tower.ln_final
+                final = tower.ln_post if self.vision else tower.ln_final
+                first = tower.blocks[0] if len(tower.blocks) else final
                 hook(first.register_forward_pre_hook(self._embed_hook))
             final = tower.ln_post if self.vision else tower.ln_final
             hook(final.register_forward_hook(self._ln_hook()))
@@ -415,15 +417,26 @@ def _pruned_tower(tower: nn.Module, plan: dict) -> tuple[dict, dict]:
             last = len(stem.layers) - 1
             for name, t in stem.state_dict().items():
                 sd[f"patch_embed.{name}"] = t[K] if name.startswith(f"layers.{last}.") else t
-            cfg.update(stem="conv", patch_size=2 ** len(stem.channels), stem_channels=stem.channels)
+            cfg.update(stem="conv", patch_size=stem.patch_size, **stem.spec)
         else:
             sd["patch_embed.weight"] = stem.weight[K]
             cfg.update(stem="patch", patch_size=stem.kernel_size[0])
         cfg["image_size"] = tower.image_size
         sd["class_token"] = tower.class_token[K]
         sd["pos_embed"] = tower.pos_embed[:, K]
-        for name, p in tower.ln_pre.named_parameters():  # ln_pre writes z_hidden · LN_K(x)
-            sd[f"ln_pre.{name}"] = p[K] * z
+        pre_norm = isinstance(tower.ln_pre, nn.LayerNorm)
+        if pre_norm:
+            for name, p in tower.ln_pre.named_parameters():  # ln_pre writes z_hidden · LN_K(x)
+                sd[f"ln_pre.{name}"] = p[K] * z
+        else:  # no pre-norm: the embeddings enter the residual stream directly, scaled by z_hidden
+            conv = "patch_embed"  # the convolution that writes the width
+            if isinstance(stem, ConvStem):
+                conv = f"patch_embed.layers.{len(stem.layers) - 1}"
+            for name in (f"{conv}.weight", f"{conv}.bias", "class_token"):  # channel first
+                if name in sd:
+                    sd[name] = sd[name] * z.view(-1, *[1] * (sd[name].dim() - 1))
+            sd["pos_embed"] = sd["pos_embed"] * z
+        cfg.update(ln_pre=pre_norm, ln_eps=tower.ln_post.eps)
         final = "ln_post"
     else:
         # the text tower's embeddings enter the residual stream directly, scaled by z_hidden
@@ -445,6 +458,9 @@ def _pruned_tower(tower: nn.Module, plan: dict) -> tuple[dict, dict]:
     for name, p in getattr(tower, final).named_parameters():
         sd[f"{final}.{name}"] = p[K]
     sd["proj.weight"] = tower.proj.weight[:, K]
+    if tower.proj.bias is not None:
+        sd["proj.bias"] = tower.proj.bias
+        cfg["proj_bias"] = True
     return cfg, sd
 
 

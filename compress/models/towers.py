@@ -122,7 +122,14 @@ class ConvStem(nn.Module):
             raise ValueError(f"conv stem strides {strides} do not make patch_size {patch_size}")
         if act not in ("relu", "gelu"):
             raise ValueError(f"unknown stem activation {act!r}; expected 'relu' or 'gelu'")
-        self.channels = list(channels)
+        self.channels, self.patch_size = list(channels), patch_size
+        self.spec = {  # the architecture keys that rebuild this stem (a pruned model's config)
+            "stem_channels": self.channels,
+            "stem_kernels": kernels,
+            "stem_strides": strides,
+            "stem_padding": padding,
+            "stem_act": act,
+        }
         shape = list(zip(kernels, strides, padding, strict=True))
         layers, cin = [], 3
         for out, (k, s, p) in zip(channels, shape, strict=False):

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ import torch
 from compress.io import read_state_dict
 from compress.models.build import build_from_config, model_config
 from compress.models.clip import CLIP
-from compress.models.loaders import MCI, MCI_VIT_B, LoaderError
+from compress.models.loaders import MCI, MCI_VIT_B, LoaderError, fit_vit_embeddings, rename_key
 
 PREFIX = "mobileclip:"
 NAMES = {"s0": "MobileCLIP-S0", "s1": "MobileCLIP-S1", "s2": "MobileCLIP-S2", "b": "MobileCLIP-B"}
@@ -117,12 +116,6 @@ def apple_config(name: str) -> dict:
     }
 
 
-def _rename(key: str, rules: list) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
 def _network_parts(vision: dict) -> dict[str, str]:
     """Apple's flat MCi ``network`` list (per stage: downsample, positional encoding, blocks)
     → our ``stages.i.<part>`` names."""
@@ -159,20 +152,18 @@ def convert_apple_state_dict(state: dict[str, torch.Tensor], config: dict) -> di
     for key, value in state.items():
         if key.startswith("image_encoder.model."):
             rest = _replace_prefix(key[len("image_encoder.model.") :], network)
-            new = "visual." + _rename(rest, _MCI_RULES if hybrid else _VIT_RULES)
+            new = "visual." + rename_key(rest, _MCI_RULES if hybrid else _VIT_RULES)
         elif key.startswith("text_encoder."):
             rest = _replace_prefix(key[len("text_encoder.") :], transformer)
-            new = "text." + _rename(rest, _TEXT_RULES)
+            new = "text." + rename_key(rest, _TEXT_RULES)
         else:
             new = key
         if new in _TRANSPOSED:
             value = value.t()
-        elif new == "visual.class_token":
-            value = value.reshape(-1)
-        elif new.endswith(".pos_embed") and value.dim() == 4:  # (1, 1, positions, width)
+        elif new in ("visual.class_token", "visual.pos_embed"):  # as timm's, pos (1, 1, P, D)
+            value = fit_vit_embeddings(new, value.flatten(0, 1) if value.dim() == 4 else value)
+        elif new == "text.pos_embed":  # (1, 1, positions, width)
             value = value.reshape(value.shape[-2:])
-            if new == "visual.pos_embed":  # the class token takes no position: a zero row
-                value = torch.cat([value.new_zeros(1, value.shape[1]), value])
         out[new] = value.reshape(()) if new == "logit_scale" else value
     if hybrid and "visual.proj.weight" in out:  # Apple's head has no bias
         out["visual.proj.bias"] = out["visual.proj.weight"].new_zeros(config["embed_dim"])

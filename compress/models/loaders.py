@@ -2,7 +2,8 @@
 
 Two families map onto our modules: open_clip's own ViT + text transformer (CLIP, OpenCLIP,
 TinyCLIP-style checkpoints) and MobileCLIP(2)'s timm image towers (MCi0–4 hybrids, and the
-ViT-B with a convolutional stem of MobileCLIP-B / MobileCLIP2-B) with a transformer text tower. Weights come from a local checkpoint file or an open_clip pretrained tag (open_clip
+ViT-B with a convolutional stem of MobileCLIP-B / MobileCLIP2-B) with a transformer text tower.
+Weights come from a local checkpoint file or an open_clip pretrained tag (open_clip
 downloads it on the user's machine); files are read with weights-only loading, so no code in a
 checkpoint ever runs.
 
@@ -288,7 +289,8 @@ def supported_architectures() -> list[str]:
     return names
 
 
-def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+def rename_key(key: str, rules: list) -> str:
+    """``key`` after every (pattern, replacement) rule in turn (a replacement may be a function)."""
     for pattern, repl in rules:
         key = re.sub(pattern, repl, key)
     return key
@@ -311,21 +313,21 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str
     out = {}
     for key, value in state.items():
         if key.startswith("visual."):
-            new = "visual." + _rename(key[len("visual.") :], vision_rules)
-            value = _fit_vit_embeddings(new, value)
+            new = "visual." + rename_key(key[len("visual.") :], vision_rules)
+            value = fit_vit_embeddings(new, value)
         elif key.startswith("text."):  # CustomTextCLIP keeps the text tower under text.
-            new = "text." + _rename(key[len("text.") :], TEXT_RULES)
+            new = "text." + rename_key(key[len("text.") :], TEXT_RULES)
         elif key in ("logit_scale",):
             new, value = key, value.reshape(())
         elif key == "attn_mask":
             continue
         else:  # CLIP keeps the text tower at the top level
-            new = "text." + _rename(key, TEXT_RULES)
+            new = "text." + rename_key(key, TEXT_RULES)
         out[new] = value.t() if key in _TRANSPOSED else value
     return out
 
 
-def _fit_vit_embeddings(name: str, value: torch.Tensor) -> torch.Tensor:
+def fit_vit_embeddings(name: str, value: torch.Tensor) -> torch.Tensor:
     """timm's (1, 1, D) class token → (D,); a position table without the class token's row gets
     a zero row, so adding it leaves the class token as it is (timm's ``no_embed_class``)."""
     if name == "visual.class_token":

@@ -108,17 +108,6 @@ class RandomResizedCrop:
             w, h = width, height
         return [(height - h) // 2, (width - w) // 2, h, w]
 
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Augmentation:
-        """The augmentation a reinforced index's ``augmentation`` settings describe: ``size``,
-        and ``scale``, ``flip``, ``rand_augment`` (the defaults where one is missing)."""
-        return cls(
-            settings["size"],
-            tuple(settings.get("scale", (0.08, 1.0))),
-            flip=settings.get("flip", False),
-            rand_augment=settings.get("rand_augment", True),
-        )
-
     def sample(self, img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
         """Draw a box for `img` and apply it."""
         box = self.box(*img.size, rng)
@@ -253,17 +242,6 @@ class RandAugment:
         self.num_ops = int(num_ops)
         self.magnitude = int(magnitude)
         self.num_magnitude_bins = int(num_magnitude_bins)
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Augmentation:
-        """The augmentation a reinforced index's ``augmentation`` settings describe: ``size``,
-        and ``scale``, ``flip``, ``rand_augment`` (the defaults where one is missing)."""
-        return cls(
-            settings["size"],
-            tuple(settings.get("scale", (0.08, 1.0))),
-            flip=settings.get("flip", False),
-            rand_augment=settings.get("rand_augment", True),
-        )
 
     def sample(self, img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, Params]:
         """Draw `num_ops` (op, signed magnitude) pairs, applying each to the previous result."""

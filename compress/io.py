@@ -62,6 +62,20 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def pickled_global(err: pickle.UnpicklingError) -> str | None:
+    """The global (``module.name``) a weights-only load refused to unpickle, if it names one."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return found[1] if found else None
+
+
+def state_misfits(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str]]:
+    """The ``expected`` tensors ``state`` lacks or shapes otherwise, and its names beyond them."""
+    wrong = [k for k, v in expected.items() if getattr(state.get(k), "shape", None) != v.shape]
+    return wrong, sorted(set(state) - set(expected))
+
+
 def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
     """A checkpoint's state dict, read weights-only (tensors and containers: no code in it ever
     runs), unwrapped from a training checkpoint's ``state_dict`` and DDP's ``module.`` prefix.
@@ -75,8 +89,8 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
     except FileNotFoundError:
         raise UserError(f"{where}: no such file") from None
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        held = f"it holds a pickled {found[1]}" if found else "not a torch.save file of tensors"
+        found = pickled_global(err)
+        held = f"it holds a pickled {found}" if found else "not a torch.save file of tensors"
         raise UserError(
             f"{where}: not loadable weights-only ({held}); edgeclip never runs code from a checkpoint"
         ) from None

@@ -26,7 +26,7 @@ from PIL import Image
 from compress import compat
 from compress.data.augment import seed_of
 from compress.errors import UserError, first_line
-from compress.io import read_state_dict
+from compress.io import read_state_dict, state_misfits
 from compress.registry import Registry
 
 captioners = Registry("captioner")
@@ -104,8 +104,7 @@ def _load_weights(model: torch.nn.Module, path: str, name: str) -> None:
     weights is a one-line UserError."""
     state = read_state_dict(path, "coca checkpoint")
     expected = model.state_dict()
-    wrong = [k for k, v in expected.items() if getattr(state.get(k), "shape", None) != v.shape]
-    extra = sorted(set(state) - set(expected))
+    wrong, extra = state_misfits(state, expected)
     if wrong or extra:
         example = (wrong or extra)[0]
         raise UserError(

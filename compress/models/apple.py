@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from compress.io import read_state_dict
+from compress.io import read_state_dict, state_misfits
 from compress.models.build import build_from_config, model_config
 from compress.models.clip import CLIP
 from compress.models.loaders import MCI, MCI_VIT_B, LoaderError, fit_vit_embeddings, rename_key
@@ -174,8 +174,7 @@ def _misfits(state: dict[str, torch.Tensor], config: dict) -> tuple[list[str], l
     """Our tensors the converted ``state`` lacks or shapes otherwise, and its extra names."""
     with torch.device("meta"):
         expected = build_from_config(config).state_dict()
-    wrong = [k for k, v in expected.items() if getattr(state.get(k), "shape", None) != v.shape]
-    return wrong, sorted(set(state) - set(expected))
+    return state_misfits(state, expected)
 
 
 def _fits(state: dict[str, torch.Tensor], name: str) -> bool:

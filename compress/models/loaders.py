@@ -22,6 +22,7 @@ from torch import nn
 
 from compress.compat import open_clip
 from compress.errors import UserError, first_line
+from compress.io import pickled_global
 from compress.models import build_from_config
 from compress.models.clip import CLIP
 
@@ -416,8 +417,8 @@ def load_openclip(
             arch, pretrained=weights, weights_only=True, force_quick_gelu=quick_gelu, device="cpu"
         )
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f"it references {found.group(1)}" if found else "it is not a plain tensor file"
+        found = pickled_global(err)
+        what = f"it references {found}" if found else "it is not a plain tensor file"
         raise LoaderError(
             f"{source}: not a weights-only checkpoint ({what}); edgeclip never runs code from a checkpoint"
         ) from None

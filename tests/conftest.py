@@ -10,7 +10,31 @@ from pathlib import Path
 import pytest
 import torch
 
+from compress.models.loaders import MCI, MCI_VIT_B
 from compress.tokenizer import EOT_ID
+
+# MobileCLIP's larger image towers, shrunk to test size with their block types kept:
+# MobileCLIP-B's ViT (conv stem with Apple's padding, no pre-norm, eps 1e-6, biased head) and
+# MCi3's five stages (layer-norm attention, no 1×1 stem branch).
+MCI_VIT_SMALL = {
+    **MCI_VIT_B,
+    "image_size": 32,
+    "width": 32,
+    "layers": 2,
+    "heads": 2,
+    "mlp_ratio": 2,
+    "stem_channels": [8, 8],
+    "stem_padding": [1, 0, 0],
+}
+MCI_LARGE_SMALL = {
+    "family": "hybrid",
+    **MCI["fastvit_mci3"],
+    "image_size": 64,
+    "layers": [1, 1, 1, 1, 1],
+    "widths": [8, 16, 16, 32, 32],
+    "mlp_ratio": 2,
+    "head_dim": 16,
+}
 
 TINY_RECIPE = """\
 name: tiny

@@ -38,6 +38,7 @@ from export.verify import (
     run_batched,
     zero_shot_agreement,
 )
+from tests.conftest import MCI_LARGE_SMALL, MCI_VIT_SMALL
 
 PREPROCESSING = {
     "mean": [0.48145466, 0.4578275, 0.40821073],
@@ -219,37 +220,7 @@ _TEXT_MIXERS = {
     "mixer_kernel": 5,
     "mixer_scale_branch": False,
 }
-MOBILECLIP_BLOCKS = {
-    "mci_large": {
-        "family": "hybrid",
-        "image_size": 64,
-        "layers": [1, 1, 1, 1, 1],
-        "widths": [8, 16, 16, 32, 32],
-        "mixers": ["repmixer", "repmixer", "repmixer", "attention", "attention"],
-        "mlp_ratio": 2,
-        "se_downsample": [False] * 5,
-        "pos_embed": [False, False, False, True, True],
-        "head_dim": 16,
-        "attention_norm": "layer",
-        "stem_scale_branch": False,
-    },
-    "vit_conv_stem": {
-        "image_size": 32,
-        "patch_size": 16,
-        "width": 32,
-        "layers": 1,
-        "heads": 2,
-        "stem": "conv",
-        "stem_channels": [8, 8],
-        "stem_kernels": [4, 2, 2],
-        "stem_strides": [4, 2, 2],
-        "stem_padding": [1, 0, 0],
-        "stem_act": "gelu",
-        "ln_pre": False,
-        "ln_eps": 1e-6,
-        "proj_bias": True,
-    },
-}
+MOBILECLIP_BLOCKS = {"mci_large": MCI_LARGE_SMALL, "vit_conv_stem": MCI_VIT_SMALL}
 
 
 @pytest.mark.parametrize(("target", "precision"), ARTIFACTS, ids=lambda v: v)

@@ -9,7 +9,7 @@ import torch
 from compress.distill.losses import clip_loss
 from compress.distill.prune import AutoInheritance, HardConcrete
 from compress.models import build_from_config, build_model, count_params, model_config
-from tests.conftest import model_inputs
+from tests.conftest import MCI_VIT_SMALL, model_inputs
 
 
 @torch.no_grad()
@@ -53,23 +53,7 @@ def _one_thread():
 
 
 SOFTMAX = {"image": None, "text": None}
-# MobileCLIP-B's image tower, small: a 4×4/4, 2×2/2, 2×2/2 conv stem, no pre-norm, a biased head
-MCI_VIT = {
-    **model_config("tiny"),
-    "vision": {
-        **model_config("tiny")["vision"],
-        "patch_size": 16,
-        "stem": "conv",
-        "stem_channels": [8, 8],
-        "stem_kernels": [4, 2, 2],
-        "stem_strides": [4, 2, 2],
-        "stem_padding": [1, 0, 0],
-        "stem_act": "gelu",
-        "ln_pre": False,
-        "ln_eps": 1e-6,
-        "proj_bias": True,
-    },
-}
+MCI_VIT = {**model_config("tiny"), "vision": MCI_VIT_SMALL}  # MobileCLIP-B's build, small
 CASES = [
     ("tiny", None, None),
     ("tiny", {"kind": "clipped", "alpha": 4.0}, {"kind": "gated", "gate": "head"}),

@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
+from compress.data.transforms import ImageTransform
 from compress.models import CLIP, ModelRecord, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.tokenizer import SOT_ID, Tokenizer
+from export.golden import GOLDEN_NAME, write_golden
 from export.manifest import (
     MANIFEST_NAME,
     atomic_dir,
@@ -95,7 +97,8 @@ def export_model(
     (batch_size, 3, S, S) float32 or ``tokens`` (batch_size, context_length) int64 → ``embedding``
     (batch_size, D) float32, L2-normalised), the parity samples ``verify`` reruns
     (:data:`SAMPLES_FILE`) and ``manifest.json``; the text folder also gets the tokenizer's
-    vocabulary. Both towers are run in the target's runtime over the samples and compared with
+    vocabulary, and ``out_dir`` the golden files apps test their glue against
+    (:mod:`export.golden`). Both towers are run in the target's runtime over the samples and compared with
     eager fp32 PyTorch; ``out_dir`` is built in a temporary folder and replaces an earlier export
     only if both pass, so a failed export leaves the last good one in place. A target whose
     runtime cannot run on this machine (Core ML off macOS) is checked by its own spec checks
@@ -125,8 +128,8 @@ def export_model(
 
     Returns:
         ``{"image": {...}, "text": {...}, "zero_shot_agreement": float | None, "dir", "target",
-        "precision"}``, each tower with its ``dir``, ``model``, ``manifest`` paths, ``bytes``
-        (model size) and ``parity``; the text tower also with ``vocab``.
+        "precision", "golden"}``, each tower with its ``dir``, ``model``, ``manifest`` paths,
+        ``bytes`` (model size) and ``parity``; the text tower also with ``vocab``.
 
     Raises:
         ValueError: the target does not export ``precision``.
@@ -244,6 +247,16 @@ def export_model(
                     **extra[tower],
                 )
                 write_manifest(folder, manifest)
+            write_golden(
+                root,
+                model_name=record.name,
+                reference_name=reference_name,
+                embed_image=lambda x: run_torch(references["image"], x, batch_size),
+                embed_text=lambda ids: run_torch(references["text"], ids, batch_size),
+                transform=ImageTransform(model.visual.image_size, **record.normalization),
+                tokenizer=Tokenizer(context, vocab),
+                logit_scale=float(model.logit_scale.detach().exp()),
+            )
             sizes = {
                 tower: path_bytes(folder / backend.file_name) for tower, folder in folders.items()
             }
@@ -267,6 +280,7 @@ def export_model(
             "parity": parity[tower],
         }
     summary["text"]["vocab"] = str(out_dir / "text" / vocab.name)
+    summary["golden"] = str(out_dir / GOLDEN_NAME)
     return summary
 
 

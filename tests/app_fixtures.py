@@ -31,6 +31,7 @@ CONTEXT_LENGTH = 77  # open_clip's: long enough that BPE, not truncation, decide
 # Pieces of the multilingual / punctuation set, joined at random. They cover what the apps'
 # tokenizer reimplements (see EDGE_CAPTIONS in export/golden.py); none is mojibake, which
 # ftfy repairs and the apps do not (a phone's keyboard does not type it).
+# fmt: off
 FRAGMENTS = (
     # Latin with diacritics, composed and decomposed (NFC joins them), full lowercase mapping
     "caf\u00e9", "cafe\u0301", "na\u00efve", "\u00c9COLE", "Stra\u00dfe", "\u0130stanbul",
@@ -65,6 +66,7 @@ FRAGMENTS = (
     # mixed case words and the special-token names
     "A", "LARGE", "Red", "cIrClE", "<start_of_text>", "<end_of_text>",
 )
+# fmt: on
 
 
 def multilingual_captions(count: int, seed: int = 0) -> list[str]:

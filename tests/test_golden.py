@@ -61,7 +61,9 @@ def test_golden_pixels_are_open_clips_preprocessing(exported):
     picture = Image.open(out / golden["image"]["file"])
     assert (picture.width, picture.height) == (golden["image"]["width"], golden["image"]["height"])
     assert picture.width > picture.height > record.image_size  # downsampled, long side cropped
-    assert hashlib.sha256((out / "golden.png").read_bytes()).hexdigest() == golden["image"]["sha256"]
+    assert (
+        hashlib.sha256((out / "golden.png").read_bytes()).hexdigest() == golden["image"]["sha256"]
+    )
 
     norm = record.normalization
     reference = open_clip().transform.image_transform(record.image_size, is_train=False, **norm)

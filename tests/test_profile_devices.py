@@ -443,3 +443,120 @@ def test_ops_from_a_real_etdump_pulled_from_the_phone(real_pte, fake_adb):
     # XNNPACK's kernel for the Linear layer; layer norm stays on a portable kernel
     assert set(measured.ops) == {"Fully Connected (NC, F32) GEMM", "native_layer_norm (portable)"}
     assert all(ms >= 0 for ms in measured.ops.values())
+
+
+APP = "org.edgeclip.demo"
+APP_ROOT = f"/sdcard/Android/data/{APP}/files/edgeclip"
+
+
+def app_record(times: list[float], **overrides) -> dict:
+    """A record as the demo app's BenchmarkRecord writes it (DESIGN §4 plus the raw times)."""
+    latency = {"p50": 10.5, "p90": 10.7, "mean": 10.5, "min": 10.25, "max": 10.75}
+    record = {
+        "record_version": 1,
+        "model": "tiny",
+        "tower": "image",
+        "artifact": "executorch-fp32",
+        "target": "executorch",
+        "precision": "fp32",
+        "runtime": "executorch-android 1.0.0 (Module)",
+        "compute_unit": "xnnpack",
+        "device": {"manufacturer": "samsung", "model": "SM-S921B", "app_version": "0.1.0"},
+        "input": {"name": "image", "shape": [1, 3, 32, 32], "dtype": "float32"},
+        "sha256": "0" * 64,
+        "threads": None,
+        "warmup": 2,
+        "runs": len(times),
+        "load_ms": 40.5,
+        "first_inference_ms": 25.0,
+        "latency_ms": latency,
+        "times_ms": times,
+        "peak_rss_mb": 180.5,
+        "flops": None,
+        "achieved_gflops": None,
+        "gemm_gflops": None,
+        "gemm_fraction": None,
+        "ops": None,
+        "environment": {"android_sdk": 34},
+        "measured_at": "2026-12-04T10:00:00Z",
+    }
+    return {**record, **overrides}
+
+
+def test_adb_app_mode_runs_the_benchmark_activity_and_pulls_its_record(fake_adb, tmp_path):
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps(app_record([10.5, 10.75, 10.25])))
+    remote = f"{APP_ROOT}/executorch-fp32-image"
+    out = f"{remote}.json"
+    fake_adb.answer(
+        [
+            {"when": f"pm path {APP}", "out": f"package:/data/app/{APP}/base.apk\n"},
+            {"when": f"shell ls {out}", "out": f"{out}\n"},
+            {"when": f"pull {out}", "pull_from": str(record)},
+        ]
+    )
+    image = tower(tmp_path / "executorch-fp32" / "image")
+    measured = AdbDevice(SERIAL, {"app": APP}).measure(image, Settings(runs=3, warmup=2))
+
+    start = (
+        f"am start -W -n {APP}/.BenchmarkActivity --es tower_dir {remote} --es out {out} "
+        "--ei runs 3 --ei warmup 2"
+    )
+    cleanup = f"rm -rf {remote} {out} {out}.error"
+    commands = [call[2:] for call in fake_adb.calls()]
+    assert commands[3:8] == [
+        ["shell", cleanup],
+        ["shell", f"mkdir -p {APP_ROOT}"],
+        ["push", str(image.folder), remote],
+        ["shell", start],
+        ["shell", f"ls {out} {out}.error"],
+    ]
+    assert commands[8][:2] == ["pull", out] and commands[-1] == ["shell", cleanup]
+    assert not any(RUNNER in " ".join(c) for c in commands)  # no executor_runner in app mode
+    assert measured.times_ms == [10.5, 10.75, 10.25] and measured.first_inference_ms == 25.0
+    assert (measured.load_ms, measured.peak_rss_mb) == (40.5, 180.5)
+    assert measured.runtime.startswith("executorch-android")
+    assert measured.device["soc"] == "Samsung s5e9945"  # the phone's facts, as runner records
+    assert measured.device["app_version"] == "0.1.0"  # and what the app adds
+    assert measured.environment == {"android_sdk": 34, "app": APP}
+
+
+def test_adb_app_mode_reports_the_apps_error_and_a_missing_app(fake_adb, tmp_path):
+    out = f"{APP_ROOT}/executorch-fp32-image.json"
+    fake_adb.answer(
+        [
+            {"when": f"pm path {APP}", "out": "package:/data/app/base.apk\n"},
+            {"when": f"shell ls {out}", "out": f"{out}.error\n"},
+            {"when": "shell cat", "out": "manifest.json: manifest_version 3; this app reads 2\n"},
+        ]
+    )
+    image = tower(tmp_path / "executorch-fp32" / "image")
+    with pytest.raises(UserError, match="the app failed: manifest.json: manifest_version 3"):
+        AdbDevice(SERIAL, {"app": APP}).measure(image, Settings(runs=3, warmup=2))
+    assert fake_adb.calls()[-1][2:] == ["shell", f"rm -rf {out[:-5]} {out} {out}.error"]
+
+    fake_adb.answer([{"when": "pm path", "out": ""}])
+    with pytest.raises(UserError, match=f"the app {APP} is not installed"):
+        AdbDevice(SERIAL, {"app": APP}).measure(image, Settings(runs=3, warmup=2))
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        ("not json", "not a profile record"),
+        (json.dumps(app_record([1.0, 2.0])), "times_ms: 3 durations"),
+        (json.dumps(app_record([1.0, -2.0, 3.0])), "times_ms: 3 durations"),
+        (json.dumps({**app_record([1.0, 2.0, 3.0]), "record_version": 9}), "record_version 9"),
+    ],
+)
+def test_bad_app_record_is_one_line(record, error):
+    with pytest.raises(UserError, match=error):
+        adb_module.parse_app_record(record, runs=3)
+
+
+def test_app_option_is_a_package_name():
+    with pytest.raises(UserError, match="profile.adb.app: must be an Android package name"):
+        AdbDevice("", {"app": "/data/app"})
+    assert adb_module.app_shell(APP, "/d/t", "/d/t.json", 5, 1, threads=2).endswith(
+        "--ei runs 5 --ei warmup 1 --ei threads 2"
+    )

@@ -26,24 +26,35 @@ What runs and what is read back, from pytorch/executorch's sources at tag v1.4.1
   ``etrecord.bin`` (:func:`export.profile.etdump.etdump_ops`). The latencies of that pass are
   not used, because they include the tracer's own cost.
 
-The commands (:func:`adb_command`, :func:`runner_shell`) and the parsing (:func:`parse_getprop`,
-:func:`parse_runner_log`) are pure functions; :class:`AdbDevice` only runs them in order.
+With option ``app`` (the demo app's package, ``org.edgeclip.demo``), the tower is timed inside
+the demo app instead (``android_demo/``): its folder is pushed to the app's external files
+folder, ``am start`` opens the app's ``BenchmarkActivity`` on it, and the profile record the app
+writes there (atomically, DESIGN §4, with the raw ``times_ms``) is pulled back. That measures
+what an app pays: ExecuTorch's Android runtime (the ``Module`` API over XNNPACK) in an app
+process, not a separate binary.
+
+The commands (:func:`adb_command`, :func:`runner_shell`, :func:`app_shell`) and the parsing
+(:func:`parse_getprop`, :func:`parse_runner_log`, :func:`parse_app_record`) are pure functions;
+:class:`AdbDevice` only runs them in order.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress.errors import UserError
 from export.profile.devices import Settings, Tower, devices, last_line
-from export.profile.record import Measurement
+from export.profile.record import Measurement, check_record
 
 DEFAULT_RUNNER = "/data/local/tmp/executor_runner"
 DEFAULT_DIR = "/data/local/tmp/edgeclip"
@@ -52,6 +63,10 @@ COMMAND_TIMEOUT_S = 120  # state, getprop, mkdir, rm, logcat
 TRANSFER_TIMEOUT_S = 900  # push of a large .pte, pull of an ETDump
 RUN_TIMEOUT_S = 1800  # one runner process, warm-up and timed runs together
 LOG_TAG = "ExecuTorch"  # the tag of every ET_LOG line under the Android PAL
+APP_ACTIVITY = ".BenchmarkActivity"  # the demo app's benchmark mode (android_demo/README.md)
+APP_README = "android_demo/README.md, 'Benchmark mode'"
+POLL_S = 1.0  # how often to look for the app's record
+PACKAGE = re.compile(r"[A-Za-z][\w]*(\.[A-Za-z][\w]*)+")
 
 ITERATION = re.compile(r"Iteration (\d+) of (\d+): (\S+) ms\s*$")
 LOADED = re.compile(r"Model loaded in (\S+) ms\.")
@@ -66,12 +81,13 @@ class AdbOptions:
     dir: str = DEFAULT_DIR  # where models are pushed on the phone, emptied of them afterwards
     adb: str = "adb"  # the adb executable on this machine, found on PATH
     ops_runner: str | None = None  # an event-tracer build of the runner, for per-operator times
+    app: str | None = None  # the demo app's package: time towers in the app, not the runner
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> AdbOptions:
         """Check the options by the names the user typed: known keys, non-empty strings, and
         absolute paths for the places on the phone. A None value is an option not given."""
-        known = ("runner", "dir", "adb", "ops_runner")
+        known = ("runner", "dir", "adb", "ops_runner", "app")
         given = {key: value for key, value in options.items() if value is not None}
         for key, value in given.items():
             if key not in known:
@@ -80,7 +96,12 @@ class AdbOptions:
                 )
             if not isinstance(value, str) or not value.strip():
                 raise UserError(f"profile.adb.{key}: must be a non-empty string, got {value!r}")
-            if key != "adb" and not value.startswith("/"):
+            if key == "app" and not PACKAGE.fullmatch(value):
+                raise UserError(
+                    f"profile.adb.app: must be an Android package name such as "
+                    f"org.edgeclip.demo, got {value!r}"
+                )
+            if key not in ("adb", "app") and not value.startswith("/"):
                 raise UserError(f"profile.adb.{key}: must be an absolute path, got {value!r}")
         return cls(**given)
 
@@ -120,6 +141,57 @@ def runner_shell(
     if etdump is not None:
         flags.append(f"--etdump_path={etdump}")
     return f"cd {shlex.quote(workdir)} && " + shlex.join([runner, *flags])
+
+
+def app_files(app: str) -> str:
+    """The app's external files folder: adb and the app both reach it without permissions."""
+    return f"/sdcard/Android/data/{app}/files"
+
+
+def app_shell(
+    app: str, tower_dir: str, out: str, runs: int, warmup: int, threads: int | None = None
+) -> str:
+    """The phone's shell line that opens the app's benchmark mode on one tower folder.
+
+    The app times loading, the first inference, ``warmup`` and then ``runs`` inferences, and
+    writes its record to ``out`` (or the reason it could not to ``out + ".error"``).
+    """
+    extras = ["--es", "tower_dir", tower_dir, "--es", "out", out]
+    extras += ["--ei", "runs", str(runs), "--ei", "warmup", str(warmup)]
+    if threads is not None:
+        extras += ["--ei", "threads", str(threads)]
+    return shlex.join(["am", "start", "-W", "-n", f"{app}/{APP_ACTIVITY}", *extras])
+
+
+def parse_app_record(text: str, runs: int) -> Measurement:
+    """The demo app's profile record (the JVM core's ``BenchmarkRecord``) as a measurement.
+
+    Raises:
+        UserError: not a profile record, or its ``times_ms`` are not ``runs`` durations.
+    """
+    try:
+        record = json.loads(text)
+        check_record(record)
+    except ValueError as error:
+        raise UserError(f"adb: the app's record is not a profile record: {error}") from None
+    times = record.get("times_ms")
+    if (
+        not isinstance(times, list)
+        or len(times) != runs
+        or not all(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0 for t in times)
+    ):
+        raise UserError(f"adb: the app's record needs times_ms: {runs} durations in ms")
+    return Measurement(
+        runtime=record["runtime"],
+        compute_unit=record["compute_unit"],
+        times_ms=[float(t) for t in times],
+        load_ms=record["load_ms"],
+        first_inference_ms=record["first_inference_ms"],
+        threads=record["threads"],
+        peak_rss_mb=record["peak_rss_mb"],
+        device=record["device"],
+        environment=record["environment"],
+    )
 
 
 def parse_getprop(text: str) -> dict[str, str]:
@@ -230,6 +302,8 @@ class AdbDevice:
 
     def measure(self, tower: Tower, settings: Settings) -> Measurement:
         """Push the tower's ``.pte``, run it on the phone, read the times back, remove it."""
+        if self.options.app is not None:
+            return self._measure_in_app(tower, settings)
         profile_ops = settings.ops and self.options.ops_runner is not None
         self._check_ready()
         self._require_runner("runner", self.options.runner)
@@ -270,6 +344,49 @@ class AdbDevice:
             },
             ops=ops,
         )
+
+    def _measure_in_app(self, tower: Tower, settings: Settings) -> Measurement:
+        """Push the tower folder into the app's files, run its benchmark mode, pull its record."""
+        app = self.options.app
+        self._check_ready()
+        if "package:" not in self._adb("shell", f"pm path {app}", check=False).stdout:
+            raise UserError(
+                f"{self.name}: the app {app} is not installed; build and install it ({APP_README})"
+            )
+        name = f"{tower.artifact}-{tower.manifest['tower']}"
+        root = f"{app_files(app)}/edgeclip"
+        remote, out = f"{root}/{name}", f"{root}/{name}.json"
+        self._adb("shell", shlex.join(["rm", "-rf", remote, out, out + ".error"]))
+        self._adb("shell", f"mkdir -p {shlex.quote(root)}")
+        self._adb("push", str(tower.folder), remote, timeout=TRANSFER_TIMEOUT_S)
+        try:
+            line = app_shell(app, remote, out, settings.runs, settings.warmup, settings.threads)
+            self._adb("shell", line)
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / "record.json"
+                self._adb("pull", self._await_record(out), str(local))
+                measurement = parse_app_record(local.read_text(), settings.runs)
+        finally:
+            self._adb("shell", shlex.join(["rm", "-rf", remote, out, out + ".error"]), check=False)
+        measurement.environment = {**measurement.environment, "app": app}
+        # the phone's facts as every adb record has them; what the app adds, beside them
+        measurement.device = {**measurement.device, **(self._facts or {})}
+        return measurement
+
+    def _await_record(self, out: str) -> str:
+        """Wait for the app's record (or its error) to appear; the path of the record."""
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            found = self._adb(
+                "shell", f"ls {shlex.quote(out)} {shlex.quote(out + '.error')}", check=False
+            ).stdout
+            if out + ".error" in found:
+                reason = self._adb("shell", f"cat {shlex.quote(out + '.error')}").stdout
+                raise UserError(f"{self.name}: the app failed: {last_line(reason)}")
+            if out in found.split():
+                return out
+            time.sleep(POLL_S)
+        raise UserError(f"{self.name}: the app wrote no record in {RUN_TIMEOUT_S} s ({out})")
 
     def _adb(
         self, *args: str, timeout: float = COMMAND_TIMEOUT_S, check: bool = True

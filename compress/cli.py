@@ -340,6 +340,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             cosine = min(parity[t]["cosine_min"] for t in parity)
             agreement = parity["image"]["zero_shot_agreement"]
             measured = f"min cosine {cosine:.6f}, zero-shot agreement {agreement:.2%}"
+        golden = result["golden"]
+        if isinstance(golden, dict):
+            cosine = min(golden[t]["cosine_min"] for t in golden)
+            measured += f"; golden files: min cosine {cosine:.6f}"
         print(f"{folder}: ok ({result['files']} files match their sha256; {measured})")
     return 0
 

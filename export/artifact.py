@@ -8,16 +8,20 @@ An export folder holds an ``image`` and a ``text`` tower folder, each with a ``m
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from compress.data.transforms import image_transform
 from compress.errors import UserError
 from compress.tokenizer import Tokenizer
+from export.golden import GOLDEN_NAME
 from export.manifest import MANIFEST_NAME, MANIFEST_VERSION, read_manifest, sha256_file
 from export.targets import Target, exporters
 from export.verify import TOWERS, Thresholds, check, load_samples, measure, run_batched
@@ -81,11 +85,13 @@ def check_files(folder: Path, manifest: dict[str, Any]) -> int:
 def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     """Check a shipped export folder: its files' hashes, then its stored parity samples rerun in
     the target's runtime against the eager outputs stored beside them, with the manifest's
-    thresholds.
+    thresholds; then its golden files (:mod:`export.golden`) the same way, fed as an app feeds
+    them: the golden pixels normalised as the manifest says, the golden captions' token ids.
 
     Returns:
-        ``{"dir", "target", "precision", "files", "parity"}``; ``parity`` maps each tower to its
-        measured record, or is the reason it cannot be measured here (e.g. "needs macOS").
+        ``{"dir", "target", "precision", "files", "parity", "golden"}``; ``parity`` and
+        ``golden`` map each tower to its measured record, or are the reason they cannot be
+        measured here (e.g. "needs macOS"); ``golden`` is None for a folder without golden files.
 
     Raises:
         IntegrityError: a file is missing or changed.
@@ -94,6 +100,7 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     manifests = read_export(folder)
     files = sum(check_files(folder / tower, manifests[tower]) for tower in TOWERS)
+    golden = read_golden(folder)
     target = _target(manifests)
     summary: dict[str, Any] = {
         "dir": str(folder),
@@ -103,17 +110,56 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     }
     unrunnable = target.runs_here()
     if unrunnable is not None:
-        return summary | {"parity": unrunnable}
+        return summary | {"parity": unrunnable, "golden": golden and unrunnable}
     artifact = ArtifactModel(folder)
     reference, exported = {}, {}
     for tower in TOWERS:
         inputs, reference[tower] = load_samples(folder / tower)
         exported[tower] = artifact.run(tower, inputs)
     parity = measure(reference, exported)
+    _check(parity, manifests, folder, "")
+    if golden is not None:
+        pixels = np.asarray(Image.open(folder / golden["preprocessed"]["file"]).convert("RGB"))
+        inputs = {
+            "image": artifact.transform.normalize(pixels).numpy()[None],
+            "text": np.array([c["ids"] for c in golden["captions"]], np.int64),
+        }
+        expected = {
+            "image": np.array([golden["image_embedding"]], np.float32),
+            "text": np.array([c["embedding"] for c in golden["captions"]], np.float32),
+        }
+        golden = measure(expected, {t: artifact.run(t, inputs[t]) for t in TOWERS})
+        _check(golden, manifests, folder, f" on {GOLDEN_NAME}")
+    return summary | {"parity": parity, "golden": golden}
+
+
+def read_golden(folder: Path) -> dict[str, Any] | None:
+    """The folder's ``golden.json``, its two pictures checked; None where there is none.
+
+    Raises:
+        IntegrityError: a golden picture is missing, or not what ``golden.json`` records.
+    """
+    path = folder / GOLDEN_NAME
+    if not path.is_file():
+        return None
+    golden = json.loads(path.read_text())
+    picture, pre = (folder / golden[key]["file"] for key in ("image", "preprocessed"))
+    for file in (picture, pre):
+        if not file.is_file():
+            raise IntegrityError(f"{file}: missing (listed in {path})")
+    pixels = np.asarray(Image.open(pre).convert("RGB"))
+    if (
+        sha256_file(picture) != golden["image"]["sha256"]
+        or hashlib.sha256(pixels.tobytes()).hexdigest() != golden["preprocessed"]["pixels_sha256"]
+    ):
+        raise IntegrityError(f"{folder}: a golden picture differs from {path}; it was changed")
+    return golden
+
+
+def _check(measured: dict[str, Any], manifests: dict[str, Any], folder: Path, what: str) -> None:
     for tower in TOWERS:
         thresholds = Thresholds(**manifests[tower]["parity"]["thresholds"])
-        check(parity[tower], thresholds, f"{folder / tower / manifests[tower]['file']}")
-    return summary | {"parity": parity}
+        check(measured[tower], thresholds, f"{folder / tower / manifests[tower]['file']}{what}")
 
 
 class ArtifactModel:

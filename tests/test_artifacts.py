@@ -3,10 +3,12 @@ hashes, then stored parity rerun in the runtime), `edgeclip eval EXPORT_DIR` thr
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
 import pytest
+from PIL import Image
 
 from compress.cli import main
 from compress.evaluate import evaluate_csvs
@@ -16,7 +18,7 @@ from compress.recipe import EvalConfig, load_recipe
 from compress.stages import STAGES
 from export.artifact import ArtifactModel, IntegrityError, verify_export
 from export.manifest import read_manifest
-from export.verify import PARITY
+from export.verify import PARITY, ParityError
 from tests.conftest import write_tiny_recipe
 
 
@@ -57,6 +59,10 @@ def test_export_command_from_a_run_then_verify(run_dir, tmp_path, capsys):
     summary = verify_export(out)
     assert summary["parity"]["image"]["cosine_min"] >= 0.9999
     assert summary["files"] == 5  # model ×2, parity samples ×2, vocabulary
+    # the golden files rerun through the artifact as an app's self-check does
+    assert summary["golden"]["image"]["cosine_min"] >= 0.9999
+    assert summary["golden"]["text"]["rows"] >= 20
+    assert all("golden files: min cosine" in line for line in lines)
     shutil.rmtree(default)
 
 
@@ -113,6 +119,20 @@ def test_verify_fails_on_a_truncated_or_missing_file(shipped, capsys):
     model.unlink()
     assert main(["verify", str(shipped)]) == 1
     assert f"{model}: missing" in _one_error_line(capsys)
+
+
+def test_verify_fails_on_a_changed_golden_picture_or_embedding(shipped, capsys):
+    golden = json.loads((shipped / "golden.json").read_text())
+    saved = (shipped / "golden_input.png").read_bytes()
+    Image.new("RGB", (32, 32)).save(shipped / "golden_input.png")
+    assert main(["verify", str(shipped)]) == 1
+    assert "a golden picture differs" in _one_error_line(capsys)
+
+    (shipped / "golden_input.png").write_bytes(saved)
+    golden["image_embedding"] = [-v for v in golden["image_embedding"]]
+    (shipped / "golden.json").write_text(json.dumps(golden))
+    with pytest.raises(ParityError, match="golden.json"):
+        verify_export(shipped)
 
 
 def test_verify_refuses_a_folder_that_is_no_export(tmp_path, capsys):

@@ -18,6 +18,7 @@ from compress.models.clip import NormalizedTower
 from compress.tokenizer import EOT_ID, SOT_ID, Tokenizer
 from export import exporters
 from export.driver import export_model
+from export.golden import GOLDEN_NAME, IMAGE_NAME, INPUT_NAME
 from export.manifest import (
     atomic_dir,
     file_hashes,
@@ -113,7 +114,7 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
     out = tmp_path / f"{target}-{precision}"
     summary = _export(model, record, out, samples, target, precision=precision)
     assert sorted(os.listdir(tmp_path)) == [out.name]  # no temp folders left behind
-    assert sorted(os.listdir(out)) == ["image", "text"]
+    assert sorted(os.listdir(out)) == [GOLDEN_NAME, IMAGE_NAME, INPUT_NAME, "image", "text"]
     assert model.training, "export must give the model back in the mode it came in"
 
     images, tokens = samples

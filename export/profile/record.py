@@ -157,9 +157,8 @@ def profile_record(
         "gemm_fraction": achieved / gemm if achieved is not None and gemm else None,
         "ops": top_ops(measurement.ops) if measurement.ops else None,
         "environment": measurement.environment,
-        "measured_at": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
-        ),  # UTC, as the apps write it
+        # UTC, as the apps write it
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 

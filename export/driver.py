@@ -98,8 +98,8 @@ def export_model(
     (batch_size, D) float32, L2-normalised), the parity samples ``verify`` reruns
     (:data:`SAMPLES_FILE`) and ``manifest.json``; the text folder also gets the tokenizer's
     vocabulary, and ``out_dir`` the golden files apps test their glue against
-    (:mod:`export.golden`). Both towers are run in the target's runtime over the samples and compared with
-    eager fp32 PyTorch; ``out_dir`` is built in a temporary folder and replaces an earlier export
+    (:mod:`export.golden`). Both towers are run in the target's runtime over the samples and
+    compared with eager fp32 PyTorch; ``out_dir`` is built in a temporary folder and replaces an earlier export
     only if both pass, so a failed export leaves the last good one in place. A target whose
     runtime cannot run on this machine (Core ML off macOS) is checked by its own spec checks
     instead, and its manifest says why parity was not measured. Train-time branches

@@ -18,7 +18,8 @@ final class ManifestTests: XCTestCase {
         XCTAssertNotNil(folder.text.tokenizer)
         XCTAssertEqual(1, folder.image.inputs.count)
         XCTAssertEqual(4, folder.image.inputs[0].shape.count)
-        XCTAssertEqual("int64", folder.text.inputs[0].dtype)
+        // Core ML has no int64: its text towers take int32 ids
+        XCTAssertEqual(folder.text.target == "coreml" ? "int32" : "int64", folder.text.inputs[0].dtype)
         XCTAssertTrue(Manifest.isFile(folder.vocabFile()))
         XCTAssertTrue(folder.logitScale() > 0)
     }
@@ -26,9 +27,10 @@ final class ManifestTests: XCTestCase {
     func testTamperedModelIsRefusedNamingTheFile() throws {
         let copy = try Fixtures.copyExport()
         let model = try ExportFolder.open(copy).imageModel()
-        var bytes = [UInt8](try Data(contentsOf: model))
+        let file = try ManifestTests.payload(model)
+        var bytes = [UInt8](try Data(contentsOf: file))
         bytes[bytes.count / 2] ^= 0x01
-        try Data(bytes).write(to: model)
+        try Data(bytes).write(to: file)
         let e = Fixtures.thrown { _ = try ExportFolder.open(copy) }
         XCTAssertTrue(e.message.contains(model.path), e.message)
         XCTAssertTrue(e.message.contains("sha256"), e.message)
@@ -37,10 +39,30 @@ final class ManifestTests: XCTestCase {
     func testTruncatedTextModelIsRefused() throws {
         let copy = try Fixtures.copyExport()
         let model = try ExportFolder.open(copy).textModel()
-        let bytes = try Data(contentsOf: model)
-        try bytes.prefix(bytes.count - 1).write(to: model)
+        let file = try ManifestTests.payload(model)
+        let bytes = try Data(contentsOf: file)
+        try bytes.prefix(bytes.count - 1).write(to: file)
         let e = Fixtures.thrown { _ = try ExportFolder.open(copy) }
         XCTAssertTrue(e.message.contains(model.path), e.message)
+    }
+
+    /// The model file, or a bundle's (model.mlpackage) largest file: its weights.
+    private static func payload(_ model: URL) throws -> URL {
+        if Manifest.isFile(model) {
+            return model
+        }
+        var largest: (URL, Int)?
+        let files = FileManager.default.enumerator(at: model, includingPropertiesForKeys: [.isRegularFileKey, .fileSizeKey])
+        while let url = files?.nextObject() as? URL {
+            let values = try url.resourceValues(forKeys: [.isRegularFileKey, .fileSizeKey])
+            if values.isRegularFile == true, values.fileSize ?? 0 > largest?.1 ?? -1 {
+                largest = (url, values.fileSize ?? 0)
+            }
+        }
+        guard let found = largest else {
+            throw EdgeclipException("\(model.path): an empty bundle")
+        }
+        return found.0
     }
 
     func testTamperedVocabularyIsRefused() throws {

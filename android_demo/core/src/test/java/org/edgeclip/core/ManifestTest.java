@@ -35,7 +35,8 @@ class ManifestTest {
         assertNotNull(folder.text.tokenizer);
         assertEquals(1, folder.image.inputs.size());
         assertEquals(4, folder.image.inputs.get(0).shape.length);
-        assertEquals("int64", folder.text.inputs.get(0).dtype);
+        // Core ML has no int64: its text towers take int32 ids
+        assertEquals(folder.text.target.equals("coreml") ? "int32" : "int64", folder.text.inputs.get(0).dtype);
         assertTrue(folder.vocabFile().isFile());
         assertTrue(folder.logitScale() > 0);
     }
@@ -44,7 +45,7 @@ class ManifestTest {
     void tamperedModelIsRefusedNamingTheFile() throws IOException {
         File copy = copyExport();
         File model = ExportFolder.open(copy).imageModel();
-        try (RandomAccessFile f = new RandomAccessFile(model, "rw")) {
+        try (RandomAccessFile f = new RandomAccessFile(payload(model), "rw")) {
             long at = f.length() / 2;
             f.seek(at);
             int b = f.read();
@@ -60,11 +61,23 @@ class ManifestTest {
     void truncatedTextModelIsRefused() throws IOException {
         File copy = copyExport();
         File model = ExportFolder.open(copy).textModel();
-        try (RandomAccessFile f = new RandomAccessFile(model, "rw")) {
+        try (RandomAccessFile f = new RandomAccessFile(payload(model), "rw")) {
             f.setLength(f.length() - 1);
         }
         EdgeclipException e = assertThrows(EdgeclipException.class, () -> ExportFolder.open(copy));
         assertTrue(e.getMessage().contains(model.getPath()), e.getMessage());
+    }
+
+    /** The model file, or a bundle's (model.mlpackage) largest file: its weights. */
+    private static File payload(File model) throws IOException {
+        if (model.isFile()) {
+            return model;
+        }
+        try (Stream<Path> files = Files.walk(model.toPath())) {
+            return files.filter(Files::isRegularFile).map(Path::toFile)
+                    .max((a, b) -> Long.compare(a.length(), b.length()))
+                    .orElseThrow(() -> new IOException(model + ": an empty bundle"));
+        }
     }
 
     @Test

@@ -8,7 +8,6 @@ An export folder holds an ``image`` and a ``text`` tower folder, each with a ``m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import replace
@@ -22,7 +21,7 @@ from PIL import Image
 from compress.data.transforms import image_transform
 from compress.errors import UserError
 from compress.tokenizer import Tokenizer
-from export.golden import GOLDEN_NAME
+from export.golden import GOLDEN_NAME, pixels_sha256
 from export.manifest import MANIFEST_NAME, MANIFEST_VERSION, read_manifest, sha256_file
 from export.targets import Target, exporters
 from export.verify import TOWERS, Thresholds, check, load_samples, measure, run_batched
@@ -101,7 +100,7 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     manifests = read_export(folder)
     files = sum(check_files(folder / tower, manifests[tower]) for tower in TOWERS)
-    golden = read_golden(folder)
+    shipped_golden = read_golden(folder)  # (golden.json, its checked pixels) or None
     target = _target(manifests)
     summary: dict[str, Any] = {
         "dir": str(folder),
@@ -111,7 +110,10 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     }
     unrunnable = target.runs_here()
     if unrunnable is not None:
-        return summary | {"parity": unrunnable, "golden": None if golden is None else unrunnable}
+        return summary | {
+            "parity": unrunnable,
+            "golden": None if shipped_golden is None else unrunnable,
+        }
     artifact = ArtifactModel(folder)
     reference, exported = {}, {}
     for tower in TOWERS:
@@ -119,8 +121,9 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
         exported[tower] = artifact.run(tower, inputs)
     parity = measure(reference, exported)
     _check(parity, manifests, folder)
-    if golden is not None:
-        pixels = np.asarray(Image.open(folder / golden["preprocessed"]["file"]).convert("RGB"))
+    golden_parity = None
+    if shipped_golden is not None:
+        golden, pixels = shipped_golden
         inputs = {
             "image": artifact.transform.normalize(pixels).numpy()[None],
             "text": np.array([c["ids"] for c in golden["captions"]], np.int64),
@@ -129,14 +132,15 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
             "image": np.array([golden["image_embedding"]], np.float32),
             "text": np.array([c["embedding"] for c in golden["captions"]], np.float32),
         }
-        golden = measure(expected, {t: artifact.run(t, inputs[t]) for t in TOWERS})
+        golden_parity = measure(expected, {t: artifact.run(t, inputs[t]) for t in TOWERS})
         # one picture: its best caption is no agreement rate, so only cosine and max-abs count
-        _check(golden, manifests, folder, f" on {GOLDEN_NAME}", agreement=False)
-    return summary | {"parity": parity, "golden": golden}
+        _check(golden_parity, manifests, folder, f" on {GOLDEN_NAME}", agreement=False)
+    return summary | {"parity": parity, "golden": golden_parity}
 
 
-def read_golden(folder: Path) -> dict[str, Any] | None:
-    """The folder's ``golden.json``, its two pictures checked; None where there is none.
+def read_golden(folder: Path) -> tuple[dict[str, Any], np.ndarray] | None:
+    """The folder's ``golden.json`` and the cropped pixels it records, both pictures checked;
+    None where there is none.
 
     Raises:
         IntegrityError: a golden picture is missing, or not what ``golden.json`` records.
@@ -152,10 +156,10 @@ def read_golden(folder: Path) -> dict[str, Any] | None:
     pixels = np.asarray(Image.open(pre).convert("RGB"))
     if (
         sha256_file(picture) != golden["image"]["sha256"]
-        or hashlib.sha256(pixels.tobytes()).hexdigest() != golden["preprocessed"]["pixels_sha256"]
+        or pixels_sha256(pixels) != golden["preprocessed"]["pixels_sha256"]
     ):
         raise IntegrityError(f"{folder}: a golden picture differs from {path}; it was changed")
-    return golden
+    return golden, pixels
 
 
 def _check(

@@ -213,6 +213,7 @@ def export_model(
                 parity = {tower: {"status": unrunnable, **about} for tower in TOWERS}
 
             shutil.copyfile(vocab, folders["text"] / vocab.name)
+            logit_scale = float(model.logit_scale.detach().exp())
             extra = {
                 "image": {
                     "preprocessing": image_preprocessing(
@@ -238,7 +239,7 @@ def export_model(
                     inputs=io_in,
                     outputs=io_out,
                     embed_dim=int(reference["image"].shape[1]),
-                    logit_scale=float(model.logit_scale.detach().exp()),
+                    logit_scale=logit_scale,
                     recipe_hash=recipe_hash,
                     attention=record.attention[tower],
                     parity=parity[tower],
@@ -255,7 +256,7 @@ def export_model(
                 embed_text=lambda ids: run_torch(references["text"], ids, batch_size),
                 transform=ImageTransform(model.visual.image_size, **record.normalization),
                 tokenizer=Tokenizer(context, vocab),
-                logit_scale=float(model.logit_scale.detach().exp()),
+                logit_scale=logit_scale,
             )
             sizes = {
                 tower: path_bytes(folder / backend.file_name) for tower, folder in folders.items()

@@ -85,6 +85,11 @@ def golden_picture(image_size: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.concatenate([drawn, band.astype(np.uint8)], axis=1), "RGB")
 
 
+def pixels_sha256(pixels: np.ndarray) -> str:
+    """SHA-256 of uint8 (S, S, 3) pixels as HWC bytes: how ``golden.json`` names the crop."""
+    return hashlib.sha256(np.ascontiguousarray(pixels, np.uint8).tobytes()).hexdigest()
+
+
 def prompts(labels: Sequence[str] = LABELS, templates: Sequence[str] = TEMPLATES) -> list[str]:
     """Every zero-shot prompt, class by class, template by template."""
     return [t.format(label) for label in labels for t in templates]
@@ -167,7 +172,7 @@ def write_golden(
         "preprocessed": {
             "file": INPUT_NAME,
             "shape": list(tensor.shape),
-            "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+            "pixels_sha256": pixels_sha256(pixels),
             "tensor_sha256": hashlib.sha256(tensor.astype("<f4").tobytes()).hexdigest(),
             "mean": channels.mean(axis=1).tolist(),
             "std": channels.std(axis=1).tolist(),

@@ -356,7 +356,8 @@ class AdbDevice:
         name = f"{tower.artifact}-{tower.manifest['tower']}"
         root = f"{app_files(app)}/edgeclip"
         remote, out = f"{root}/{name}", f"{root}/{name}.json"
-        self._adb("shell", shlex.join(["rm", "-rf", remote, out, out + ".error"]))
+        cleanup = shlex.join(["rm", "-rf", remote, out, out + ".error"])
+        self._adb("shell", cleanup)  # what an earlier, killed run left
         self._adb("shell", f"mkdir -p {shlex.quote(root)}")
         self._adb("push", str(tower.folder), remote, timeout=TRANSFER_TIMEOUT_S)
         try:
@@ -367,7 +368,7 @@ class AdbDevice:
                 self._adb("pull", self._await_record(out), str(local))
                 measurement = parse_app_record(local.read_text(), settings.runs)
         finally:
-            self._adb("shell", shlex.join(["rm", "-rf", remote, out, out + ".error"]), check=False)
+            self._adb("shell", cleanup, check=False)
         measurement.environment = {**measurement.environment, "app": app}
         # the phone's facts as every adb record has them; what the app adds, beside them
         measurement.device = {**measurement.device, **(self._facts or {})}

@@ -51,11 +51,12 @@ import torch
 from compress.io import write_json
 from compress.models import CLIP, ModelRecord, build_model, reparameterize
 from compress.models.clip import NormalizedTower
+from compress.precision import machine
 from compress.quant.ptq import QuantizedCLIP, quantize
 from compress.recipe import QuantConfig, load_recipe
 from compress.tokenizer import EOT_ID
 from export import exporters
-from export.manifest import cpu_model, library_versions
+from export.manifest import library_versions
 from export.targets import torch_export_quiet
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
@@ -329,7 +330,7 @@ def main() -> None:
         for name in args.models
     }
     summary = {
-        "cpu": cpu_model(),
+        "machine": machine(),  # CPU, capability, fp32 and bf16 GEMM rates
         "torch_threads": torch.get_num_threads(),
         "runtime_threads": "defaults: onnxruntime one per physical core, ExecuTorch one per core",
         "batch": 1,

@@ -53,11 +53,12 @@ from compress.data.transforms import image_transform
 from compress.evaluate import evaluate_csvs
 from compress.io import write_json
 from compress.models import CLIP, ModelRecord, load_model
+from compress.precision import machine
 from compress.quant.ptq import quantize
 from compress.recipe import QuantConfig, load_recipe
 from compress.tokenizer import EOT_ID, Tokenizer
 from export.driver import IMAGE_INPUT, export_model
-from export.manifest import cpu_model, library_versions
+from export.manifest import library_versions
 from export.onnx import OnnxTarget
 from export.targets import torch_export_quiet
 from export.verify import Thresholds, run_batched
@@ -408,7 +409,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     summary = {
-        "cpu": cpu_model(),
+        "machine": machine(),  # CPU, capability, fp32 and bf16 GEMM rates
         "libraries": library_versions() | library_versions(["nncf"]),
         "batch": 1,
         "runs": args.runs,

@@ -75,6 +75,7 @@ from compress.data.transforms import image_transform
 from compress.evaluate import evaluate_csvs, zeroshot
 from compress.io import write_json
 from compress.models import CLIP, ModelRecord, count_params
+from compress.precision import machine
 from compress.quant.outliers import (
     hidden_last,
     hooked_layers,
@@ -88,7 +89,7 @@ from compress.recipe import PretrainConfig, QatConfig, QuantConfig, load_recipe
 from compress.tokenizer import Tokenizer
 from compress.train import Interrupted, train
 from export.driver import IMAGE_INPUT, TEXT_INPUT, export_model
-from export.manifest import cpu_model, library_versions
+from export.manifest import library_versions
 from export.targets import torch_export_quiet
 from export.verify import PARITY, ParityError, Thresholds, check
 
@@ -717,7 +718,7 @@ def main() -> None:
             rows[name] = run_variant(name, setting, data, samples, Path(work), args)
     summary = summarize(rows)
     result = {
-        "cpu": cpu_model(),
+        "machine": machine(),  # CPU, capability, fp32 and bf16 GEMM rates
         "threads": torch.get_num_threads(),
         "load_average_at_start": load,  # other processes on a shared machine slow every timing
         "libraries": library_versions(),

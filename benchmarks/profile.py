@@ -39,11 +39,12 @@ import torch
 from compress.io import write_json
 from compress.models import ModelRecord, build_model, reparameterize, save_model
 from compress.models.clip import NormalizedTower
+from compress.precision import machine
 from compress.quant.ptq import quantize
 from compress.recipe import QuantConfig
 from compress.tokenizer import EOT_ID
 from export import exporters
-from export.manifest import cpu_model, library_versions, sha256_file, tensor_spec
+from export.manifest import library_versions, sha256_file, tensor_spec
 from export.profile.devices import Settings, Tower
 from export.profile.flops import count_flops
 from export.profile.profiler import PYTORCH, profile, pytorch_towers
@@ -141,7 +142,7 @@ def main() -> None:
             if vit and s0:
                 ratios[artifact] = round(vit["p50_ms"] / s0["p50_ms"], 2)
     report = {
-        "cpu": cpu_model(),
+        "machine": machine(),  # CPU, capability, fp32 and bf16 GEMM rates
         "threads": torch.get_num_threads(),
         "libraries": library_versions(),
         "gemm_gflops": {k: round(v, 1) for k, v in (gemm or {}).items()},

@@ -22,20 +22,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from compress.models import build_model
+from compress.precision import choose, cpu_rates, machine
 from compress.recipe import TrainConfig
 from compress.tokenizer import EOT_ID
 from compress.train import MixedPrecision, clip_objective, optimizer_for, train_step
 
 CASES = (("demo_teacher", 128), ("tinyclip_vit_8m_16", 64))
 PRECISIONS = ("fp32", "bf16")
-
-
-def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    """The rate of an n×n×n matmul in ``dtype``, best of ``repeats``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.matmul(a, b)  # warm-up
-    best = min(_time(lambda: torch.matmul(a, b)) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
 
 
 def _time(fn) -> float:
@@ -118,10 +111,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    gemm = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    facts = machine()
+    gemm = {"fp32": facts["fp32_gflops"], "bf16": facts["bf16_gflops"]}
     results = []
     for name, batch_size in CASES:
         for precision in PRECISIONS:
+            if gemm[precision] < gemm["fp32"] / 10:  # bf16 emulated (AVX2): hours, not seconds
+                continue
             for compile in (False, True):
                 row = bench(name, batch_size, precision, args.steps, compile=compile)
                 row["fraction_of_gemm"] = row["achieved_gflops"] / gemm[precision]
@@ -137,7 +133,12 @@ def main() -> None:
     ]
     print(
         json.dumps(
-            {"threads": args.threads, "gemm_gflops": gemm, "steps": results, "memory": memory},
+            {
+                "machine": facts,  # CPU, capability, fp32 and bf16 GEMM rates
+                "auto_precision": choose(cpu_rates(), torch.device("cpu")),
+                "steps": results,
+                "memory": memory,
+            },
             indent=2,
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -11,6 +12,17 @@ SOT_ID = 49406
 EOT_ID = 49407
 VOCAB_SIZE = 49408
 CACHE_SIZE = 1 << 20  # captions remembered (a few hundred MB at most for context 77)
+
+
+@functools.cache
+def _load_bpe(vocab_path: str, context_length: int):
+    """open_clip's BPE for a merges file, loaded once per process: reading and indexing the
+    merges takes ~0.1 s, and code that tokenizes batch by batch makes a Tokenizer per batch."""
+    from compress.compat import open_clip
+
+    bpe = open_clip().tokenizer.SimpleTokenizer(vocab_path, context_length=context_length)
+    assert (bpe.sot_token_id, bpe.eot_token_id) == (SOT_ID, EOT_ID)
+    return bpe
 
 
 class Tokenizer:
@@ -31,12 +43,7 @@ class Tokenizer:
     @property
     def bpe(self):
         if self._bpe is None:  # open_clip imports slowly; load it on first use
-            from compress.compat import open_clip
-
-            self._bpe = open_clip().tokenizer.SimpleTokenizer(
-                str(self.vocab_path), context_length=self.context_length
-            )
-            assert (self._bpe.sot_token_id, self._bpe.eot_token_id) == (SOT_ID, EOT_ID)
+            self._bpe = _load_bpe(str(self.vocab_path), self.context_length)
         return self._bpe
 
     @property

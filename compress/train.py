@@ -20,6 +20,7 @@ from tqdm import tqdm
 from compress.distill.losses import clip_loss
 from compress.errors import UserError, first_line
 from compress.io import atomic_save, write_json
+from compress.precision import resolve_precision
 from compress.recipe import TrainConfig
 
 
@@ -172,7 +173,6 @@ class TrainLog:
             "train_seconds": p.seconds,
             "skipped_samples": p.skipped,  # unreadable samples dropped from batches (skip_bad: true)
             "world_size": world,
-            "precision": self.cfg.precision,
             "history": p.history,
         }
 
@@ -323,6 +323,16 @@ def _eager_warning(desc: str, err: Exception, rank: int) -> None:
         )
 
 
+def _chosen_precision(
+    requested: str, device: torch.device, desc: str, rank: int, world: int
+) -> dict:
+    """:func:`resolve_precision` on rank 0, the same choice on every process."""
+    chosen = [resolve_precision(requested, device, desc) if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(chosen, src=0)
+    return chosen[0]
+
+
 def guarded_step(
     step: Callable[[nn.Module], float], net: nn.Module, eager: nn.Module, desc: str, rank: int
 ) -> tuple[float, nn.Module]:
@@ -376,7 +386,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     eager = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     net = compiled(eager, desc, rank) if cfg.compile else eager
-    precision = MixedPrecision(cfg.precision, model.logit_scale.device, desc)
+    chosen = _chosen_precision(cfg.precision, model.logit_scale.device, desc, rank, world)
+    precision = MixedPrecision(chosen["chosen"], model.logit_scale.device, desc)
     optimizer, schedule = optimizer_for(model, extra, cfg)
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule}
     if extra is not None:
@@ -415,7 +426,7 @@ def train(
         ):
             log.bar.close()
             raise Interrupted(f"{desc}: stopped after {stop_after} steps")
-    summary = log.summary(world)
+    summary = {**log.summary(world), "precision": chosen["chosen"], "precision_choice": chosen}
     if rank == 0:
         write_json(out_dir / "train.json", summary)
     return summary

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,7 +77,11 @@ class ExecuTorchTarget:
 
     def load(self, path: Path) -> Runner:
         method = _method(path)
-        return lambda batch: method.execute([torch.from_numpy(batch)])[0].numpy()
+        # the runtime reads an input's memory as contiguous whatever its strides: a transposed
+        # view (HWC pictures as CHW) would be read in the wrong order, silently
+        return lambda batch: method.execute([torch.from_numpy(np.ascontiguousarray(batch))])[
+            0
+        ].numpy()
 
     def runtime(self) -> str:
         version = library_versions(["executorch"]).get("executorch", "?")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -75,17 +74,6 @@ def library_versions(packages: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, 
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def cpu_model() -> str:
-    """The host CPU's model name as the OS reports it ("unknown" where it does not), recorded
-    beside every timing."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def tensor_spec(name: str, shape: Sequence[int], dtype: str, **extra: Any) -> dict[str, Any]:

@@ -19,9 +19,11 @@ from export.verify import run_batched
 class OnnxTarget:
     """ONNX opset 18 through the torch.export-based exporter, checked with ``onnx.checker``.
 
-    int8 models are QDQ graphs, written from the quantized PT2E graph as it is: int8 weights
-    behind ``DequantizeLinear``, ``QuantizeLinear``/``DequantizeLinear`` pairs around the
-    activations, the token table 8-bit per row; onnxruntime fuses the pairs into integer kernels.
+    int8 models are QDQ graphs, written from the quantized PT2E graph: 8-bit weights behind
+    ``DequantizeLinear``, ``QuantizeLinear``/``DequantizeLinear`` pairs around the activations,
+    the token table 8-bit per row; onnxruntime fuses the pairs into integer kernels. The weights
+    are stored unsigned (see :func:`unsigned_weights`), so those kernels compute the simulation's
+    integers exactly on every x86 CPU.
     """
 
     name = "onnx"
@@ -42,7 +44,10 @@ class OnnxTarget:
         if precision == "fp16":
             module = _explicit_biases(at_precision(module, precision))
         export_tower(module, example, path, input_name=input_name, opset=self.opset)
-        return {"opset": self.opset}
+        if precision != "int8":
+            return {"opset": self.opset}
+        _rewrite(path, unsigned_weights)
+        return {"opset": self.opset, "int8_kernels": INT8_KERNELS}
 
     def runs_here(self) -> str | None:
         return None
@@ -112,6 +117,65 @@ def export_tower(
     program.save(path, external_data=False)  # one file: apps ship it without a side-car .data
     onnx.checker.check_model(os.fspath(path), full_check=True)
     return path
+
+
+# What the int8 artifacts were made for, in the manifest (format.int8_kernels)
+INT8_KERNELS = (
+    "uint8 weights (zero point 128) and int8 activations: onnxruntime's U8U8 integer kernels, "
+    "exact on x86 with or without VNNI (its U8S8 kernels saturate on AVX2 and non-VNNI AVX-512)"
+)
+
+
+def unsigned_weights(model: Any) -> int:
+    """Store every int8 weight behind a ``DequantizeLinear`` as uint8 with its zero point + 128
+    (the same real values); returns how many were changed.
+
+    On x86 CPUs without VNNI, onnxruntime multiplies uint8 activations by int8 weights with
+    ``vpmaddubsw``, which adds two products into a saturating int16: with activations near 255
+    and weights near ±127 the sums clip, and a tiny text tower's embeddings fell to cosine 0.96
+    of the INT8 simulation they were lowered from (AVX2; 0.9992 with VNNI). uint8 × uint8 goes
+    through kernels that widen to 16 bits first and never saturate, so the artifact computes
+    the same integers on every CPU, as onnxruntime's quantization guide advises for such CPUs.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    shifted: dict[str, str] = {}  # int8 initializer -> its uint8 twin (zero points are shared)
+
+    def unsigned(name: str) -> str:
+        if name not in shifted:
+            values = numpy_helper.to_array(initializers[name]).astype(np.int16) + 128
+            twin = numpy_helper.from_array(values.astype(np.uint8), f"{name}_u8")
+            graph.initializer.append(twin)
+            shifted[name] = twin.name
+        return shifted[name]
+
+    def int8(name: str) -> bool:
+        return name in initializers and initializers[name].data_type == TensorProto.INT8
+
+    changed = 0
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and len(node.input) == 3:
+            weight, _, zero_point = node.input
+            if int8(weight) and int8(zero_point):
+                node.input[0], node.input[2] = unsigned(weight), unsigned(zero_point)
+                changed += 1
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return changed
+
+
+def _rewrite(path: Path, change: Any) -> None:
+    """Apply ``change`` to the ONNX file at ``path`` (in an export's temporary folder), then check it."""
+    import onnx
+
+    model = onnx.load(os.fspath(path))
+    change(model)
+    onnx.save(model, os.fspath(path))
+    onnx.checker.check_model(os.fspath(path), full_check=True)
 
 
 def _name_output(graph: Any, name: str) -> None:

@@ -64,6 +64,13 @@ export:
 """
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory):
+    """The suite's own cache folder (``precision: auto`` keeps its measured CPU rates there), so
+    tests never read or write the user's ~/.cache; subprocesses inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def write_tiny_recipe(folder: Path, *, steps: int = 6, format: str = "csv") -> Path:
     path = folder / "tiny.yaml"
     path.write_text(

@@ -135,3 +135,28 @@ def test_attention_rejects_bad_options():
 
 def test_logit_scale_init():
     assert build_model("tiny").logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+
+
+@pytest.mark.parametrize(
+    "text_attention, trims",
+    [
+        (None, True),
+        ({"kind": "clipped", "alpha": 4.0}, True),
+        ({"kind": "gated", "gate": "token"}, True),
+        ({"kind": "gated", "gate": "pooled"}, False),  # a mean over every position, padding too
+    ],
+)
+def test_training_drops_the_padding_tail_and_computes_the_same_text_embeddings(
+    text_attention, trims
+):
+    torch.manual_seed(0)
+    model = build_model("tiny", text_attention=text_attention)
+    _, tokens = model_inputs(model, batch=4)  # EOT mid-sequence, zeros after it
+    tower = model.text.train()
+    assert tower.trims_padding == trims
+    seen = []
+    tower.blocks[0].register_forward_hook(lambda m, i, out: seen.append(out.shape[1]))
+    trimmed = tower(tokens)
+    tower.trims_padding = False
+    assert torch.allclose(trimmed, tower(tokens), atol=1e-6)
+    assert seen == [tokens.shape[1] // 2 + 1 if trims else tokens.shape[1], tokens.shape[1]]

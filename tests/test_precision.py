@@ -1,5 +1,5 @@
 """Mixed precision in the one training loop: bf16 autocast with fp32 losses, fp16 refused off GPU,
-and a run that resumes at another precision."""
+a run that resumes at another precision, and ``precision: auto`` decided by measurement."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from compress.distill.losses import AffinityMimicking, clip_loss
 from compress.errors import UserError
 from compress.models import build_model
 from compress.pipeline import run_pipeline
+from compress.precision import CpuRates, cache_path, choose, cpu_rates, resolve_precision
 from compress.recipe import load_recipe
 from compress.stages import STAGES
 from compress.train import MixedPrecision, clip_objective
@@ -84,7 +85,7 @@ def test_fp16_off_gpu_is_a_one_line_error(tmp_path):
 def test_a_run_killed_in_fp32_resumes_in_bf16(tmp_path, capsys):
     path = write_tiny_recipe(tmp_path, steps=6)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(load_recipe(path), STAGES, stop_after=3)
+        run_pipeline(load_recipe(path, ["pretrain.precision=fp32"]), STAGES, stop_after=3)
     run_dir = tmp_path / "runs" / "tiny"
     before = torch.load(run_dir / "pretrain" / "checkpoint.pt", weights_only=True)
     assert before["step"] == 2
@@ -97,3 +98,61 @@ def test_a_run_killed_in_fp32_resumes_in_bf16(tmp_path, capsys):
     assert trained["history"][0] == before["history"][0], "the fp32 steps' log was kept"
     weights = torch.load(run_dir / "pretrain" / "model.pt", weights_only=True)["state_dict"]
     assert all(w.dtype == torch.float32 and w.isfinite().all() for w in weights.values())
+
+
+def _rates(fp32: float, bf16: float) -> CpuRates:
+    return CpuRates(
+        cpu="a test CPU", capability="AVX2", threads=2, fp32_gflops=fp32, bf16_gflops=bf16
+    )
+
+
+CPU = torch.device("cpu")
+
+
+def test_auto_trains_in_bf16_only_where_it_was_measured_faster(monkeypatch):
+    assert choose(_rates(97.0, 0.8), CPU) == "fp32"  # AVX2: bf16 emulated, 120x slower
+    assert choose(_rates(128.0, 50.0), CPU) == "fp32"  # AVX-512 without its BF16 instructions
+    assert choose(_rates(100.0, 110.0), CPU) == "fp32"  # not clearly faster: not worth bf16
+    assert choose(_rates(100.0, 230.0), CPU) == "bf16"  # AVX-512 BF16 / AMX
+    assert choose(None, torch.device("mps")) == "fp32"
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert choose(None, cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert choose(None, cuda) == "fp16"  # loss-scaled (MixedPrecision's GradScaler)
+
+
+def test_an_explicit_bf16_is_kept_with_one_warning_where_it_is_slow(monkeypatch, capsys):
+    monkeypatch.setattr("compress.precision.cpu_rates", lambda: _rates(97.0, 0.8))
+    about = resolve_precision("bf16", CPU, "pretrain")
+    assert about["chosen"] == "bf16" and about["bf16_gflops"] == 0.8
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pretrain: warning: bf16 runs 121x slower than fp32 on this CPU")
+    assert line.endswith("precision: auto would train in fp32")
+    monkeypatch.setattr("compress.precision.cpu_rates", lambda: _rates(100.0, 230.0))
+    resolve_precision("bf16", CPU, "pretrain")
+    assert capsys.readouterr().err == ""
+    assert resolve_precision("fp32", CPU, "pretrain") == {
+        "requested": "fp32",
+        "chosen": "fp32",
+        "device": "cpu",
+    }  # an explicit fp32 measures nothing
+
+
+def test_the_real_probe_runs_once_and_its_choice_is_in_train_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = write_tiny_recipe(tmp_path, steps=2)
+    run_pipeline(load_recipe(path), STAGES)  # precision: auto, the default
+    trained = json.loads((tmp_path / "runs/tiny/pretrain/train.json").read_text())
+    choice = trained["precision_choice"]
+    assert choice["requested"] == "auto" and choice["chosen"] == trained["precision"]
+    assert choice["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert choice["fp32_gflops"] > 0 and choice["bf16_gflops"] > 0
+    expected = "bf16" if choice["bf16_gflops"] >= 1.3 * choice["fp32_gflops"] else "fp32"
+    assert choice["chosen"] == expected
+    assert "Precision: " + choice["chosen"] in (tmp_path / "runs/tiny/report.md").read_text()
+    # measured once per machine: the cached rates come back without measuring
+    cached = json.loads(cache_path().read_text())
+    assert len(cached) == 1
+    monkeypatch.setattr("compress.precision.measure_rates", lambda: pytest.fail("measured again"))
+    assert cpu_rates().fp32_gflops == choice["fp32_gflops"]

@@ -4,6 +4,7 @@ for real on a tiny export, the CLI, and the profile stage in a run with its repo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,9 @@ def test_record_carries_every_field_and_the_gemm_fraction_of_its_precision():
 
     fp32 = profile_record(measured, {**MANIFEST, "precision": "fp32"}, artifact="a", warmup=0)
     assert fp32["gemm_fraction"] == pytest.approx(0.8 / 100)
+    # XNNPACK's int8 kernels are not onnxruntime's: no int8 reference, so no fraction
+    xnnpack = replace(measured, runtime="executorch 1.5.1 runtime, XNNPACK delegate")
+    assert profile_record(xnnpack, MANIFEST, artifact="a", warmup=0)["gemm_fraction"] is None
     no_flops = profile_record(measured, {**MANIFEST, "flops": None}, artifact="a", warmup=0)
     assert no_flops["achieved_gflops"] is None and no_flops["gemm_fraction"] is None
 
@@ -238,3 +242,12 @@ def test_a_device_that_cannot_open_stops_the_run_before_training(tmp_path, capsy
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert "profile.devices[0]" in error and "user" in error
     assert not (tmp_path / "runs" / "tiny" / "pretrain").exists()
+
+
+def test_gemm_rates_measure_int8_with_the_runtime_kernels():
+    from export.profile.runner import gemm_rates
+
+    measured = gemm_rates(threads=1)
+    rates = measured["gemm_gflops"]
+    assert rates["fp32"] > 1 and rates["int8"] > 1  # GOP/s: real kernels, not emulation
+    assert "int8: onnxruntime" in measured["gemm_engine"]

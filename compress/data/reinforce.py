@@ -72,7 +72,7 @@ def text_embeddings(teachers: Sequence[CLIP], captions: list[str]) -> np.ndarray
     """The ensemble's L2-normalised embeddings of ``captions``, concatenated over teachers."""
     out = []
     for teacher in teachers:
-        tokens = Tokenizer(teacher.text.context_length)(captions)
+        tokens = teacher.text.trim(Tokenizer(teacher.text.context_length)(captions))
         out.append(F.normalize(teacher.encode_text(tokens), dim=-1))
     return torch.cat(out, dim=-1).numpy()
 

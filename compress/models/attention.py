@@ -136,7 +136,8 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
         scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, T, T)
         if self.mask is not None:  # a fill, not an add of -inf: int8 quantizers annotate adds
-            scores = scores.masked_fill(self.mask, float("-inf"))
+            mask = self.mask if len(self.mask) == T else self.mask[:T, :T]  # a trimmed batch
+            scores = scores.masked_fill(mask, float("-inf"))
         y = self.probs(scores) @ v  # (B, heads, T, head_dim)
         if self.gate is not None:
             y = y * self.gate(x)

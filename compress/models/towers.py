@@ -280,6 +280,13 @@ class TextTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.context_length, self.eot_id = context_length, eot_id
+        # Causal attention, per-token gates, norms and MLPs never carry a later position into an
+        # earlier one, so training may drop the batch's all-padding tail and compute the same
+        # embeddings (scenes captions fill 16 of 24 positions at most: a third of the text
+        # tower's work); mixers (convolutions over tokens) and pooled gates see the padding.
+        gate = (attention or {}).get("gate", "token")
+        self.trims_padding = causal and not mixer_layers and not mixer_layers_after
+        self.trims_padding &= (attention or {}).get("kind") != "gated" or gate != "pooled"
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(context_length, width) * 0.01)
         nn.init.normal_(self.token_embed.weight, std=0.02)
@@ -297,8 +304,20 @@ class TextTransformer(nn.Module):
         self.ln_final = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, context_length)
-        x = self.token_embed(tokens) + self.pos_embed  # (B, T, width)
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` without the batch's all-padding tail, where that changes no embedding
+        (:attr:`trims_padding`); training does it by itself, inference may call it."""
+        if not self.trims_padding:
+            return tokens
+        longest = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # 0 pads after EOT
+        return tokens[:, :longest]  # (B, T ≤ context_length)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, T ≤ context_length)
+        if self.training and not torch.compiler.is_compiling():
+            tokens = self.trim(tokens)
+        T = tokens.shape[1]
+        pos = self.pos_embed if self.context_length == T else self.pos_embed[:T]  # no no-op slice
+        x = self.token_embed(tokens) + pos  # (B, T, width)
         x = _mix(self.mixers, x)
         for block in self.blocks:
             x = block(x)

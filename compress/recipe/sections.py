@@ -149,9 +149,12 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints
     num_workers: int = 0  # DataLoader worker processes
     log_every: int = 50
-    # bf16: autocast the towers (CPU and GPU; the loss stays fp32); fp16: GPU only, loss-scaled.
-    # How, not what: a run may resume at another precision (not part of the stage's hash).
-    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"hash": False})
+    # auto: bf16 where this machine runs it faster (measured once, compress.precision), else
+    # fp32; bf16: autocast the towers (CPU and GPU; the loss stays fp32); fp16: GPU only,
+    # loss-scaled. How, not what: a run may resume at another precision (not in the hash).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        default="auto", metadata={"hash": False}
+    )
     # >1: embed the batch in this many parts, with every logit matrix still spanning the whole
     # batch (gradient caching): the same step in 1/N of the activation memory, a little slower
     accumulate: int = field(default=1, metadata={"hash": False})

@@ -22,7 +22,7 @@ from compress.stages.eval import evaluate_model
 from compress.stages.layout import MODEL_FILE, distill_stage_dir, own_model
 from compress.stages.pretrain import check_batch
 from compress.stages.reinforce import index_path
-from compress.stages.report import pct
+from compress.stages.report import pct, precision_lines
 from compress.stages.teacher import check_given
 
 
@@ -122,6 +122,8 @@ def report(summary: dict) -> list[str]:
             f"| {i} | `{s.get('model')}` | {s['parameters'] / 1e6:.2f} M | {pct(s['kept_fraction_of_teacher_parameters'])} | "
             f"{s['inherit']['method']} | {s['train']['steps']} | {s['train']['final_loss']:.4f} | {pct(zs['top1']) if zs else '-'} |"
         )
+    if stages:
+        lines += precision_lines(stages[-1]["train"])
     return lines
 
 

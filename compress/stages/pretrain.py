@@ -12,6 +12,7 @@ from compress.pipeline import Context, Stage
 from compress.recipe import RecipeError
 from compress.stages.data import check_train_data, train_dataset
 from compress.stages.layout import MODEL_FILE
+from compress.stages.report import precision_lines
 from compress.train import train
 
 
@@ -50,7 +51,14 @@ def run(ctx: Context, out: Path) -> dict:
         save_model(model, record, out / MODEL_FILE)
         (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
     summary["skipped_samples"] += getattr(dataset, "skipped", 0)  # CSV rows dropped at load
-    keys = ("steps", "final_loss", "samples_per_s", "train_seconds", "skipped_samples")
+    keys = (
+        "steps",
+        "final_loss",
+        "samples_per_s",
+        "train_seconds",
+        "skipped_samples",
+        "precision_choice",
+    )
     return {k: summary[k] for k in keys}
 
 
@@ -60,6 +68,7 @@ def report(t: dict) -> list[str]:
         "",
         f"{t['steps']} steps, final loss {t['final_loss']:.4f}, "
         f"{t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s; skipped samples: {t['skipped_samples']}.",
+        *precision_lines(t),
     ]
 
 

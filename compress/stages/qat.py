@@ -18,6 +18,7 @@ from compress.recipe import QuantConfig, Recipe
 from compress.stages.data import check_train_data, train_dataset
 from compress.stages.layout import MODEL_FILE, final_model
 from compress.stages.pretrain import check_batch
+from compress.stages.report import precision_lines
 
 
 def quant_config(recipe: Recipe) -> QuantConfig:
@@ -69,7 +70,7 @@ def run(ctx: Context, out: Path) -> dict:
     if ctx.rank == 0:
         save_quantized(quantized, quantized_record(record, quant, "qat"), out / MODEL_FILE)
         (out / "checkpoint.pt").unlink(missing_ok=True)  # the finished model supersedes it
-    keys = ("steps", "final_loss", "samples_per_s", "train_seconds")
+    keys = ("steps", "final_loss", "samples_per_s", "train_seconds", "precision_choice")
     return {k: summary[k] for k in keys}
 
 
@@ -79,6 +80,7 @@ def report(t: dict) -> list[str]:
         "",
         f"W8A8 fake-quant fine-tuning against the float model: {t['steps']} steps, final loss "
         f"{t['final_loss']:.4f}, {t['samples_per_s']:.0f} samples/s, {t['train_seconds']:.0f} s.",
+        *precision_lines(t),
     ]
 
 

@@ -12,12 +12,19 @@ from pathlib import Path
 from compress.io import write_json, write_text
 from compress.models import read_record, tower_params
 from compress.pipeline import Context, Stage
+from compress.precision import describe
 from compress.report_html import write_html
 from compress.stages.layout import final_model, own_model
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def precision_lines(train: dict) -> list[str]:
+    """The precision a training stage ran in and why (runs before precision: auto lack it)."""
+    choice = train.get("precision_choice")
+    return ["", f"Precision: {describe(choice)}."] if choice else []
 
 
 def mb(n_bytes: float) -> str:

@@ -115,6 +115,17 @@ def top_ops(ops_ms: Mapping[str, float], top: int = TOP_OPS) -> list[dict[str, A
     return [{"op": op, "ms": ms, "share": ms / total if total > 0 else 0.0} for op, ms in ranked]
 
 
+def reference_rate(measurement: Measurement, precision: str) -> float | None:
+    """The GEMM rate a tower's achieved rate is a fraction of: fp32 and fp16 artifacts against
+    the fp32 GEMM; int8 ones against the int8 GEMM of their own runtime's kernels, measured for
+    onnxruntime only (XNNPACK's int8 GEMM has no reference here, so no fraction)."""
+    if precision != "int8":
+        return measurement.gemm_gflops.get("fp32")
+    if measurement.runtime.startswith("onnxruntime"):
+        return measurement.gemm_gflops.get("int8")
+    return None
+
+
 def profile_record(
     measurement: Measurement,
     manifest: Mapping[str, Any],
@@ -124,13 +135,12 @@ def profile_record(
 ) -> dict[str, Any]:
     """The profile record of one tower: the manifest's model facts, the measured statistics,
     FLOPs per inference (counted at export, in the manifest) over the p50 latency, and that
-    rate's fraction of the device's GEMM rate at the artifact's precision (int8 artifacts
-    against the int8 GEMM where the device measured one; fp32 and fp16 against fp32)."""
+    rate's fraction of the device's GEMM rate at the artifact's precision
+    (:func:`reference_rate`)."""
     latency = summarize(measurement.times_ms)
     flops = manifest.get("flops")
     achieved = flops / (latency["p50"] * 1e6) if flops and latency["p50"] > 0 else None
-    gemm_precision = "int8" if manifest["precision"] == "int8" else "fp32"
-    gemm = measurement.gemm_gflops.get(gemm_precision)
+    gemm = reference_rate(measurement, manifest["precision"])
     (spec,) = manifest["inputs"]
     return {
         "record_version": RECORD_VERSION,

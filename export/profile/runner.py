@@ -15,7 +15,7 @@ last), or in TensorRT's ``trtexec`` where onnxruntime is missing or ``--engine t
 ``.pte`` in the ExecuTorch runtime; ``.pt`` (an edgeclip model file, ``--tower``) in torch
 eager. ``--ops`` adds a separate profiled pass: onnxruntime's profiler, aggregated here by
 operator type; ExecuTorch's ETDump, written to ``--etdump`` for the host's Inspector.
-``--gemm`` measures the device's large-GEMM rate instead (fp32, and int8 where torch has it).
+``--gemm`` measures the device's large-GEMM rates instead (fp32; int8 where onnxruntime runs).
 
 The one output line: ``{"runtime", "compute_unit", "load_ms", "first_inference_ms", "times_ms",
 "threads", "peak_rss_mb", "ops", "etdump", "device", "environment"}`` or for ``--gemm``
@@ -251,7 +251,7 @@ def run_executorch(model: Path, name: str, batch: np.ndarray, args) -> dict:
     load_quantized_kernels()
     if args.threads:
         _C._unsafe_reset_threadpool(args.threads)
-    inputs = [torch.from_numpy(batch)]
+    inputs = [torch.from_numpy(np.ascontiguousarray(batch))]  # it ignores strides
     runtime = Runtime.get()
     begin = time.perf_counter()
     method = runtime.load_program(str(model)).load_method("forward")
@@ -331,26 +331,55 @@ ENGINES = {
 
 def gemm_rates(threads: int | None) -> dict:
     """The device's achieved rate on a large square GEMM, in 10⁹ multiply-adds × 2 per second
-    (GFLOP/s; GOP/s for int8): torch's fp32 matmul and int8 ``_int_mm`` where torch is
-    installed, else NumPy's fp32 matmul. Best of repeated calls for :data:`GEMM_SECONDS`."""
+    (GFLOP/s; GOP/s for int8). fp32: torch's matmul where torch is installed, else NumPy's.
+    int8: onnxruntime's ``MatMulInteger`` on uint8 × uint8, the integer kernels edgeclip's int8
+    ONNX artifacts run (where onnx and onnxruntime are installed; none otherwise). torch's own
+    int8 matmul is no reference: on CPUs without VNNI it has no fast path (0.8 GOP/s on AVX2, a
+    fraction of what the runtimes reach). Best of repeated calls for :data:`GEMM_SECONDS`."""
     n = GEMM_SIZE
     flop = 2 * n**3
     try:
         import torch
     except ImportError:
         a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-        return {
-            "gemm_gflops": {"fp32": flop / best_seconds(lambda: a @ a) / 1e9},
-            "gemm_engine": "numpy",
-        }
+        rates, engines = {"fp32": flop / best_seconds(lambda: a @ a) / 1e9}, ["fp32: numpy"]
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        a = torch.randn(n, n)
+        rates = {"fp32": flop / best_seconds(lambda: a @ a) / 1e9}
+        engines = [f"fp32: torch {torch.__version__}"]
+    with contextlib.suppress(ImportError):
+        run, version = _onnxruntime_int8_gemm(n, threads)
+        rates["int8"] = flop / best_seconds(run) / 1e9
+        engines.append(f"int8: onnxruntime {version} MatMulInteger uint8")
+    return {"gemm_gflops": rates, "gemm_engine": "; ".join(engines)}
+
+
+def _onnxruntime_int8_gemm(n: int, threads: int | None):
+    """A call that multiplies two n × n uint8 matrices in onnxruntime, and its version."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.integers(0, 256, (n, n), dtype=np.uint8), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "int8_gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+        [b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
     if threads:
-        torch.set_num_threads(threads)
-    a = torch.randn(n, n)
-    rates = {"fp32": flop / best_seconds(lambda: a @ a) / 1e9}
-    q = torch.randint(-128, 128, (n, n), dtype=torch.int8)
-    with contextlib.suppress(RuntimeError):  # no int8 GEMM kernel on this build
-        rates["int8"] = flop / best_seconds(lambda: torch._int_mm(q, q)) / 1e9
-    return {"gemm_gflops": rates, "gemm_engine": f"torch {torch.__version__}"}
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    return (lambda: session.run(None, {"a": a})), ort.__version__
 
 
 def best_seconds(call) -> float:

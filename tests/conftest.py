@@ -64,6 +64,13 @@ export:
 """
 
 
+# pytest-xdist runs one worker per core: each gets its share of the cores for torch's threads
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_cache_folder(tmp_path_factory):
     """The suite's own cache folder (``precision: auto`` keeps its measured CPU rates there), so

@@ -83,6 +83,7 @@ def test_accumulated_distillation_gradient_is_the_full_batch_gradient():
         torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_pretraining_with_accumulation_trains_the_same_model(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "four").mkdir()
@@ -97,6 +98,7 @@ def test_pretraining_with_accumulation_trains_the_same_model(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 def test_two_process_accumulation_matches_one_process(tmp_path):
     """Under torchrun each rank embeds its share in parts; only the last part synchronises."""
     (tmp_path / "one").mkdir()

@@ -64,6 +64,7 @@ def _assert_same_embeddings(apple, ours, name):
     assert ours.logit_scale.item() == pytest.approx(apple.logit_scale.item())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(NAMES))
 def test_apple_checkpoints_load_with_apples_embeddings(name, tmp_path):
     apple = _apple(name)
@@ -137,6 +138,7 @@ def test_a_recipe_takes_apples_s0_as_its_teacher(tmp_path):
     _assert_same_embeddings(apple, ours, "s0")
 
 
+@pytest.mark.slow
 def test_cli_names_the_model_a_wrong_checkpoint_fits_in_one_line(tmp_path):
     checkpoint = tmp_path / "mobileclip_s2.pt"
     torch.save(_apple("s2").state_dict(), checkpoint)

@@ -44,6 +44,7 @@ def _one_error_line(capsys) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_export_command_from_a_run_then_verify(run_dir, tmp_path, capsys):
     out = tmp_path / "et16"
     code = main(["export", str(run_dir), "--target", "executorch", "--precision", "fp16"])
@@ -76,6 +77,7 @@ def test_export_command_from_a_model_file_uses_rendered_heldout_scenes(run_dir, 
     assert manifest["parity"]["zero_shot_texts"] == 12 and manifest["recipe_hash"] is None
 
 
+@pytest.mark.slow
 def test_int8_export_of_a_model_file_is_calibrated_on_rendered_training_scenes(
     run_dir, tmp_path, monkeypatch
 ):
@@ -162,6 +164,7 @@ def test_artifact_eval_matches_pytorch_eval(run_dir, shipped, capsys):
     assert '"top1"' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_every_runtime_reads_a_strided_picture_array_as_its_values(tmp_path):
     """What ``np.asarray(img).transpose(2, 0, 1)`` gives: a CHW view of HWC memory. ExecuTorch's
     runtime misread it without a copy (a conv stem's embeddings moved; drawn pictures' cosine

@@ -81,6 +81,7 @@ def own_run(tiny_run, tmp_path) -> tuple[Path, Path]:
     return recipe, folder / "runs" / "tiny"
 
 
+@pytest.mark.slow
 def test_eval_command_on_csv_datasets(tiny_run, tmp_path, capsys):
     scenes = tiny_run / "data" / "scenes"
     out = tmp_path / "metrics.json"
@@ -143,6 +144,7 @@ def test_parity_failure_is_an_error_not_a_warning(own_run, capsys):
     assert sorted(p.name for p in (run_dir / "export").iterdir() if p.is_dir()) == ["onnx-fp32"]
 
 
+@pytest.mark.slow
 def test_export_stage_keeps_only_what_the_recipe_lists(own_run):
     recipe, run_dir = own_run
     assert main(["run", str(recipe), "export.targets=[executorch-fp32]"]) == 0

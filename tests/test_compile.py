@@ -28,6 +28,7 @@ def _train(tmp_path, name: str, *, compile: bool, steps: int = 3) -> tuple[dict,
     return summary, model.state_dict()
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     torch._dynamo.reset()
     eager, eager_state = _train(tmp_path, "eager", compile=False)
@@ -38,6 +39,7 @@ def test_compiled_training_matches_eager(tmp_path):
         torch.testing.assert_close(compiled_state[key], value, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_platform_without_a_compiler_falls_back_to_eager(tmp_path, capsys):
     torch._dynamo.reset()
     no_compiler = {"cpp.cxx": ("no-such-compiler",), "fx_graph_cache": False}

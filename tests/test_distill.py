@@ -280,6 +280,7 @@ stages:
     assert "teacher" in metrics and "zs_colour" in metrics["teacher"]["zeroshot"]
 
 
+@pytest.mark.slow
 def test_auto_inheritance_prunes_to_its_target_sparsity(tmp_path, teacher_file):
     """Stage 0 copies the teacher; stage 1 learns L0 masks for 320 steps and prunes to ~40%."""
     distill = (
@@ -319,6 +320,7 @@ def test_distillation_resumes_after_a_kill(tmp_path, teacher_file):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_two_process_distillation_matches_one_process(tmp_path, teacher_file):
     """A 2-process gloo run, each rank with half the global batch, gives the single-process student."""
     distill = TRAIN + "model: tiny_student\nsteps: 3\n"

@@ -47,6 +47,7 @@ def test_registered():
 
 # Softmax attention at both precisions here, for what only this target has (op histogram, casts,
 # weight dtypes); tests/test_export.py runs every attention variant × precision through the driver.
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 @pytest.mark.parametrize("family", ["tiny", "tiny_mobile"])  # ViT and MobileCLIP-style (folded)
 def test_export_spec(family, precision, tokens, tmp_path):

@@ -30,6 +30,7 @@ def _finished(run_dir: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("format", ["csv", "wds"])
 def test_run_writes_every_stage_and_report(tmp_path, format):
     recipe = load_recipe(write_tiny_recipe(tmp_path, format=format))
@@ -51,6 +52,7 @@ def test_run_writes_every_stage_and_report(tmp_path, format):
     assert saved["hash"] == recipe.hash and saved["recipe"]["data"]["format"] == format
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_stages_and_from_reruns(tmp_path):
     path = write_tiny_recipe(tmp_path, steps=2)
     run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
@@ -67,6 +69,7 @@ def test_rerun_skips_done_stages_and_from_reruns(tmp_path):
     assert changed["pretrain"] == first["pretrain"] and changed["eval"] != again["eval"]
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -84,6 +87,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_from_checkpoint(tmp_path):
     path = write_tiny_recipe(tmp_path, steps=40)
     run_dir = tmp_path / "runs" / "tiny"
@@ -111,6 +115,7 @@ def test_killed_process_resumes_from_checkpoint(tmp_path):
     assert json.loads((run_dir / "pretrain" / "train.json").read_text())["steps"] == 40
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_matches_single_process(tmp_path):
     """2-process gloo DDP with the global batch split in two gives the single-process result."""
     (tmp_path / "one").mkdir()

@@ -82,6 +82,7 @@ def test_fp16_off_gpu_is_a_one_line_error(tmp_path):
     assert line.startswith("edgeclip: error: pretrain: precision fp16 needs a CUDA GPU")
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_fp32_resumes_in_bf16(tmp_path, capsys):
     path = write_tiny_recipe(tmp_path, steps=6)
     with pytest.raises(KeyboardInterrupt):
@@ -139,6 +140,7 @@ def test_an_explicit_bf16_is_kept_with_one_warning_where_it_is_slow(monkeypatch,
     }  # an explicit fp32 measures nothing
 
 
+@pytest.mark.slow
 def test_the_real_probe_runs_once_and_its_choice_is_in_train_json(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = write_tiny_recipe(tmp_path, steps=2)

@@ -157,6 +157,7 @@ def exported(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_host_times_each_runtime_with_its_operators(exported, tmp_path):
     settings = Settings(runs=4, warmup=1, threads=1)
     done = profile(exported / "exports", "host", tmp_path, settings)
@@ -201,6 +202,7 @@ def test_host_skips_what_cannot_run_here(exported):
     assert reason is None or "macOS" in reason
 
 
+@pytest.mark.slow
 def test_profile_command(exported, tmp_path, capsys):
     out = tmp_path / "records"
     args = ["profile", str(exported / "exports" / "onnx-fp32"), "--runs", "3", "--warmup", "0"]
@@ -216,6 +218,7 @@ def test_profile_command(exported, tmp_path, capsys):
     assert len(errors) == 3 and all(e.startswith("edgeclip: error:") for e in errors)
 
 
+@pytest.mark.slow
 def test_profile_stage_in_a_run_and_its_report(tmp_path):
     recipe = write_tiny_recipe(tmp_path, steps=2)
     recipe.write_text(recipe.read_text() + "profile:\n  runs: 3\n  warmup: 1\n")

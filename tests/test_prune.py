@@ -194,6 +194,7 @@ def test_penalty_ramps_and_its_lambdas_ascend():
     assert inherit.lambda2.grad.item() == pytest.approx(-(gap**2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_learned_masks_reach_the_target_sparsity():
     torch.manual_seed(0)
     model = build_model("tiny")

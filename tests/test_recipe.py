@@ -162,6 +162,7 @@ def test_bad_recipe_raises_one_line(tmp_path, case, text, overrides, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,text,overrides,message", BAD, ids=[b[0] for b in BAD])
 def test_bad_recipe_cli_exit_code_2(tmp_path, case, text, overrides, message):
     path = tmp_path / ("nope.yaml" if text is None else "bad.yaml")
@@ -213,6 +214,7 @@ MISSING = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,body,message", MISSING, ids=[m[0] for m in MISSING])
 def test_missing_inputs_fail_before_anything_runs(tmp_path, case, body, message):
     from compress.pipeline import check_inputs, run_pipeline
@@ -241,6 +243,7 @@ def test_missing_inputs_fail_before_anything_runs(tmp_path, case, body, message)
         assert re.search(message, proc.stderr)
 
 
+@pytest.mark.slow
 def test_an_offline_download_says_so_and_how_to_do_without(tmp_path):
     """No network (HF_HUB_OFFLINE makes the hub fail at once, as a dead network does after retries)."""
     path = tmp_path / "t.yaml"

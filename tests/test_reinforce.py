@@ -200,6 +200,7 @@ def _stored(index):
     }
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_write_one_merged_dataset(tmp_path):
     """Each process reinforces every other sample into its own shards and index; the merged
     index holds every sample once, exactly as one process writes them."""

@@ -284,6 +284,7 @@ def test_write_scenes_refuses_foreign_folder_and_bad_args(tmp_path):
         write_scenes(tmp_path / "x", seed=0, image_size=32, sizes={"nope": 2})
 
 
+@pytest.mark.slow
 def test_rendering_in_worker_processes_writes_the_same_bytes(tmp_path, monkeypatch):
     sizes = {"train": 3000, "val": 1000}  # enough samples for two rendering processes
     parallel = write_scenes(tmp_path / "p", seed=3, image_size=16, sizes=sizes, shard_size=1000)

@@ -33,6 +33,7 @@ def _recipe(tmp_path, teacher: str, extra: str = "") -> str:
     return path
 
 
+@pytest.mark.slow
 def test_teacher_from_an_edgeclip_model_file_is_evaluated_and_exported(tmp_path):
     torch.manual_seed(0)
     record = ModelRecord.named("tiny_mobile", {"text": {"kind": "gated"}})
@@ -63,6 +64,7 @@ def test_teacher_from_an_edgeclip_model_file_is_evaluated_and_exported(tmp_path)
     assert manifest["parity"]["max_abs"] <= 1e-5  # exported after folding, checked against unfolded
 
 
+@pytest.mark.slow
 def test_teacher_from_an_openclip_checkpoint(tmp_path):
     torch.manual_seed(0)
     oc_model = open_clip().create_model("MobileCLIP2-S0", pretrained=None).eval()
@@ -137,6 +139,7 @@ def test_pretrain_and_teacher_together_is_an_error():
         parse_recipe(text, "t.yaml")
 
 
+@pytest.mark.slow
 def test_cli_reports_a_code_carrying_checkpoint_in_one_line(tmp_path):
     import pickle
 

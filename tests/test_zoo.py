@@ -134,6 +134,7 @@ def _assert_same_embeddings(oc_model, ours, arch):
     assert ours.logit_scale.exp().item() == pytest.approx(oc_model.logit_scale.exp().item())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["ViT-B-32", "ViT-B-16", "MobileCLIP2-S0"])
 def test_loader_matches_openclip_forward(arch, openclip_models):
     oc_model = openclip_models[arch]
@@ -145,6 +146,7 @@ def test_loader_matches_openclip_forward(arch, openclip_models):
         assert ours.preprocess == {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arch", ["MobileCLIP-B", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4"]
 )
@@ -195,6 +197,7 @@ def test_unsupported_architectures_list_the_supported_ones():
         load_openclip("ViT-B-32", pretrained="no_such_tag")
 
 
+@pytest.mark.slow
 def test_supported_architectures_map_every_weight():
     """Every architecture the loader claims: all of open_clip's weights land, with our shapes."""
     oc = open_clip()

@@ -159,8 +159,9 @@ class TrainConfig:
     # batch (gradient caching): the same step in 1/N of the activation memory, a little slower
     accumulate: int = field(default=1, metadata={"hash": False})
     # true: run the model through torch.compile (a platform or model it cannot handle falls back
-    # to eager with one warning line); bf16 steps ~10% faster on a 2-core CPU after 20-45 s of
-    # compiling (benchmarks/train.py), so only long runs gain
+    # to eager with one warning line). Off by default on every machine: measured on 2-core CPUs
+    # (benchmarks/train.py) it compiled for 20-66 s and then gained 6-11% in bf16 (AVX-512
+    # BF16) and 0-6% in fp32 (AVX-512 without BF16), so only long runs gain
     compile: bool = field(default=False, metadata={"hash": False})
 
     def __post_init__(self) -> None:

@@ -64,11 +64,13 @@ export:
 """
 
 
-# pytest-xdist runs one worker per core: each gets its share of the cores for torch's threads
+# pytest-xdist runs one worker per core: each gets its share of the cores for torch's threads,
+# and so do the commands it starts (more threads than free cores make torch's parallel loops
+# wait on each other: a small matmul ran 25x slower)
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    torch.set_num_threads(
-        max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    )
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -552,6 +552,19 @@ class QatConfig(TrainConfig):
     weight_decay: float = 0.0
     warmup: int = 20
     loss: LossConfig = field(default_factory=LossConfig)
+    # the fake-quant graphs compute in fp32 (their observers and rounding take float32 only)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        default="fp32", metadata={"hash": False}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.precision == "fp32",
+            "precision",
+            f"quantization-aware training runs in fp32 (fake quantization needs float32), "
+            f"got {self.precision!r}",
+        )
 
 
 @dataclass(frozen=True)

@@ -284,9 +284,9 @@ class TextTransformer(nn.Module):
         # earlier one, so training may drop the batch's all-padding tail and compute the same
         # embeddings (scenes captions fill 16 of 24 positions at most: a third of the text
         # tower's work); mixers (convolutions over tokens) and pooled gates see the padding.
-        gate = (attention or {}).get("gate", "token")
-        self.trims_padding = causal and not mixer_layers and not mixer_layers_after
-        self.trims_padding &= (attention or {}).get("kind") != "gated" or gate != "pooled"
+        spec = attention or {}
+        pooled = spec.get("kind") == "gated" and spec.get("gate", "token") == "pooled"
+        self.trims_padding = causal and not (mixer_layers or mixer_layers_after or pooled)
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(context_length, width) * 0.01)
         nn.init.normal_(self.token_embed.weight, std=0.02)

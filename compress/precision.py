@@ -26,7 +26,7 @@ from compress.io import write_json
 FASTER = 1.3  # auto trains in bf16 only where its matmuls run at least this much faster
 SLOWER = 2.0  # an explicit bf16 at least this much slower than fp32 gets a warning line
 PROBE_SIZE = 256  # the probe multiplies SIZE × SIZE matrices: the width of small towers' layers
-PROBE_SECONDS = 0.05  # each precision is timed for about this long (after one warm-up call),
+PROBE_SECONDS = 0.05  # each precision is timed for about this long (after one warm-up call)
 ROUNDS = 5  # in this many turns, the best one kept
 # environment variables that change which kernels torch runs, so they key the cache too
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
@@ -139,17 +139,15 @@ def choose(rates: CpuRates | None, device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_precision(
-    requested: str, device: torch.device, desc: str, *, warn: bool = True
-) -> dict:
+def resolve_precision(requested: str, device: torch.device, desc: str) -> dict:
     """The precision a run trains in, and what it was chosen from (for ``train.json``).
 
     ``auto`` becomes :func:`choose`'s pick. An explicit precision is kept, with one warning line
-    (``warn``) where it is bf16 on a CPU that runs it :data:`SLOWER` × slower than fp32 or more.
+    where it is bf16 on a CPU that runs it :data:`SLOWER` × slower than fp32 or more.
     """
     rates = cpu_rates() if device.type == "cpu" and requested in ("auto", "bf16") else None
     chosen = choose(rates, device) if requested == "auto" else requested
-    if warn and requested == "bf16" and rates is not None and rates.bf16_speedup <= 1 / SLOWER:
+    if requested == "bf16" and rates is not None and rates.bf16_speedup <= 1 / SLOWER:
         print(
             f"{desc}: warning: bf16 runs {1 / rates.bf16_speedup:.0f}x slower than fp32 on this "
             f"CPU ({rates.cpu}, {rates.capability}: bf16 {rates.bf16_gflops:.1f} GFLOP/s, fp32 "
@@ -166,7 +164,8 @@ def resolve_precision(
 
 
 def describe(about: dict) -> str:
-    """One line for reports: ``fp32 (auto: bf16 0.39x fp32 on Intel Xeon …, AVX512)``."""
+    """One line for reports, e.g. ``fp32 (auto: bf16 at 0.39x fp32's matmul rate on Intel Xeon …,
+    AVX512, 2 threads)``."""
     line = about["chosen"]
     if "bf16_gflops" in about:
         speed = about["bf16_gflops"] / about["fp32_gflops"]

@@ -77,11 +77,13 @@ class ExecuTorchTarget:
 
     def load(self, path: Path) -> Runner:
         method = _method(path)
-        # the runtime reads an input's memory as contiguous whatever its strides: a transposed
-        # view (HWC pictures as CHW) would be read in the wrong order, silently
-        return lambda batch: method.execute([torch.from_numpy(np.ascontiguousarray(batch))])[
-            0
-        ].numpy()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            # the runtime reads an input's memory as contiguous whatever its strides: a
+            # transposed view (HWC pictures as CHW) would be read in the wrong order, silently
+            return method.execute([torch.from_numpy(np.ascontiguousarray(batch))])[0].numpy()
+
+        return run
 
     def runtime(self) -> str:
         version = library_versions(["executorch"]).get("executorch", "?")

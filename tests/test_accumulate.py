@@ -87,8 +87,12 @@ def test_accumulated_distillation_gradient_is_the_full_batch_gradient():
 def test_pretraining_with_accumulation_trains_the_same_model(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "four").mkdir()
-    one = run_pipeline(load_recipe(write_tiny_recipe(tmp_path / "one", steps=3)), STAGES)
-    recipe = load_recipe(write_tiny_recipe(tmp_path / "four", steps=3), ["pretrain.accumulate=4"])
+    one = run_pipeline(
+        load_recipe(write_tiny_recipe(tmp_path / "one", steps=3, precision="fp32")), STAGES
+    )
+    recipe = load_recipe(
+        write_tiny_recipe(tmp_path / "four", steps=3, precision="fp32"), ["pretrain.accumulate=4"]
+    )
     four = run_pipeline(recipe, STAGES)
     a = torch.load(one.run_dir / "pretrain/model.pt", weights_only=True)["state_dict"]
     b = torch.load(four.run_dir / "pretrain/model.pt", weights_only=True)["state_dict"]
@@ -103,8 +107,10 @@ def test_two_process_accumulation_matches_one_process(tmp_path):
     """Under torchrun each rank embeds its share in parts; only the last part synchronises."""
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    single = run_pipeline(load_recipe(write_tiny_recipe(tmp_path / "one", steps=3)), STAGES)
-    double = write_tiny_recipe(tmp_path / "two", steps=3)
+    single = run_pipeline(
+        load_recipe(write_tiny_recipe(tmp_path / "one", steps=3, precision="fp32")), STAGES
+    )
+    double = write_tiny_recipe(tmp_path / "two", steps=3, precision="fp32")
     double.write_text(double.read_text().replace("  steps: 3\n", "  steps: 3\n  accumulate: 2\n"))
     proc = torchrun_edgeclip(double, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

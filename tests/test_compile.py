@@ -23,7 +23,9 @@ def _train(tmp_path, name: str, *, compile: bool, steps: int = 3) -> tuple[dict,
         while True:
             yield {"image": images, "text": tokens}
 
-    cfg = TrainConfig(steps=steps, batch_size=8, warmup=1, log_every=1, compile=compile)
+    cfg = TrainConfig(
+        steps=steps, batch_size=8, warmup=1, log_every=1, compile=compile, precision="fp32"
+    )
     summary = train(model, batches, cfg, tmp_path / name)
     return summary, model.state_dict()
 

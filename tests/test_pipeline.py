@@ -120,8 +120,8 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
     """2-process gloo DDP with the global batch split in two gives the single-process result."""
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    single = write_tiny_recipe(tmp_path / "one", steps=3)
-    double = write_tiny_recipe(tmp_path / "two", steps=3)
+    single = write_tiny_recipe(tmp_path / "one", steps=3, precision="fp32")
+    double = write_tiny_recipe(tmp_path / "two", steps=3, precision="fp32")
     run_pipeline(load_recipe(single), STAGES)
     proc = torchrun_edgeclip(double, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -6,9 +6,7 @@ in memory, eager or through ``torch.compile`` (its first, compiling step timed o
 counts the step's FLOPs with ``torch.utils.flop_counter`` and divides. The machine's fp32 and
 bf16 GEMM rates (a square ``torch.matmul``) are measured in the same run, so the fraction
 reached is read against today's machine, not a datasheet. Last, the peak memory of one
-large-batch step with and without ``accumulate`` (each in a fresh process), and the demo
-teacher's convolutional stem, forward and backward, fed channels-first and channels-last (the
-layout training uses, ``ConvStem.forward``).
+large-batch step with and without ``accumulate`` (each in a fresh process).
 
 Run: python benchmarks/train.py [--steps 5] [--threads 2]
 """
@@ -24,7 +22,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from compress.models import build_model
-from compress.models.towers import ConvStem
 from compress.precision import choose, cpu_rates, machine
 from compress.recipe import TrainConfig
 from compress.tokenizer import EOT_ID
@@ -108,23 +105,6 @@ def peak_memory_mb(name: str, batch_size: int, accumulate: int) -> float:
     return queue.get()
 
 
-def stem_layouts(batch_size: int = 128, steps: int = 10) -> dict:
-    """Milliseconds per forward + backward of the demo teacher's conv stem, per input layout."""
-    torch.manual_seed(0)
-    stem = ConvStem(16, 128)
-    images = torch.randn(batch_size, 3, 64, 64)
-    layouts = {
-        "channels_first": images,
-        "channels_last": images.contiguous(memory_format=torch.channels_last),
-    }
-    result = {"batch_size": batch_size}
-    for layout, x in layouts.items():
-        stem.layers(x).sum().backward()  # warm-up
-        seconds = min(_time(lambda x=x: stem.layers(x).sum().backward()) for _ in range(steps))
-        result[f"{layout}_ms"] = 1000 * seconds
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per case (best is kept)")
@@ -158,7 +138,6 @@ def main() -> None:
                 "auto_precision": choose(cpu_rates(), torch.device("cpu")),
                 "steps": results,
                 "memory": memory,
-                "stem": stem_layouts(),
             },
             indent=2,
         )

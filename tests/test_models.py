@@ -160,15 +160,3 @@ def test_training_drops_the_padding_tail_and_computes_the_same_text_embeddings(
     tower.trims_padding = False
     assert torch.allclose(trimmed, tower(tokens), atol=1e-6)
     assert seen == [tokens.shape[1] // 2 + 1 if trims else tokens.shape[1], tokens.shape[1]]
-
-
-def test_conv_stem_trains_channels_last_with_the_same_values_and_exports_channels_first():
-    torch.manual_seed(0)
-    stem = build_model("demo_teacher").visual.patch_embed.train()
-    images = torch.randn(4, 3, 64, 64)
-    out = stem(images)  # training: the convolutions run on a channels-last copy
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(out, stem.layers(images), atol=1e-5)  # channels-first, batch statistics
-    out.sum().backward()
-    assert all(p.grad is not None for p in stem.parameters())
-    assert stem.eval()(images).is_contiguous()  # eval and export: the layout as given

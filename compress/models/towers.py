@@ -144,11 +144,6 @@ class ConvStem(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            # Channels-last convolutions and their gradients run 15-30% faster on CPUs
-            # (benchmarks/train.py: stem), same values up to rounding. Training only: exported
-            # graphs keep the plain layout every runtime expects.
-            images = images.contiguous(memory_format=torch.channels_last)
         return self.layers(images)  # (B, width, H / patch, W / patch)
 
     @torch.no_grad()

@@ -323,9 +323,8 @@ def test_distillation_resumes_after_a_kill(tmp_path, teacher_file):
 @pytest.mark.slow
 def test_two_process_distillation_matches_one_process(tmp_path, teacher_file):
     """A 2-process gloo run, each rank with half the global batch, gives the single-process student."""
-    distill = (
-        TRAIN + "model: tiny_student\nsteps: 3\nprecision: fp32\n"
-    )  # fp32: see write_tiny_recipe
+    # fp32: runs compared for equality (see tests/conftest.py: write_tiny_recipe)
+    distill = TRAIN + "model: tiny_student\nsteps: 3\nprecision: fp32\n"
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     single = _distill_recipe(tmp_path / "one", teacher_file, distill)

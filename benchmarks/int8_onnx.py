@@ -6,8 +6,8 @@ images, and the fp32 ONNX file as the baseline:
 - ``pt2e-*``: ours, the W8A8 PT2E graph (:func:`compress.quant.ptq.quantize`, min-max or
   percentile calibration) written by :func:`export.driver.export_model` (``precision="int8"``);
 - ``ort-*``: onnxruntime's ``quantize_static`` on our fp32 ONNX file after ``quant_pre_process``
-  (``skip_symbolic_shape=True``, DESIGN §6): QDQ, int8 weights per channel, int8 activations,
-  MinMax or Percentile calibration;
+  (``skip_symbolic_shape=True``, docs/library-traps.md): QDQ, int8 weights per channel, int8
+  activations, MinMax or Percentile calibration;
 - ``nncf-*``: NNCF's ONNX backend (``nncf.quantize``, ``ModelType.TRANSFORMER``: its mixed
   preset, symmetric per-channel weights and asymmetric activations), with its default
   SmoothQuant on the MatMuls (alpha 0.95), with SmoothQuant off, and with alpha 0.5.

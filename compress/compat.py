@@ -1,4 +1,4 @@
-"""Environment workarounds for the pinned libraries, kept in one place (DESIGN §6)."""
+"""Environment workarounds for the pinned libraries, kept in one place (docs/library-traps.md)."""
 
 from __future__ import annotations
 

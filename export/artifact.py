@@ -3,7 +3,7 @@ their own runtime. ``edgeclip verify`` reruns the stored parity samples through 
 ``edgeclip eval EXPORT_DIR`` measures zero-shot and retrieval through it.
 
 An export folder holds an ``image`` and a ``text`` tower folder, each with a ``manifest.json``
-(DESIGN §4); nothing here needs the run folder or the PyTorch model.
+(docs/design.md, "Exports and profiles"); nothing here needs the run folder or the PyTorch model.
 """
 
 from __future__ import annotations

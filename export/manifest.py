@@ -1,4 +1,5 @@
-"""The ``manifest.json`` that makes every exported model folder describe itself (DESIGN §4)."""
+"""The ``manifest.json`` that makes every exported model folder describe itself
+(docs/design.md, "Exports and profiles")."""
 
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ def test_spec_check_fails_on_an_older_deployment_target(fp32_image, tmp_path):
 
 def test_no_op_slice_converts(tmp_path):
     """torch.export writes ``pos[:, :L]`` (L the full length) as aten.alias, which coremltools
-    9.0 cannot convert on its own (DESIGN §6)."""
+    9.0 cannot convert on its own (docs/library-traps.md)."""
 
     class Positions(torch.nn.Module):
         def __init__(self) -> None:

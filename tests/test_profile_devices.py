@@ -450,7 +450,7 @@ APP_ROOT = f"/sdcard/Android/data/{APP}/files/edgeclip"
 
 
 def app_record(times: list[float], **overrides) -> dict:
-    """A record as the demo app's BenchmarkRecord writes it (DESIGN §4 plus the raw times)."""
+    """A record as the demo app's BenchmarkRecord writes it (docs/design.md, plus the raw times)."""
     latency = {"p50": 10.5, "p90": 10.7, "mean": 10.5, "min": 10.25, "max": 10.75}
     record = {
         "record_version": 1,

@@ -1,4 +1,4 @@
-"""MobileCLIP's reinforced loss on stored teacher embeddings: the formula of DESIGN §3."""
+"""MobileCLIP's reinforced loss on stored teacher embeddings: the formula in docs/design.md."""
 
 import pytest
 import torch

@@ -6,7 +6,7 @@ random transform here has two halves: `sample(img, rng) -> (img, params)` draws 
 `apply(img, params) -> img` replays, with the same PIL calls, so replay is bit-exact.
 
 The sampling rules follow torchvision's documented `RandomResizedCrop` and `RandAugment` (PIL
-path), written with PIL + numpy because torchvision does not import here (DESIGN §6).
+path), written with PIL + numpy because torchvision does not import here (docs/library-traps.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 layout, written with an index of checksums and read back, ours or Apple's, as plain dicts.
 
 One sample is the members ``<key>.jpg`` (or ``<key>.url.txt``), ``.txt``, ``.syn.json``,
-``.paug.json``, ``.npz`` and ``.json``; see DESIGN.md §3 for what each holds.
+``.paug.json``, ``.npz`` and ``.json``; docs/design.md, "Reinforced shards", says what each holds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scenes: a procedural, seeded image–caption dataset with zero-shot tasks (DESIGN §2).
+"""Scenes: a procedural, seeded image–caption dataset with zero-shot tasks (docs/design.md).
 
 This module makes scenes, renders them and captions them; :mod:`compress.data.scenes_files`
 writes them to disk in the formats real data uses."""

@@ -110,7 +110,7 @@ def _write_split(
             writer.writerow([rel, text, label] if is_zs else [rel, text])
             if shards is not None:
                 meta = {"uid": key, "sha256": hashlib.sha256(png).hexdigest()}
-                # Paraphrases go where reinforced datasets keep synthetic captions (DESIGN §3).
+                # Paraphrases go where reinforced shards keep synthetic captions (docs/design.md).
                 shards.add(
                     key,
                     [

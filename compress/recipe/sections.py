@@ -41,7 +41,7 @@ def require(ok: bool, key: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """One tower's attention variant (DESIGN §3)."""
+    """One tower's attention variant (docs/design.md, "Methods")."""
 
     kind: Literal["softmax", "clipped", "gated"] = "softmax"
     gamma: float | None = None  # clipped: lower stretch, ≤ 0 (or give alpha)
@@ -262,7 +262,7 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The distillation loss (DESIGN §3): α·L_affinity + (1 − α)·L_clip, or plain CLIP."""
+    """The distillation loss: α·L_affinity + (1 − α)·L_clip, or plain CLIP (docs/design.md)."""
 
     # reinforced: MobileCLIP's loss on the reinforce stage's stored teacher embeddings (alpha = λ)
     kind: Literal["affinity", "clip", "reinforced"] = "affinity"

@@ -29,9 +29,9 @@ What runs and what is read back, from pytorch/executorch's sources at tag v1.4.1
 With option ``app`` (the demo app's package, ``org.edgeclip.demo``), the tower is timed inside
 the demo app instead (``android_demo/``): its folder is pushed to the app's external files
 folder, ``am start`` opens the app's ``BenchmarkActivity`` on it, and the profile record the app
-writes there (atomically, DESIGN §4, with the raw ``times_ms``) is pulled back. That measures
-what an app pays: ExecuTorch's Android runtime (the ``Module`` API over XNNPACK) in an app
-process, not a separate binary.
+writes there (atomically, with the raw ``times_ms``; docs/design.md, "Exports and profiles") is
+pulled back. That measures what an app pays: ExecuTorch's Android runtime (the ``Module`` API
+over XNNPACK) in an app process, not a separate binary.
 
 The commands (:func:`adb_command`, :func:`runner_shell`, :func:`app_shell`) and the parsing
 (:func:`parse_getprop`, :func:`parse_runner_log`, :func:`parse_app_record`) are pure functions;

@@ -1,5 +1,5 @@
 """Profile export folders (or a PyTorch model file, in torch eager) on one device and write one
-profile record per tower: ``<out>/<device>/<artifact>/<tower>.json`` (DESIGN §4).
+profile record per tower: ``<out>/<device>/<artifact>/<tower>.json`` (docs/design.md).
 
 What to profile comes from the manifests; how to time it from the device
 (:mod:`export.profile.devices`); the record from :func:`export.profile.record.profile_record`.

@@ -1,4 +1,4 @@
-"""Profile records (DESIGN §4): one JSON object per tower, artifact and device.
+"""Profile records (docs/design.md): one JSON object per tower, artifact and device.
 
 A device measures (a :class:`Measurement`: raw per-run times and what its runtime reports);
 :func:`profile_record` turns a measurement and the tower's manifest into the record every

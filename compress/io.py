@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``: readers
+    see the old file or the whole new one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -38,19 +41,19 @@ def _atomic(path: Path, write) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` via a temp file and a rename."""
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
     """JSON via a temp file and a rename; ``allow_nan=False`` refuses NaN/inf (not valid JSON)."""
-    _atomic(
+    atomic_write(
         path,
         lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, allow_nan=allow_nan) + "\n"),
     )
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -1,4 +1,4 @@
-"""Small decorator registries: models, attention variants, losses, stages, exporters."""
+"""Small decorator registries: attention variants, losses, captioners, export targets, devices."""
 
 from __future__ import annotations
 

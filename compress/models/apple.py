@@ -21,11 +21,12 @@ from compress.io import read_state_dict, state_misfits
 from compress.models.build import build_from_config, model_config
 from compress.models.clip import CLIP
 from compress.models.loaders import MCI, MCI_VIT_B, LoaderError, fit_vit_embeddings, rename_key
+from compress.tokenizer import VOCAB_SIZE
 
 PREFIX = "mobileclip:"
 NAMES = {"s0": "MobileCLIP-S0", "s1": "MobileCLIP-S1", "s2": "MobileCLIP-S2", "b": "MobileCLIP-B"}
 
-_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 512, "layers": 12, "heads": 8}
+_TEXT = {"context_length": 77, "vocab_size": VOCAB_SIZE, "width": 512, "layers": 12, "heads": 8}
 
 # Apple's parameter names → ours, applied in order after the tower prefix (and, in the MCi
 # towers, after its flat ``network.k`` list has become ``stages.i.<part>``).

@@ -25,6 +25,7 @@ from compress.errors import UserError, first_line
 from compress.io import pickled_global
 from compress.models import build_from_config
 from compress.models.clip import CLIP
+from compress.tokenizer import VOCAB_SIZE
 
 PREFIX = "openclip:"
 
@@ -231,7 +232,7 @@ def _text_config(t: dict, quick_gelu: bool) -> dict | str:
         return f"text_cfg.{departure}"
     return {
         "context_length": t.get("context_length", 77),
-        "vocab_size": t.get("vocab_size", 49408),
+        "vocab_size": t.get("vocab_size", VOCAB_SIZE),
         "width": t.get("width", 512),
         "layers": t.get("layers", 12),
         "heads": t.get("heads", 8),

@@ -1,5 +1,5 @@
 """Activation outlier statistics of block and FFN outputs: ∞-norm and kurtosis (Bondarenko et al.
-2023, "Quantizable Transformers", DESIGN §3).
+2023, "Quantizable Transformers", docs/design.md, "Methods").
 
 Attention heads that learn to "do nothing" push a few hidden dimensions of the residual stream
 to huge values; per-tensor int8 activations then spend their whole range on those few values.
@@ -339,7 +339,7 @@ def plot_outliers(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    from compress.io import _atomic
+    from compress.io import atomic_write
 
     results = {"": result} if "layers" in result else dict(result)
     colours = {"image": "tab:blue", "text": "tab:orange"}
@@ -384,4 +384,4 @@ def plot_outliers(result: dict, path: Path) -> None:
     fig.legend(
         *top.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize="small"
     )
-    _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -16,7 +16,7 @@ from compress.quant.outliers import measure_outliers, plot_outliers, sample_batc
 from compress.recipe import Recipe
 from compress.stages.layout import final_model, has_model, own_model, task_csv
 from compress.stages.qat import ptq_model, qat_model
-from compress.stages.report import pct
+from compress.stages.report import pct, recall_pct
 
 
 def check(recipe: Recipe) -> None:
@@ -180,22 +180,17 @@ def _int8_lines(ev: dict) -> list[str]:
         "",
         "| model | zero-shot top-1 (mean) | change | retrieval R@1 |",
         "|---|---:|---:|---:|",
-        f"| float (fp32) | {_pct(fp)} | | {_recall(ev)} |",
+        f"| float (fp32) | {_pct(fp)} | | {recall_pct(ev)} |",
     ]
     for method, results in ev["int8"].items():
         top1 = mean_top1(results)
         change = f"{100 * (top1 - fp):+.1f} pt" if top1 is not None and fp is not None else "-"
-        lines.append(f"| {INT8_LABELS[method]} | {_pct(top1)} | {change} | {_recall(results)} |")
+        lines.append(f"| {INT8_LABELS[method]} | {_pct(top1)} | {change} | {recall_pct(results)} |")
     return lines
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else pct(x)
-
-
-def _recall(results: dict) -> str:
-    retrieval = results["retrieval"]
-    return pct(next(iter(retrieval.values()))["image_to_text_r1"]) if retrieval else "-"
 
 
 STAGE = Stage(

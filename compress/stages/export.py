@@ -12,7 +12,7 @@ from compress.stages.eval import STAGE as EVAL_STAGE
 from compress.stages.eval import evaluate_model, mean_top1, parity_samples
 from compress.stages.layout import export_dir, final_model, has_model
 from compress.stages.qat import int8_model
-from compress.stages.report import mb, pct
+from compress.stages.report import mb, pct, recall_pct
 
 
 def run(ctx: Context, out: Path) -> dict:
@@ -87,11 +87,6 @@ def _top1(results: dict) -> str:
     return "-" if top1 is None else pct(top1)
 
 
-def _recall(results: dict) -> str:
-    retrieval = results["retrieval"]
-    return pct(next(iter(retrieval.values()))["image_to_text_r1"]) if retrieval else "-"
-
-
 def report(summary: dict) -> list[str]:
     lines = [
         "## Exports (checked against PyTorch on held-out samples)",
@@ -122,7 +117,7 @@ def report(summary: dict) -> list[str]:
             "",
             "| model | runtime | zero-shot top-1 | retrieval R@1 |",
             "|---|---|---:|---:|",
-            f"| PyTorch (fp32 eager) | torch | {_top1(pytorch)} | {_recall(pytorch)} |",
+            f"| PyTorch (fp32 eager) | torch | {_top1(pytorch)} | {recall_pct(pytorch)} |",
         ]
         simulated = summary.get("int8_simulation")
         if simulated is not None:
@@ -131,14 +126,14 @@ def report(summary: dict) -> list[str]:
             )
             lines.append(
                 f"| INT8 simulation ({method}) | torch, quantize/dequantize | "
-                f"{_top1(simulated)} | {_recall(simulated)} |"
+                f"{_top1(simulated)} | {recall_pct(simulated)} |"
             )
         for name, result in summary["artifacts"].items():
             ev, runtime = result["eval"], result["image"]["parity"]["runtime"]
             if isinstance(ev, str):
                 lines.append(f"| `{name}` | {runtime} | {ev} | {ev} |")
             else:
-                lines.append(f"| `{name}` | {runtime} | {_top1(ev)} | {_recall(ev)} |")
+                lines.append(f"| `{name}` | {runtime} | {_top1(ev)} | {recall_pct(ev)} |")
     return lines
 
 

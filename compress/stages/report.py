@@ -21,6 +21,12 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def recall_pct(results: dict) -> str:
+    """Image→text R@1 of the first retrieval task in ``results`` (an eval summary), or "-"."""
+    retrieval = results["retrieval"]
+    return pct(next(iter(retrieval.values()))["image_to_text_r1"]) if retrieval else "-"
+
+
 def precision_lines(train: dict) -> list[str]:
     """The precision a training stage ran in and why (runs before precision: auto lack it)."""
     choice = train.get("precision_choice")

@@ -56,7 +56,7 @@ def plot_pareto(
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    from compress.io import _atomic
+    from compress.io import atomic_write
 
     fig = Figure(figsize=(8, 5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -96,4 +96,4 @@ def plot_pareto(
     ax.set_ylabel("zero-shot top-1 (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))

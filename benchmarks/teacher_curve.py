@@ -1,0 +1,98 @@
+"""The demo teacher's zero-shot accuracy during pretraining: when it learns colours, shapes and
+retrieval, and at what cost, for the demo recipe with any overrides.
+
+Trains the recipe's pretrain model exactly as the pretrain stage does (same data, order, seed,
+schedule and precision choice) and, every ``--every`` steps and at the end, evaluates it on the
+scenes' colour+shape and shape zero-shot tasks and text→image retrieval. Prints one JSON line
+per evaluation and a last one with the machine. Evaluation time is not counted in ``seconds``.
+
+Run: python benchmarks/teacher_curve.py runs/curve --every 250 [key.path=value ...]
+e.g. pretrain.steps=1000 pretrain.lr=6e-4; the run folder's scenes data is written first if
+missing. A run folder left by an earlier call resumes from its last checkpoint.
+"""
+
+# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and there ``import export`` (which
+# the stages import) would find benchmarks/export.py instead of the export package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import json
+import time
+
+import torch
+
+from compress.data.batches import batch_stream
+from compress.evaluate import evaluate_csvs
+from compress.models import ModelRecord
+from compress.pipeline import Context
+from compress.precision import machine
+from compress.recipe.loading import load_recipe
+from compress.stages import data as data_stage
+from compress.stages.layout import scenes_dir
+from compress.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def accuracy(model: torch.nn.Module, scenes: Path) -> dict:
+    model.eval()
+    with torch.no_grad():
+        r = evaluate_csvs(
+            model,
+            {"colour_shape": scenes / "zs_colour_shape.csv", "shape": scenes / "zs_shape.csv"},
+            {"retrieval": scenes / "retrieval.csv"},
+            templates=["a small {}", "a large {}"],
+        )
+    model.train()
+    top1 = {f"{task}_top1": round(v["top1"], 4) for task, v in r["zeroshot"].items()}
+    return top1 | {"t2i_r1": round(r["retrieval"]["retrieval"]["text_to_image_r1"], 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--every", type=int, default=250, help="steps between evaluations")
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "demo.yaml"))
+    parser.add_argument("overrides", nargs="*", help="key.path=value")
+    args = parser.parse_intermixed_args()
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    ctx = Context(recipe, Path(args.run_dir))
+    scenes = scenes_dir(ctx)
+    if not (scenes / "scenes.json").exists():
+        data_stage.run(ctx, ctx.stage_dir("data"))
+    cfg = recipe.pretrain
+    attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
+    torch.manual_seed(recipe.seed)
+    record = ModelRecord.named(cfg.model, attention, stage="pretrain", recipe_hash=recipe.hash)
+    model = record.build()
+    dataset = data_stage.train_dataset(ctx, record)
+    clock = {"start": time.perf_counter(), "paused": 0.0}
+
+    def evaluate(step: int) -> None:
+        paused = time.perf_counter()
+        seconds = paused - clock["start"] - clock["paused"]
+        point = {"step": step, "seconds": round(seconds, 1)} | accuracy(model, scenes)
+        print(json.dumps(point), flush=True)
+        clock["paused"] += time.perf_counter() - paused
+
+    def batches(start: int):
+        stream = batch_stream(dataset, cfg.batch_size, recipe.seed, 0, 1, start, cfg.num_workers)
+        for step, batch in enumerate(stream, start):
+            if step > start and step % args.every == 0:
+                evaluate(step)
+            yield batch
+
+    summary = train(model, batches, cfg, ctx.stage_dir("pretrain"), desc="pretrain")
+    evaluate(cfg.steps)
+    print(json.dumps({"precision": summary["precision"], "machine": machine()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,20 +8,23 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from compress.distill.losses import clip_loss
+from compress.data.negatives import swap_word
+from compress.distill.losses import clip_loss, clip_loss_with_negatives
 from compress.errors import UserError, first_line
 from compress.io import atomic_save, write_json
 from compress.precision import resolve_precision
 from compress.recipe import TrainConfig
+from compress.tokenizer import Tokenizer
 
 
 class Interrupted(KeyboardInterrupt):
@@ -73,6 +76,32 @@ class Objective:
 
 
 clip_objective = Objective()
+
+
+class HardNegatives(Objective):
+    """Pretraining's CLIP loss with one hard negative caption per image: its caption with one
+    word swapped for another of the same set (:func:`compress.data.negatives.swap_word`), drawn
+    from (``seed``, the sample's index), so that gradient caching, which embeds a part twice,
+    and a resumed run see the same negatives. ``embed`` returns the text embeddings as (B, 2, D),
+    each caption's beside its negative's, so that the parts of a batch split and join as rows."""
+
+    def __init__(self, word_sets: Sequence[Sequence[str]], context_length: int, seed: int) -> None:
+        self.word_sets, self.seed = word_sets, seed
+        self.tokenize = Tokenizer(context_length)
+
+    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+        negatives = [
+            swap_word(caption, self.word_sets, np.random.default_rng([self.seed, int(index)]))
+            for caption, index in zip(batch["caption"], batch["index"], strict=True)
+        ]
+        n = len(batch["image"])
+        tokens = torch.cat([batch["text"], self.tokenize(negatives)])
+        image, text, scale = net(batch["image"], tokens)
+        return image, torch.stack([text[:n], text[n:]], dim=1), scale
+
+    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
+        image, text, scale = out
+        return clip_loss_with_negatives(image, text[:, 0], text[:, 1], scale)
 
 
 def optimizer_for(

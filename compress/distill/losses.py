@@ -74,6 +74,22 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tens
     return _contrastive(scale * gather(image_emb) @ gather(text_emb).T)
 
 
+@fp32
+def clip_loss_with_negatives(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, negative_emb: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """The CLIP loss with one hard negative caption per image (``negative_emb``, row i a false
+    caption of image i): image→text over the batch's captions and its negatives, (B, 2B);
+    text→image as in :func:`clip_loss` (a negative caption has no image).
+
+    L = ½[CE(s·I·[T; N]ᵀ, diag) + CE(s·T·Iᵀ, diag)] over the global batch.
+    """
+    image, text = gather(image_emb), gather(text_emb)
+    labels = torch.arange(image.shape[0], device=image.device)
+    i2t = scale * image @ torch.cat([text, gather(negative_emb)]).T
+    return 0.5 * (F.cross_entropy(i2t, labels) + F.cross_entropy(scale * text @ image.T, labels))
+
+
 def _contrastive(logits: torch.Tensor) -> torch.Tensor:
     """The CLIP loss of (B, B) image→text logits whose diagonal holds the pairs."""
     labels = torch.arange(logits.shape[0], device=logits.device)

@@ -204,12 +204,36 @@ def _check_registry_model(model: str, alternatives: str = "") -> None:
     )
 
 
+@dataclass(frozen=True)
+class HardNegativesConfig:
+    """One more caption per image in the contrastive loss: the image's own with one word swapped
+    for another of the same set (NegCLIP), e.g. ``swap: [[circle, square, star]]``."""
+
+    swap: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        require(len(self.swap) > 0, "swap", "expected at least one set of words")
+        seen: set[str] = set()
+        for i, words in enumerate(self.swap):
+            key = f"swap[{i}]"
+            require(
+                len(set(words)) >= 2,
+                key,
+                f"expected two different words or more, got {list(words)}",
+            )
+            for word in words:
+                require(bool(word) and " " not in word, key, f"expected single words, got {word!r}")
+                require(word not in seen, key, f"{word!r} is in two sets")
+                seen.add(word)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PretrainConfig(TrainConfig):
     """Train a registry model from scratch with the contrastive loss."""
 
     model: str
     attention: TowerAttention = field(default_factory=TowerAttention)
+    hard_negatives: HardNegativesConfig | None = None
 
     def __post_init__(self) -> None:
         _check_registry_model(self.model)

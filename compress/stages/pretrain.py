@@ -13,7 +13,7 @@ from compress.recipe import RecipeError
 from compress.stages.data import check_train_data, train_dataset
 from compress.stages.layout import MODEL_FILE
 from compress.stages.report import precision_lines
-from compress.train import train
+from compress.train import HardNegatives, clip_objective, train
 
 
 def check_batch(section: str, batch_size: int, world: int) -> None:
@@ -37,11 +37,15 @@ def run(ctx: Context, out: Path) -> dict:
             dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
         )
 
+    objective = clip_objective
+    if cfg.hard_negatives is not None:
+        objective = HardNegatives(cfg.hard_negatives.swap, record.context_length, ctx.recipe.seed)
     summary = train(
         model,
         batches,
         cfg,
         out,
+        objective=objective,
         rank=ctx.rank,
         world=ctx.world,
         desc="pretrain",

@@ -35,6 +35,7 @@ from compress.precision import machine
 from compress.recipe.loading import load_recipe
 from compress.stages import data as data_stage
 from compress.stages.layout import scenes_dir
+from compress.stages.pretrain import objective
 from compress.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,8 @@ def main() -> None:
                 evaluate(step)
             yield batch
 
-    summary = train(model, batches, cfg, ctx.stage_dir("pretrain"), desc="pretrain")
+    loss = objective(cfg, record, recipe.seed)
+    summary = train(model, batches, cfg, ctx.stage_dir("pretrain"), objective=loss, desc="pretrain")
     evaluate(cfg.steps)
     print(json.dumps({"precision": summary["precision"], "machine": machine()}), flush=True)
 

@@ -9,11 +9,11 @@ import torch
 from compress.data.batches import batch_stream
 from compress.models import ModelRecord, save_model
 from compress.pipeline import Context, Stage
-from compress.recipe import RecipeError
+from compress.recipe import PretrainConfig, RecipeError
 from compress.stages.data import check_train_data, train_dataset
 from compress.stages.layout import MODEL_FILE
 from compress.stages.report import precision_lines
-from compress.train import HardNegatives, clip_objective, train
+from compress.train import HardNegatives, Objective, clip_objective, train
 
 
 def check_batch(section: str, batch_size: int, world: int) -> None:
@@ -21,6 +21,13 @@ def check_batch(section: str, batch_size: int, world: int) -> None:
         raise RecipeError(
             f"{section}.batch_size: {batch_size} does not split evenly across {world} processes"
         )
+
+
+def objective(cfg: PretrainConfig, record: ModelRecord, seed: int) -> Objective:
+    """What pretraining minimises: the CLIP loss, with hard negative captions if asked for."""
+    if cfg.hard_negatives is None:
+        return clip_objective
+    return HardNegatives(cfg.hard_negatives.swap, record.context_length, seed)
 
 
 def run(ctx: Context, out: Path) -> dict:
@@ -37,15 +44,12 @@ def run(ctx: Context, out: Path) -> dict:
             dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
         )
 
-    objective = clip_objective
-    if cfg.hard_negatives is not None:
-        objective = HardNegatives(cfg.hard_negatives.swap, record.context_length, ctx.recipe.seed)
     summary = train(
         model,
         batches,
         cfg,
         out,
-        objective=objective,
+        objective=objective(cfg, record, ctx.recipe.seed),
         rank=ctx.rank,
         world=ctx.world,
         desc="pretrain",

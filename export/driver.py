@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from compress.data.transforms import ImageTransform
@@ -45,6 +47,7 @@ from export.verify import (
 )
 
 IMAGE_INPUT, TEXT_INPUT = "image", "tokens"
+INPUTS = {"image": IMAGE_INPUT, "text": TEXT_INPUT}  # the input name of each tower
 
 
 def _first_batch(samples: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -144,127 +147,205 @@ def export_model(
         >>> summary["image"]["parity"]["cosine_min"]  # doctest: +SKIP
         0.9999993
     """
-    backend = exporters.get(target)() if isinstance(target, str) else target
-    if precision not in backend.precisions:
-        raise ValueError(
-            f"the {backend.name} target exports {', '.join(backend.precisions)}, not {precision!r}"
-        )
-    thresholds = thresholds or PARITY[precision]
+    backend = _target(target, precision, quantized)
     _check_inputs(model, sample_images, sample_tokens, batch_size)
+    thresholds = thresholds or PARITY[precision]
     context = model.text.context_length
     vocab = Path(vocab_path) if vocab_path is not None else Tokenizer(context).vocab_path
     samples = {
         "image": sample_images.float().contiguous(),
         "text": sample_tokens.long().contiguous(),
     }
-    inputs = {"image": IMAGE_INPUT, "text": TEXT_INPUT}
     unrunnable = backend.runs_here()
-
-    if (precision == "int8") != (quantized is not None):
-        raise ValueError(
-            "int8 exports take the converted model as quantized=, other precisions none"
-        )
+    logit_scale = float(model.logit_scale.detach().exp())
     was_training = model.training
     model.eval()
-    if quantized is not None:
-        deployed = references = {tower: quantized.graph(tower) for tower in TOWERS}
-        reference_name = "INT8 simulation in PyTorch (quantize/dequantize in fp32)"
-    else:
-        folded = reparameterize(copy.deepcopy(model))
-        deployed = {tower: NormalizedTower(_tower(folded, tower)) for tower in TOWERS}
-        references = {tower: NormalizedTower(_tower(model, tower)) for tower in TOWERS}
-        reference_name = "eager PyTorch fp32 on CPU"
     try:
+        graphs = _graphs(model, quantized)
         with atomic_dir(out_dir) as root:
-            folders = {tower: root / tower for tower in TOWERS}
-            reference, exported, details, flops = {}, {}, {}, {}
-            for tower, folder in folders.items():
-                folder.mkdir()
-                path = folder / backend.file_name
-                example = _first_batch(samples[tower], batch_size)
-                flops[tower] = count_flops(NormalizedTower(_tower(model, tower)), example)
-                details[tower] = backend.export(
-                    deployed[tower],
-                    example,
-                    path,
-                    inputs[tower],
+            towers = {
+                tower: _export_tower(
+                    backend,
+                    model,
+                    graphs,
+                    tower,
+                    root / tower,
+                    samples[tower],
                     precision,
+                    batch_size,
+                    runs=unrunnable is None,
                 )
-                reference[tower] = run_torch(references[tower], samples[tower], batch_size)
-                if unrunnable is None:
-                    exported[tower] = run_batched(
-                        backend.load(path), samples[tower].numpy(), batch_size
-                    )
-                save_samples(folder, samples[tower].numpy(), reference[tower])
-            about = {
-                "reference": reference_name,
-                "runtime": backend.runtime(),
-                "thresholds": vars(thresholds),
+                for tower in TOWERS
             }
-            if unrunnable is None:
-                measured = measure(reference, exported)
-                parity = {
-                    tower: {"status": "passed", **measured[tower], **about} for tower in TOWERS
-                }
-                for tower in TOWERS:
-                    where = Path(out_dir) / tower / backend.file_name
-                    check(parity[tower], thresholds, f"{record.name} {tower} tower ({where})")
-            else:
-                parity = {tower: {"status": unrunnable, **about} for tower in TOWERS}
-
-            shutil.copyfile(vocab, folders["text"] / vocab.name)
-            logit_scale = float(model.logit_scale.detach().exp())
-            extra = {
-                "image": {
-                    "preprocessing": image_preprocessing(
-                        model.visual.image_size, **record.normalization
-                    )
-                },
-                "text": {
-                    "tokenizer": tokenizer_spec(vocab.name, context, SOT_ID, model.text.eot_id)
-                },
-            }
-            for tower, folder in folders.items():
-                path = folder / backend.file_name
-                io_in, io_out = backend.io_specs(path, inputs[tower])
+            parity = _parity(
+                backend, towers, graphs.name, thresholds, unrunnable, record.name, Path(out_dir)
+            )
+            shutil.copyfile(vocab, root / "text" / vocab.name)
+            for tower in TOWERS:
+                fields = _manifest_fields(
+                    backend, model, record, tower, root / tower, towers, precision, vocab.name
+                )
                 manifest = tower_manifest(
-                    model_name=record.name,
-                    tower=tower,
-                    target=backend.name,
-                    precision=precision,
-                    runtime=backend.runtime(),
-                    file_name=backend.file_name,
-                    sha256=sha256_path(path),
-                    files=file_hashes(folder),
-                    inputs=io_in,
-                    outputs=io_out,
-                    embed_dim=int(reference["image"].shape[1]),
-                    logit_scale=logit_scale,
-                    recipe_hash=recipe_hash,
-                    attention=record.attention[tower],
-                    parity=parity[tower],
-                    format_details=details[tower],
-                    flops=flops[tower],
-                    **extra[tower],
+                    **fields, logit_scale=logit_scale, recipe_hash=recipe_hash, parity=parity[tower]
                 )
-                write_manifest(folder, manifest)
+                write_manifest(root / tower, manifest)
             write_golden(
                 root,
                 model_name=record.name,
-                reference_name=reference_name,
-                embed_image=lambda x: run_torch(references["image"], x, batch_size),
-                embed_text=lambda ids: run_torch(references["text"], ids, batch_size),
+                reference_name=graphs.name,
+                embed_image=lambda x: run_torch(graphs.references["image"], x, batch_size),
+                embed_text=lambda ids: run_torch(graphs.references["text"], ids, batch_size),
                 transform=ImageTransform(model.visual.image_size, **record.normalization),
                 tokenizer=Tokenizer(context, vocab),
                 logit_scale=logit_scale,
             )
-            sizes = {
-                tower: path_bytes(folder / backend.file_name) for tower, folder in folders.items()
-            }
     finally:
         model.train(was_training)
+    return _summary(Path(out_dir), backend, precision, parity, vocab.name)
 
-    out_dir = Path(out_dir)
+
+def _target(target: str | Target, precision: str, quantized: Any) -> Target:
+    """The target, checked to export ``precision`` (int8 from a converted model, and only int8)."""
+    backend = exporters.get(target)() if isinstance(target, str) else target
+    if precision not in backend.precisions:
+        raise ValueError(
+            f"the {backend.name} target exports {', '.join(backend.precisions)}, not {precision!r}"
+        )
+    if (precision == "int8") != (quantized is not None):
+        raise ValueError(
+            "int8 exports take the converted model as quantized=, other precisions none"
+        )
+    return backend
+
+
+@dataclass
+class _Graphs:
+    """What each tower exports and what its parity is measured against, by tower name."""
+
+    deployed: dict[str, Any]
+    references: dict[str, Any]
+    name: str  # the reference, in words, for the manifests and golden files
+
+
+def _graphs(model: CLIP, quantized: Any) -> _Graphs:
+    """The INT8 graphs and their simulation, or a folded copy and the unfolded eager model (so
+    the check covers the folding too)."""
+    if quantized is not None:
+        graphs = {tower: quantized.graph(tower) for tower in TOWERS}
+        return _Graphs(graphs, graphs, "INT8 simulation in PyTorch (quantize/dequantize in fp32)")
+    folded = reparameterize(copy.deepcopy(model))
+    return _Graphs(
+        {tower: NormalizedTower(_tower(folded, tower)) for tower in TOWERS},
+        {tower: NormalizedTower(_tower(model, tower)) for tower in TOWERS},
+        "eager PyTorch fp32 on CPU",
+    )
+
+
+@dataclass
+class _Exported:
+    """One exported tower: the target's details for the manifest, its FLOPs, and the
+    embeddings of the parity samples by the reference and (where it runs here) the artifact."""
+
+    details: dict[str, Any]
+    flops: Any
+    reference: np.ndarray
+    outputs: np.ndarray | None
+
+
+def _export_tower(
+    backend: Target,
+    model: CLIP,
+    graphs: _Graphs,
+    tower: str,
+    folder: Path,
+    samples: torch.Tensor,
+    precision: str,
+    batch_size: int,
+    *,
+    runs: bool,
+) -> _Exported:
+    """The tower's model file and parity samples in ``folder``; the embeddings to compare."""
+    folder.mkdir()
+    path = folder / backend.file_name
+    example = _first_batch(samples, batch_size)
+    flops = count_flops(NormalizedTower(_tower(model, tower)), example)
+    details = backend.export(graphs.deployed[tower], example, path, INPUTS[tower], precision)
+    reference = run_torch(graphs.references[tower], samples, batch_size)
+    outputs = run_batched(backend.load(path), samples.numpy(), batch_size) if runs else None
+    save_samples(folder, samples.numpy(), reference)
+    return _Exported(details, flops, reference, outputs)
+
+
+def _parity(
+    backend: Target,
+    towers: dict[str, _Exported],
+    reference_name: str,
+    thresholds: Thresholds,
+    unrunnable: str | None,
+    model_name: str,
+    out_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Each tower's parity record; :class:`export.verify.ParityError` where one misses a
+    threshold. A target that cannot run here records why instead."""
+    about = {
+        "reference": reference_name,
+        "runtime": backend.runtime(),
+        "thresholds": vars(thresholds),
+    }
+    if unrunnable is not None:
+        return {tower: {"status": unrunnable, **about} for tower in TOWERS}
+    measured = measure(
+        {tower: towers[tower].reference for tower in TOWERS},
+        {tower: towers[tower].outputs for tower in TOWERS},
+    )
+    parity = {tower: {"status": "passed", **measured[tower], **about} for tower in TOWERS}
+    for tower in TOWERS:
+        where = out_dir / tower / backend.file_name
+        check(parity[tower], thresholds, f"{model_name} {tower} tower ({where})")
+    return parity
+
+
+def _manifest_fields(
+    backend: Target,
+    model: CLIP,
+    record: ModelRecord,
+    tower: str,
+    folder: Path,
+    towers: dict[str, _Exported],
+    precision: str,
+    vocab_name: str,
+) -> dict[str, Any]:
+    """The fields of a tower's manifest that come from the model, the target and the files."""
+    path = folder / backend.file_name
+    io_in, io_out = backend.io_specs(path, INPUTS[tower])
+    if tower == "image":
+        size = model.visual.image_size
+        extra = {"preprocessing": image_preprocessing(size, **record.normalization)}
+    else:
+        context = model.text.context_length
+        extra = {"tokenizer": tokenizer_spec(vocab_name, context, SOT_ID, model.text.eot_id)}
+    return {
+        "model_name": record.name,
+        "tower": tower,
+        "target": backend.name,
+        "precision": precision,
+        "runtime": backend.runtime(),
+        "file_name": backend.file_name,
+        "sha256": sha256_path(path),
+        "files": file_hashes(folder),
+        "inputs": io_in,
+        "outputs": io_out,
+        "embed_dim": int(towers["image"].reference.shape[1]),
+        "attention": record.attention[tower],
+        "format_details": towers[tower].details,
+        "flops": towers[tower].flops,
+        **extra,
+    }
+
+
+def _summary(
+    out_dir: Path, backend: Target, precision: str, parity: dict, vocab_name: str
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "dir": str(out_dir),
         "target": backend.name,
@@ -277,10 +358,10 @@ def export_model(
             "dir": str(folder),
             "model": str(folder / backend.file_name),
             "manifest": str(folder / MANIFEST_NAME),
-            "bytes": sizes[tower],
+            "bytes": path_bytes(folder / backend.file_name),
             "parity": parity[tower],
         }
-    summary["text"]["vocab"] = str(out_dir / "text" / vocab.name)
+    summary["text"]["vocab"] = str(out_dir / "text" / vocab_name)
     summary["golden"] = str(out_dir / GOLDEN_NAME)
     return summary
 

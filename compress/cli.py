@@ -37,6 +37,13 @@ def _split_overrides(args: list[str]) -> list[str]:
     return args
 
 
+def add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a recipe without running it")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key.path=value")
+    p.set_defaults(func=cmd_validate)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from compress.pipeline import check_inputs
     from compress.recipe import load_recipe
@@ -48,6 +55,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.recipe}: ok (recipe hash {recipe.hash}; stages: {', '.join(enabled_stages(recipe))})"
     )
     return 0
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a recipe's stages (skipping finished ones)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key.path=value")
+    p.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
+    p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -62,6 +82,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"run folder: {ctx.run_dir}  (report: {ctx.run_dir / 'report.md'})")
     return 0
+
+
+def add_reinforce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reinforce", help="reinforce a recipe's training data once (its teacher, then the shards)"
+    )
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key.path=value")
+    p.set_defaults(func=cmd_reinforce)
 
 
 def cmd_reinforce(args: argparse.Namespace) -> int:
@@ -80,6 +109,15 @@ def cmd_reinforce(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"reinforced data: {ctx.stage_dir('reinforce') / 'index.json'}")
     return 0
+
+
+def add_ls(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ls",
+        help="list models, loadable open_clip architectures and Apple files, recipes or stages",
+    )
+    p.add_argument("what", choices=["models", "openclip", "apple", "recipes", "stages"])
+    p.set_defaults(func=cmd_ls)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -141,6 +179,49 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 f"{s.name:<10}{s.about}  (depends on: {', '.join(s.needs) or 'every earlier stage'})"
             )
     return 0
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")
+    p.add_argument(
+        "model",
+        help="a model.pt written by a training stage, or an export folder (run in its runtime)",
+    )
+    p.add_argument(
+        "--zeroshot",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="filepath,label CSV (repeatable)",
+    )
+    p.add_argument(
+        "--retrieval",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="filepath,caption CSV (repeatable)",
+    )
+    p.add_argument(
+        "--template", action="append", metavar="TEXT", help="prompt template with {} (repeatable)"
+    )
+    p.add_argument("--label-key", default="label")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable samples")
+    p.add_argument(
+        "--outliers",
+        action="store_true",
+        help="activation ∞-norm and kurtosis of every block and FFN output on held-out samples "
+        "(a model.pt or a run folder; the CSVs become optional)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help=f"held-out samples of --outliers (default {DEFAULT_OUTLIER_SAMPLES})",
+    )
+    p.add_argument("--plot", metavar="PNG", help="--outliers: also draw them per layer here")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -269,6 +350,23 @@ def _run_model(path: Path):
     return (*_load(path), None)
 
 
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a run's (or a model.pt's) towers to one target, checked"
+    )
+    p.add_argument("source", help="a run folder (its final model) or a model.pt")
+    p.add_argument("--target", required=True, help="onnx, executorch or coreml")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default fp32)")
+    p.add_argument(
+        "--out",
+        help="export folder (default: <run>/export/<target>-<precision>, or "
+        "exports/<target>-<precision> beside a model.pt)",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="fixed batch of the towers")
+    p.add_argument("--samples", type=int, default=64, help="held-out samples of the parity check")
+    p.set_defaults(func=cmd_export)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from compress.data.heldout import heldout_samples
     from compress.stages.eval import parity_samples
@@ -328,6 +426,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="re-check shipped export folders: file hashes, then parity in the runtime"
+    )
+    p.add_argument("export_dir", help="an export folder, or a folder with export folders below")
+    p.set_defaults(func=cmd_verify)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from export.artifact import export_folders, verify_export
 
@@ -346,6 +452,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
             measured += f"; golden files: min cosine {cosine:.6f}"
         print(f"{folder}: ok ({result['files']} files match their sha256; {measured})")
     return 0
+
+
+def add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile", help="time export folders (or a model.pt in torch eager) on a device"
+    )
+    p.add_argument(
+        "source", help="an export folder, a folder with export folders below, or a model.pt"
+    )
+    p.add_argument(
+        "--device",
+        default="host",
+        help="host (default), ssh://user@board[:port], adb[:serial] or apple[:compute_unit]",
+    )
+    p.add_argument("--runs", type=int, default=50, help="timed runs per tower (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
+    p.add_argument("--no-ops", action="store_true", help="skip the per-operator pass")
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="device option, e.g. -o key=~/.ssh/board -o python=python3 (ssh), "
+        "-o runner=/data/local/tmp/executor_runner (adb)",
+    )
+    p.add_argument("--out", help="records folder (default: <run>/profile, else ./profiles)")
+    p.set_defaults(func=cmd_profile)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -384,6 +519,14 @@ def _profile_dir(source: Path) -> Path:
     return Path("profiles")
 
 
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="rewrite report.md, report.html and report.json of a run folder"
+    )
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from compress.pipeline import Context
     from compress.recipe import load_recipe
@@ -409,130 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
-        "run",
-        help="run a recipe's stages (skipping finished ones)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="key.path=value")
-    p.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
-        "reinforce", help="reinforce a recipe's training data once (its teacher, then the shards)"
-    )
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="key.path=value")
-    p.set_defaults(func=cmd_reinforce)
-
-    p = sub.add_parser("validate", help="check a recipe without running it")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="key.path=value")
-    p.set_defaults(func=cmd_validate)
-
-    p = sub.add_parser(
-        "ls",
-        help="list models, loadable open_clip architectures and Apple files, recipes or stages",
-    )
-    p.add_argument("what", choices=["models", "openclip", "apple", "recipes", "stages"])
-    p.set_defaults(func=cmd_ls)
-
-    p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a model on CSV datasets")
-    p.add_argument(
-        "model",
-        help="a model.pt written by a training stage, or an export folder (run in its runtime)",
-    )
-    p.add_argument(
-        "--zeroshot",
-        action="append",
-        default=[],
-        metavar="CSV",
-        help="filepath,label CSV (repeatable)",
-    )
-    p.add_argument(
-        "--retrieval",
-        action="append",
-        default=[],
-        metavar="CSV",
-        help="filepath,caption CSV (repeatable)",
-    )
-    p.add_argument(
-        "--template", action="append", metavar="TEXT", help="prompt template with {} (repeatable)"
-    )
-    p.add_argument("--label-key", default="label")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--skip-bad", action="store_true", help="skip and count unreadable samples")
-    p.add_argument(
-        "--outliers",
-        action="store_true",
-        help="activation ∞-norm and kurtosis of every block and FFN output on held-out samples "
-        "(a model.pt or a run folder; the CSVs become optional)",
-    )
-    p.add_argument(
-        "--samples",
-        type=int,
-        metavar="N",
-        help=f"held-out samples of --outliers (default {DEFAULT_OUTLIER_SAMPLES})",
-    )
-    p.add_argument("--plot", metavar="PNG", help="--outliers: also draw them per layer here")
-    p.add_argument("--out", help="also write the JSON here")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "export", help="export a run's (or a model.pt's) towers to one target, checked"
-    )
-    p.add_argument("source", help="a run folder (its final model) or a model.pt")
-    p.add_argument("--target", required=True, help="onnx, executorch or coreml")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default fp32)")
-    p.add_argument(
-        "--out",
-        help="export folder (default: <run>/export/<target>-<precision>, or "
-        "exports/<target>-<precision> beside a model.pt)",
-    )
-    p.add_argument("--batch-size", type=int, default=1, help="fixed batch of the towers")
-    p.add_argument("--samples", type=int, default=64, help="held-out samples of the parity check")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "verify", help="re-check shipped export folders: file hashes, then parity in the runtime"
-    )
-    p.add_argument("export_dir", help="an export folder, or a folder with export folders below")
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser(
-        "profile", help="time export folders (or a model.pt in torch eager) on a device"
-    )
-    p.add_argument(
-        "source", help="an export folder, a folder with export folders below, or a model.pt"
-    )
-    p.add_argument(
-        "--device",
-        default="host",
-        help="host (default), ssh://user@board[:port], adb[:serial] or apple[:compute_unit]",
-    )
-    p.add_argument("--runs", type=int, default=50, help="timed runs per tower (default 50)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
-    p.add_argument("--no-ops", action="store_true", help="skip the per-operator pass")
-    p.add_argument(
-        "-o",
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="device option, e.g. -o key=~/.ssh/board -o python=python3 (ssh), "
-        "-o runner=/data/local/tmp/executor_runner (adb)",
-    )
-    p.add_argument("--out", help="records folder (default: <run>/profile, else ./profiles)")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser(
-        "report", help="rewrite report.md, report.html and report.json of a run folder"
-    )
-    p.add_argument("run_dir")
-    p.set_defaults(func=cmd_report)
+    for add in (
+        add_run,
+        add_reinforce,
+        add_validate,
+        add_ls,
+        add_eval,
+        add_export,
+        add_verify,
+        add_profile,
+        add_report,
+    ):
+        add(sub)  # each command's parser is beside the command
     return parser
 
 

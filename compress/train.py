@@ -82,8 +82,10 @@ class HardNegatives(Objective):
     """Pretraining's CLIP loss with one hard negative caption per image: its caption with one
     word swapped for another of the same set (:func:`compress.data.negatives.swap_word`), drawn
     from (``seed``, the sample's index), so that gradient caching, which embeds a part twice,
-    and a resumed run see the same negatives. ``embed`` returns the text embeddings as (B, 2, D),
-    each caption's beside its negative's, so that the parts of a batch split and join as rows."""
+    and a resumed run see the same negatives. A caption without a listed word is its own
+    negative: its row is then the CLIP loss with the caption counted twice. ``embed`` returns
+    the text embeddings as (B, 2, D), each caption's beside its negative's, so that the parts of
+    a batch split and join as rows."""
 
     def __init__(self, word_sets: Sequence[Sequence[str]], context_length: int, seed: int) -> None:
         self.word_sets, self.seed = word_sets, seed

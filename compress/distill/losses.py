@@ -84,10 +84,12 @@ def clip_loss_with_negatives(
 
     L = ½[CE(s·I·[T; N]ᵀ, diag) + CE(s·T·Iᵀ, diag)] over the global batch.
     """
-    image, text = gather(image_emb), gather(text_emb)
-    labels = torch.arange(image.shape[0], device=image.device)
-    i2t = scale * image @ torch.cat([text, gather(negative_emb)]).T
-    return 0.5 * (F.cross_entropy(i2t, labels) + F.cross_entropy(scale * text @ image.T, labels))
+    image = gather(image_emb)
+    logits = scale * image @ gather(text_emb).T  # (B, B): the pairs on the diagonal
+    negatives = scale * image @ gather(negative_emb).T  # (B, B): image i's own negative at i
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    i2t = torch.cat([logits, negatives], dim=1)
+    return 0.5 * (F.cross_entropy(i2t, labels) + F.cross_entropy(logits.T, labels))
 
 
 def _contrastive(logits: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The demo teacher's zero-shot accuracy during pretraining: when it learns colours, shapes and
 retrieval, and at what cost, for the demo recipe with any overrides.
 
-Trains the recipe's pretrain model exactly as the pretrain stage does (same data, order, seed,
-schedule and precision choice) and, every ``--every`` steps and at the end, evaluates it on the
+Trains the recipe's pretrain model exactly as the pretrain stage does (its
+:func:`compress.stages.pretrain.pretraining`: same model, data, order, seed and loss; same schedule
+and precision choice) and, every ``--every`` steps and at the end, evaluates it on the
 scenes' colour+shape and shape zero-shot tasks and text→image retrieval. Prints one JSON line
 per evaluation and a last one with the machine. Evaluation time is not counted in ``seconds``.
 
@@ -27,15 +28,13 @@ import time
 
 import torch
 
-from compress.data.batches import batch_stream
 from compress.evaluate import evaluate_csvs
-from compress.models import ModelRecord
 from compress.pipeline import Context
 from compress.precision import machine
 from compress.recipe.loading import load_recipe
 from compress.stages import data as data_stage
 from compress.stages.layout import scenes_dir
-from compress.stages.pretrain import objective
+from compress.stages.pretrain import pretraining
 from compress.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,11 +68,8 @@ def main() -> None:
     if not (scenes / "scenes.json").exists():
         data_stage.run(ctx, ctx.stage_dir("data"))
     cfg = recipe.pretrain
-    attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
-    torch.manual_seed(recipe.seed)
-    record = ModelRecord.named(cfg.model, attention, stage="pretrain", recipe_hash=recipe.hash)
-    model = record.build()
-    dataset = data_stage.train_dataset(ctx, record)
+    setup = pretraining(ctx)
+    model = setup.model
     clock = {"start": time.perf_counter(), "paused": 0.0}
 
     def evaluate(step: int) -> None:
@@ -84,14 +80,14 @@ def main() -> None:
         clock["paused"] += time.perf_counter() - paused
 
     def batches(start: int):
-        stream = batch_stream(dataset, cfg.batch_size, recipe.seed, 0, 1, start, cfg.num_workers)
-        for step, batch in enumerate(stream, start):
+        for step, batch in enumerate(setup.batches(start), start):
             if step > start and step % args.every == 0:
                 evaluate(step)
             yield batch
 
-    loss = objective(cfg, record, recipe.seed)
-    summary = train(model, batches, cfg, ctx.stage_dir("pretrain"), objective=loss, desc="pretrain")
+    summary = train(
+        model, batches, cfg, ctx.stage_dir("pretrain"), objective=setup.objective, desc="pretrain"
+    )
     evaluate(cfg.steps)
     print(json.dumps({"precision": summary["precision"], "machine": machine()}), flush=True)
 

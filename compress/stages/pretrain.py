@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from compress.data.batches import batch_stream
-from compress.models import ModelRecord, save_model
+from compress.models import CLIP, ModelRecord, save_model
 from compress.pipeline import Context, Stage
 from compress.recipe import PretrainConfig, RecipeError
 from compress.stages.data import check_train_data, train_dataset
@@ -30,9 +32,19 @@ def objective(cfg: PretrainConfig, record: ModelRecord, seed: int) -> Objective:
     return HardNegatives(cfg.hard_negatives.swap, record.context_length, seed)
 
 
-def run(ctx: Context, out: Path) -> dict:
+class Pretraining(NamedTuple):
+    """What the stage trains: the seeded new model, its data, the batches from a step on, the loss."""
+
+    record: ModelRecord
+    model: CLIP
+    dataset: Any
+    batches: Callable[[int], Iterator[dict]]
+    objective: Objective
+
+
+def pretraining(ctx: Context) -> Pretraining:
+    """The recipe's pretraining set up as the stage runs it (benchmarks that watch it use it too)."""
     cfg = ctx.recipe.pretrain
-    check_batch("pretrain", cfg.batch_size, ctx.world)
     torch.manual_seed(ctx.recipe.seed)
     attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
     record = ModelRecord.named(cfg.model, attention, stage="pretrain", recipe_hash=ctx.recipe.hash)
@@ -44,12 +56,19 @@ def run(ctx: Context, out: Path) -> dict:
             dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
         )
 
+    return Pretraining(record, model, dataset, batches, objective(cfg, record, ctx.recipe.seed))
+
+
+def run(ctx: Context, out: Path) -> dict:
+    cfg = ctx.recipe.pretrain
+    check_batch("pretrain", cfg.batch_size, ctx.world)
+    record, model, dataset, batches, loss = pretraining(ctx)
     summary = train(
         model,
         batches,
         cfg,
         out,
-        objective=objective(cfg, record, ctx.recipe.seed),
+        objective=loss,
         rank=ctx.rank,
         world=ctx.world,
         desc="pretrain",

@@ -37,11 +37,11 @@ from compress.distill.student import (
 )
 from compress.evaluate import evaluate_csvs
 from compress.models import ModelRecord, count_params, load_model
-from compress.pipeline import Context
-from compress.recipe import DistillStep, InheritConfig, load_recipe
-from compress.stages.data import train_dataset
-from compress.stages.layout import own_model, task_csv
 from compress.train import Interrupted, train
+from edgeclip.inputs import train_dataset
+from edgeclip.pipeline import Context
+from edgeclip.recipe import DistillStep, InheritConfig, load_recipe
+from edgeclip.run_folder import own_model, task_csv
 
 TASK = "zs_colour_shape"
 

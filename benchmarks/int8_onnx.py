@@ -27,27 +27,22 @@ Run: python benchmarks/int8_onnx.py --model runs/demo/distill/model.pt \\
 (needs the ``bench`` extra for NNCF: pip install -e .[bench])
 """
 
-# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and there ``import export`` would
-# find benchmarks/export.py instead of the export package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from compress.compat import torch_export_quiet
 from compress.data.datasets import CsvDataset, collate
 from compress.data.transforms import image_transform
 from compress.evaluate import evaluate_csvs
@@ -55,12 +50,11 @@ from compress.io import write_json
 from compress.models import CLIP, ModelRecord, load_model
 from compress.precision import machine
 from compress.quant.ptq import quantize
-from compress.recipe import QuantConfig, load_recipe
 from compress.tokenizer import EOT_ID, Tokenizer
+from edgeclip.recipe import QuantConfig, load_recipe
 from export.driver import IMAGE_INPUT, export_model
 from export.manifest import library_versions
 from export.onnx import OnnxTarget
-from export.targets import torch_export_quiet
 from export.verify import Thresholds, run_batched
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"

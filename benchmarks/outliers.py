@@ -44,15 +44,7 @@ Without ``--data`` the scenes dataset is written to runs/outliers/scenes (once; 
 Prints JSON (a header with CPU, threads, load and library versions); progress goes to stderr.
 """
 
-# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and there ``import export`` would
-# find benchmarks/export.py instead of the export package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import contextlib
@@ -61,12 +53,15 @@ import importlib.util
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
+from compress.compat import torch_export_quiet
 from compress.data.batches import batch_stream
 from compress.data.datasets import CsvDataset
 from compress.data.heldout import heldout_samples
@@ -85,12 +80,11 @@ from compress.quant.outliers import (
 )
 from compress.quant.ptq import QuantizedCLIP, convert, quantize
 from compress.quant.qat import train_qat
-from compress.recipe import PretrainConfig, QatConfig, QuantConfig, load_recipe
 from compress.tokenizer import Tokenizer
 from compress.train import Interrupted, train
+from edgeclip.recipe import PretrainConfig, QatConfig, QuantConfig, load_recipe
 from export.driver import IMAGE_INPUT, TEXT_INPUT, export_model
 from export.manifest import library_versions
-from export.targets import torch_export_quiet
 from export.verify import PARITY, ParityError, Thresholds, check
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"

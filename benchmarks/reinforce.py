@@ -15,20 +15,14 @@ machine: other work on the 2 cores moves every number.
 Run: python benchmarks/reinforce.py [--teacher vit_b16] [--student demo_student] [--steps 30]
 """
 
-# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path (it holds export.py, which would
-# shadow the export package).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -36,17 +30,17 @@ from PIL import Image
 from compress.data.augment import Augmentation
 from compress.data.batches import batch_stream
 from compress.data.captioners import captioners
-from compress.data.reinforce import Sample, reinforce, text_embeddings
 from compress.data.reinforced import ReinforcedWriter
 from compress.data.replay import ReplayDataset
 from compress.data.scenes import caption, make_scene, paraphrases, render
 from compress.data.transforms import image_transform
 from compress.distill.losses import AffinityMimicking, ReinforcedKD
+from compress.distill.reinforce import Sample, reinforce, text_embeddings
 from compress.distill.student import DistillObjective, ReinforcedObjective, freeze
 from compress.models import ModelRecord
-from compress.recipe import TrainConfig
 from compress.tokenizer import Tokenizer
 from compress.train import train
+from edgeclip.recipe import TrainConfig
 
 
 def scenes(count: int, size: int) -> list[Sample]:

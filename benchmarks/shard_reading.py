@@ -15,25 +15,19 @@ every number.
 Run: python benchmarks/shard_reading.py [--samples 4000] [--shard-size 500] [--repeats 3]
 """
 
-# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path (it holds export.py, which would
-# shadow the export package).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import io
 import json
+import sys
 import tarfile
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 
 import webdataset as wds
 

@@ -2,7 +2,7 @@
 retrieval, and at what cost, for the demo recipe with any overrides.
 
 Trains the recipe's pretrain model exactly as the pretrain stage does (its
-:func:`compress.stages.pretrain.pretraining`: same model, data, order, seed and loss; same schedule
+:func:`edgeclip.stages.pretrain.pretraining`: same model, data, order, seed and loss; same schedule
 and precision choice) and, every ``--every`` steps and at the end, evaluates it on the
 scenes' colour+shape and shape zero-shot tasks and text→image retrieval. Prints one JSON line
 per evaluation and a last one with the machine. Evaluation time is not counted in ``seconds``.
@@ -12,30 +12,23 @@ e.g. pretrain.steps=1000 pretrain.lr=6e-4; the run folder's scenes data is writt
 missing. A run folder left by an earlier call resumes from its last checkpoint.
 """
 
-# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and there ``import export`` (which
-# the stages import) would find benchmarks/export.py instead of the export package.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
 from compress.evaluate import evaluate_csvs
-from compress.pipeline import Context
 from compress.precision import machine
-from compress.recipe.loading import load_recipe
-from compress.stages import data as data_stage
-from compress.stages.layout import scenes_dir
-from compress.stages.pretrain import pretraining
 from compress.train import train
+from edgeclip.pipeline import Context
+from edgeclip.recipe.loading import load_recipe
+from edgeclip.run_folder import scenes_dir
+from edgeclip.stages import data as data_stage
+from edgeclip.stages.pretrain import pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from compress.models import build_model
-from compress.precision import choose, cpu_rates, machine
-from compress.recipe import TrainConfig
+from compress.objectives import clip_objective
+from compress.precision import MixedPrecision, choose, cpu_rates, machine
 from compress.tokenizer import EOT_ID
-from compress.train import MixedPrecision, clip_objective, optimizer_for, train_step
+from compress.train import optimizer_for, train_step
+from edgeclip.recipe import TrainConfig
 
 CASES = (("demo_teacher", 128), ("tinyclip_vit_8m_16", 64))
 PRECISIONS = ("fp32", "bf16")

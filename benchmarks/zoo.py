@@ -12,15 +12,7 @@ checked against PyTorch on four held-out scenes samples: the parity per tower an
 Run: python benchmarks/zoo.py [--runs 20] [--models vit_b16 openclip:MobileCLIP2-S3 ...] [--onnx]
 """
 
-# ruff: noqa: E402  (the imports after the sys.path line below must come after it)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and there its profile.py would
-# stand in for the standard library's (which torchvision's import reaches through cProfile).
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import copy
@@ -29,6 +21,7 @@ import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -43,3 +47,28 @@ def open_clip():
     import open_clip as oc
 
     return oc
+
+
+# Loggers whose warnings here are notes about the CPU build, not problems: torchao reports
+# each CUDA kernel library it cannot load, and torch's pytree warns that torchao (imported by
+# ExecuTorch) registers an enum the deprecated way; reading an ETRecord back lists the shape
+# symbols the lowered graph no longer has.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "executorch.exir.serde.export_serialize")
+
+
+@contextlib.contextmanager
+def torch_export_quiet() -> Iterator[None]:
+    """Around ``torch.export``, the exporters' imports and the runtimes: silence what is not
+    ours to act on (torch's own pytree code trips its own ``LeafSpec`` deprecation warning in
+    2.13, and the :data:`QUIET_LOGGERS` notes); errors still get through."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -16,11 +16,13 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from compress.errors import UserError
 from compress.io import write_json
 
 FASTER = 1.3  # auto trains in bf16 only where its matmuls run at least this much faster
@@ -182,3 +184,37 @@ def machine() -> dict:
     """What a benchmark prints beside its figures: the CPU, its capability and its fp32 and bf16
     rates on a 1024-square matmul (the class of CPU decides which precision is fast)."""
     return asdict(measure_rates(size=1024, seconds=0.5))
+
+
+class MixedPrecision:
+    """The forward pass under autocast (bf16 or fp16) and, for fp16, loss scaling; fp32 changes
+    nothing. Weights, optimizer state and checkpoints stay fp32 whatever the precision."""
+
+    DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, precision: str, device: torch.device, desc: str) -> None:
+        if precision == "fp16" and device.type != "cuda":
+            raise UserError(
+                f"{desc}: precision fp16 needs a CUDA GPU and this model trains on the "
+                f"{device.type}; use bf16 (or fp32)"
+            )
+        self.precision, self.device = precision, device
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def autocast(self) -> torch.autocast:
+        dtype = self.DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, clip: Callable[[], None]) -> None:
+        """Clip the (unscaled) gradients, then step; fp16 skips a step whose gradients overflowed."""
+        if self.scaler is None:
+            clip()
+            optimizer.step()
+            return
+        self.scaler.unscale_(optimizer)
+        clip()
+        self.scaler.step(optimizer)
+        self.scaler.update()

@@ -2,29 +2,84 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from compress.data.negatives import swap_word
-from compress.distill.losses import clip_loss, clip_loss_with_negatives
-from compress.errors import UserError, first_line
+from compress.errors import first_line, require
+from compress.grad_cache import accumulated_backward
 from compress.io import atomic_save, write_json
-from compress.precision import resolve_precision
-from compress.recipe import TrainConfig
-from compress.tokenizer import Tokenizer
+from compress.objectives import Objective, clip_objective
+from compress.precision import MixedPrecision, resolve_precision
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and checkpointing, shared by every training stage."""
+
+    steps: int = 1000
+    batch_size: int = 128  # global batch: split across processes under torchrun
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup: int = 100  # steps of linear warm-up before the cosine decay (capped at steps)
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    num_workers: int = 0  # DataLoader worker processes
+    log_every: int = 50
+    # auto: bf16 where this machine runs it faster (measured once, compress.precision), else
+    # fp32; bf16: autocast the towers (CPU and GPU; the loss stays fp32); fp16: GPU only,
+    # loss-scaled. How, not what: a run may resume at another precision (not in the hash).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        default="auto", metadata={"hash": False}
+    )
+    # >1: embed the batch in this many parts, with every logit matrix still spanning the whole
+    # batch (gradient caching): the same step in 1/N of the activation memory, a little slower
+    accumulate: int = field(default=1, metadata={"hash": False})
+    # true: run the model through torch.compile (a platform or model it cannot handle falls back
+    # to eager with one warning line). Off by default on every machine: measured on 2-core CPUs
+    # (benchmarks/train.py) it compiled for 20-66 s and then gained 6-11% in bf16 (AVX-512
+    # BF16) and 0-6% in fp32 (AVX-512 without BF16), so only long runs gain
+    compile: bool = field(default=False, metadata={"hash": False})
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(
+            self.batch_size >= 2,
+            "batch_size",
+            f"must be >= 2 (contrastive loss needs negatives), got {self.batch_size}",
+        )
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(
+            all(0 <= b < 1 for b in self.betas),
+            "betas",
+            f"must be in [0, 1), got {list(self.betas)}",
+        )
+        require(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
+        require(
+            self.checkpoint_every >= 1,
+            "checkpoint_every",
+            f"must be >= 1, got {self.checkpoint_every}",
+        )
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        require(
+            1 <= self.accumulate <= self.batch_size,
+            "accumulate",
+            f"must be in [1, batch_size], got {self.accumulate}",
+        )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -57,53 +112,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-class Objective:
-    """What a step minimises, in two halves so that a batch can be embedded a part at a time:
-    ``embed(net, batch)`` gives the model's (image, text, scale) for (part of) a batch and
-    ``loss(out, batch)`` the loss of the whole batch's embeddings. Calling it does both.
-    This one is pretraining's: the contrastive loss of the model's own embeddings."""
-
-    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
-        return net(batch["image"], batch["text"])
-
-    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
-        return clip_loss(*out)
-
-    def __call__(self, net: nn.Module, batch: dict) -> torch.Tensor:
-        return self.loss(self.embed(net, batch), batch)
-
-
-clip_objective = Objective()
-
-
-class HardNegatives(Objective):
-    """Pretraining's CLIP loss with one hard negative caption per image: its caption with one
-    word swapped for another of the same set (:func:`compress.data.negatives.swap_word`), drawn
-    from (``seed``, the sample's index), so that gradient caching, which embeds a part twice,
-    and a resumed run see the same negatives. A caption without a listed word is its own
-    negative: its row is then the CLIP loss with the caption counted twice. ``embed`` returns
-    the text embeddings as (B, 2, D), each caption's beside its negative's, so that the parts of
-    a batch split and join as rows."""
-
-    def __init__(self, word_sets: Sequence[Sequence[str]], context_length: int, seed: int) -> None:
-        self.word_sets, self.seed = word_sets, seed
-        self.tokenize = Tokenizer(context_length)
-
-    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
-        negatives = [
-            swap_word(caption, self.word_sets, np.random.default_rng([self.seed, int(index)]))
-            for caption, index in zip(batch["caption"], batch["index"], strict=True)
-        ]
-        n = len(batch["image"])
-        tokens = torch.cat([batch["text"], self.tokenize(negatives)])
-        image, text, scale = net(batch["image"], tokens)
-        return image, torch.stack([text[:n], text[n:]], dim=1), scale
-
-    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
-        image, text, scale = out
-        return clip_loss_with_negatives(image, text[:, 0], text[:, 1], scale)
 
 
 def optimizer_for(
@@ -206,99 +214,6 @@ class TrainLog:
             "world_size": world,
             "history": p.history,
         }
-
-
-class MixedPrecision:
-    """The forward pass under autocast (bf16 or fp16) and, for fp16, loss scaling; fp32 changes
-    nothing. Weights, optimizer state and checkpoints stay fp32 whatever the precision."""
-
-    DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-    def __init__(self, precision: str, device: torch.device, desc: str) -> None:
-        if precision == "fp16" and device.type != "cuda":
-            raise UserError(
-                f"{desc}: precision fp16 needs a CUDA GPU and this model trains on the "
-                f"{device.type}; use bf16 (or fp32)"
-            )
-        self.precision, self.device = precision, device
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-
-    def autocast(self) -> torch.autocast:
-        dtype = self.DTYPES[self.precision]
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-
-    def step(self, optimizer: torch.optim.Optimizer, clip: Callable[[], None]) -> None:
-        """Clip the (unscaled) gradients, then step; fp16 skips a step whose gradients overflowed."""
-        if self.scaler is None:
-            clip()
-            optimizer.step()
-            return
-        self.scaler.unscale_(optimizer)
-        clip()
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
-
-def split_batch(batch: dict, parts: int) -> list[dict]:
-    """A batch as ``parts`` consecutive micro-batches (tensors and lists split, counts kept once)."""
-    n = len(batch["image"])
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    pieces = []
-    for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        piece = {}
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor | list):
-                piece[key] = value[start:stop]
-            else:
-                piece[key] = value if i == 0 else type(value)()
-        pieces.append(piece)
-    return pieces
-
-
-def accumulated_backward(
-    net: nn.Module, batch: dict, objective: Objective, parts: int, precision: MixedPrecision
-) -> torch.Tensor:
-    """Backward of the whole batch's loss while holding one micro-batch's activations at a time.
-
-    Gradient caching (Gao et al. 2021): embed every part without a graph, take the loss of the
-    whole batch on those embeddings (so every logit matrix spans the whole batch, negatives
-    included) and its gradient with respect to them, then re-embed each part with a graph and
-    backpropagate that gradient. The random state is replayed, so a part embeds the same both
-    times; the gradient is the full batch's up to float rounding. Under DDP only the last part
-    synchronises.
-    """
-    pieces = split_batch(batch, min(parts, len(batch["image"])))
-    states, outs = [], []
-    cuda = torch.cuda.is_available()
-    with torch.no_grad(), precision.autocast():
-        for piece in pieces:
-            states.append((torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None))
-            outs.append(objective.embed(net, piece))
-    image = torch.cat([o[0] for o in outs]).float().requires_grad_()
-    text = torch.cat([o[1] for o in outs]).float().requires_grad_()
-    scale = outs[0][2].detach().float().requires_grad_()
-    with precision.autocast():
-        value = objective.loss((image, text, scale), batch)
-    precision.backward(value)
-    sizes = [len(piece["image"]) for piece in pieces]
-    grads = list(zip(image.grad.split(sizes), text.grad.split(sizes), strict=True))
-    for i, (piece, state, (d_image, d_text)) in enumerate(zip(pieces, states, grads, strict=True)):
-        last = i == len(pieces) - 1
-        torch.set_rng_state(state[0])
-        if cuda:
-            torch.cuda.set_rng_state_all(state[1])
-        sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
-        with sync:
-            with precision.autocast():
-                out = objective.embed(net, piece)
-            surrogate = (out[0].float() * d_image).sum() + (out[1].float() * d_text).sum()
-            if last:  # the scale is shared by every part: its gradient flows once
-                surrogate = surrogate + (out[2].float() * scale.grad).sum()
-            surrogate.backward()
-    return value
 
 
 def train_step(

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.compat import torch_export_quiet
 from export.manifest import library_versions, tensor_spec
-from export.targets import OUTPUT, Runner, exporters, torch_export_quiet
+from export.targets import OUTPUT, Runner, exporters
 from export.verify import ParityError
 
 DEPLOYMENT_TARGET = "iOS17"  # ML Program opset CoreML7 (iOS 17, macOS 14)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.compat import torch_export_quiet
 from export.manifest import library_versions, tensor_spec
 from export.profile.runner import load_quantized_kernels
-from export.targets import OUTPUT, Runner, at_precision, exporters, torch_export_quiet
+from export.targets import OUTPUT, Runner, at_precision, exporters
 
 ETRECORD = "etrecord.bin"
 # Layers fp16 programs keep in fp32 (measured with ExecuTorch 1.5.1 on x86). Layer norm runs on

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.compat import torch_export_quiet
 from export.manifest import library_versions, tensor_spec
-from export.targets import OUTPUT, Runner, at_precision, exporters, torch_export_quiet
+from export.targets import OUTPUT, Runner, at_precision, exporters
 from export.verify import run_batched
 
 

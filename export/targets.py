@@ -7,11 +7,8 @@ manifests are the same for every target and live in :mod:`export.driver`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -105,28 +102,3 @@ def at_precision(
     if precision == "fp16":
         return Half(copy.deepcopy(module), keep_fp32).eval()
     raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
-
-
-# Loggers whose warnings here are notes about the CPU build, not problems: torchao reports
-# each CUDA kernel library it cannot load, and torch's pytree warns that torchao (imported by
-# ExecuTorch) registers an enum the deprecated way; reading an ETRecord back lists the shape
-# symbols the lowered graph no longer has.
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "executorch.exir.serde.export_serialize")
-
-
-@contextlib.contextmanager
-def torch_export_quiet() -> Iterator[None]:
-    """Around ``torch.export``, the exporters' imports and the runtimes: silence what is not
-    ours to act on (torch's own pytree code trips its own ``LeafSpec`` deprecation warning in
-    2.13, and the :data:`QUIET_LOGGERS` notes); errors still get through."""
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)

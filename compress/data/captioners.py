@@ -7,7 +7,7 @@ nucleus (top-p 0.9) sampling, 30 tokens at most, and keeps the text before the f
 open_clip 3.3.0's own `CoCa.generate` runs only beside `transformers<4.56` (later versions no
 longer export a class it imports, which turns `generate` off), so its top-p loop is written here
 over CoCa's forward: EOT suppressed below `min_seq_len` tokens, the top-p nucleus, EOT forced at
-`seq_len` (tests check it token for token against `generate` where that runs). Its randomness
+`seq_len`. Its randomness
 is not torch's: each caption draws from a generator seeded by the image's pixels, its real
 caption, the caption's index and the configured seed, so captions are the same whatever the
 batch they run in, and the caller's RNG is never touched.

@@ -16,13 +16,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from compress.distill.config import DistillConfig, DistillStep
 from compress.distill.inherit import InheritError, inherit
 from compress.distill.losses import ReinforcedKD, losses
 from compress.distill.teacher_inputs import TeacherInputs
 from compress.errors import UserError
 from compress.models import CLIP, ModelRecord, count_params
-from compress.recipe import DistillConfig, DistillStep
-from compress.train import Objective, train
+from compress.objectives import Objective
+from compress.train import train
 
 
 class Trained(NamedTuple):

@@ -11,10 +11,13 @@ Three registered variants, chosen per tower in the recipe:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
+from compress.errors import require
 from compress.registry import Registry
 
 attention_variants = Registry("attention")
@@ -198,3 +201,55 @@ def build_attention(
     options = dict(spec or {"kind": "softmax"})
     build = attention_variants.get(options.pop("kind"))
     return build(dim, heads, seq_len, causal, **shape, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: one tower's variant, as a recipe gives it
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """One tower's attention variant (docs/design.md, "Methods")."""
+
+    kind: Literal["softmax", "clipped", "gated"] = "softmax"
+    gamma: float | None = None  # clipped: lower stretch, ≤ 0 (or give alpha)
+    zeta: float = 1.0  # clipped: upper stretch, ≥ 1
+    alpha: float | None = None  # clipped: γ = −α/T for sequence length T
+    gate: Literal["token", "head", "pooled"] = "token"  # gated: conditional per token, or per head
+    gate_init: float = 0.5  # gated: initial gate value p; bias starts at logit(p)
+
+    def __post_init__(self) -> None:
+        if self.kind != "clipped":
+            require(
+                self.gamma is None and self.alpha is None,
+                "gamma",
+                f"only applies to kind: clipped, not {self.kind}",
+            )
+        else:
+            require(
+                (self.gamma is None) != (self.alpha is None),
+                "gamma",
+                "give exactly one of gamma or alpha",
+            )
+            require(
+                self.gamma is None or self.gamma <= 0, "gamma", f"must be <= 0, got {self.gamma}"
+            )
+            require(
+                self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}"
+            )
+            require(self.zeta >= 1, "zeta", f"must be >= 1, got {self.zeta}")
+        require(0 < self.gate_init < 1, "gate_init", f"must be in (0, 1), got {self.gate_init}")
+
+    def spec(self) -> dict:
+        """The options the attention builder takes for this kind."""
+        if self.kind == "clipped":
+            return {"kind": "clipped", "gamma": self.gamma, "zeta": self.zeta, "alpha": self.alpha}
+        if self.kind == "gated":
+            return {"kind": "gated", "gate": self.gate, "gate_init": self.gate_init}
+        return {"kind": "softmax"}
+
+
+@dataclass(frozen=True)
+class TowerAttention:
+    image: AttentionConfig = field(default_factory=AttentionConfig)
+    text: AttentionConfig = field(default_factory=AttentionConfig)

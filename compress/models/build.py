@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
+from compress.errors import require
 from compress.models.clip import CLIP, OPENAI_MEAN, OPENAI_STD
 from compress.models.mobile import HybridVisionTower
 from compress.models.towers import TextTransformer, VisionTransformer
@@ -146,3 +147,13 @@ def tower_params(cfg: dict) -> dict[str, int]:
         "text_body": text - model.text.token_embed.weight.numel(),
         "total": count_params(model),
     }
+
+
+def require_model_name(model: str, alternatives: str = "") -> None:
+    """A config's check that ``model`` names a registry model (``alternatives`` lists other
+    accepted forms in the message)."""
+    require(
+        model in model_names(),
+        "model",
+        f"unknown model {model!r}; expected {alternatives}one of: {', '.join(model_names())}",
+    )

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from compress.compat import torch_export_quiet
 from compress.data.transforms import image_transform
 from compress.models import CLIP, reparameterize
 from compress.models.clip import NormalizedTower
-from compress.recipe import QuantConfig
+from compress.quant.config import QuantConfig
 from compress.tokenizer import Tokenizer
 
 # the batch dimension stays free: the same graphs train (large batches) and export (batch 1)
@@ -185,8 +186,6 @@ def examples(model: CLIP, batch: int = 2) -> dict[str, torch.Tensor]:
 
 def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLIP:
     """Both towers of (a folded copy of) ``model`` as graphs with quantizers in them."""
-    from export.targets import torch_export_quiet
-
     deployed = reparameterize(copy.deepcopy(model).float().eval())
     graphs = {}
     with torch_export_quiet():  # torchao's import notes too
@@ -219,8 +218,6 @@ def convert(model: QuantizedCLIP) -> QuantizedCLIP:
     """A copy with quantize/dequantize ops and int8 weights in place of the quantizers: the INT8
     simulation in PyTorch, and what the exporters lower."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    from export.targets import torch_export_quiet
 
     towers = []
     with torch_export_quiet():  # copying a graph trips torch's own pytree deprecation note

@@ -1,7 +1,7 @@
 """Quantization-aware training: fake-quant fine-tuning of a float model, then conversion.
 
 The model's towers become PT2E graphs with fake-quantizers (:func:`compress.quant.ptq.prepare`
-with ``qat=True``, the W8A8 scheme of :class:`compress.recipe.QuantConfig`); the shared training
+with ``qat=True``, the W8A8 scheme of :class:`compress.quant.config.QuantConfig`); the shared training
 loop (:func:`compress.train.train`: checkpoints, resume, DDP) fine-tunes them against the float
 model's own embeddings with a distillation loss, so the INT8 model learns to keep what the float
 one computes; :func:`compress.quant.ptq.convert` then gives the INT8 graphs the exporters lower.
@@ -22,8 +22,8 @@ from compress.errors import first_line
 from compress.io import atomic_save
 from compress.models import CLIP, ModelRecord
 from compress.models.record import ModelFileError
+from compress.quant.config import QatConfig, QuantConfig
 from compress.quant.ptq import QuantizedCLIP, prepare
-from compress.recipe import QatConfig, QuantConfig
 from compress.train import train
 
 

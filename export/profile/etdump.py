@@ -12,7 +12,7 @@ import re
 import warnings
 from pathlib import Path
 
-from export.targets import torch_export_quiet
+from compress.compat import torch_export_quiet
 
 WRAPPERS = {"DELEGATE_CALL", "OPERATOR_CALL", "Method::execute"}
 

@@ -64,17 +64,10 @@ def measurement(result: dict[str, Any], gemm: dict[str, Any], ops: dict | None) 
     if result["compute_unit"] not in CPU_UNITS:
         gemm = {}
     environment = {**result.get("environment", {}), "gemm_engine": gemm.get("gemm_engine")}
-    return Measurement(
-        runtime=result["runtime"],
-        compute_unit=result["compute_unit"],
-        times_ms=result["times_ms"],
-        load_ms=result["load_ms"],
-        first_inference_ms=result["first_inference_ms"],
-        threads=result["threads"],
-        peak_rss_mb=result["peak_rss_mb"],
+    return Measurement.from_result(
+        result,
         ops=ops if ops is not None else result.get("ops"),
         gemm_gflops=gemm.get("gemm_gflops", {}),
-        device=result["device"],
         environment=environment,
     )
 

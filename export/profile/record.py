@@ -81,6 +81,14 @@ class Measurement:
     device: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_result(cls, result: dict[str, Any], **changes: Any) -> Measurement:
+        """The measurement a runner printed or an app wrote (the record's field names), with
+        ``changes`` where the caller knows better."""
+        keys = ("runtime", "compute_unit", "times_ms", "load_ms", "first_inference_ms")
+        keys += ("threads", "peak_rss_mb", "ops", "device", "environment")
+        return cls(**{key: result.get(key) for key in keys} | changes)
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0–100) with linear interpolation between closest ranks

@@ -29,7 +29,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from compress.errors import UserError
 from export.profile.devices import Settings, Tower, devices, last_line
@@ -56,6 +56,19 @@ ADDRESS = re.compile(
     r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))"
     r"(?::(?P<port>[0-9]{1,5}))?"
 )
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """How to reach a Linux board over SSH (``ssh://user@board[:port]``)."""
+
+    key: str | None = None  # private key file (ssh -i); None: ssh's own keys and agent
+    python: str = "python3"  # the board's Python, with numpy and onnxruntime
+    known_hosts: str | None = (
+        None  # the board's host key is checked here (None: ~/.ssh/known_hosts)
+    )
+    timeout: float = 600.0  # seconds for one tower
+    engine: Literal["auto", "onnxruntime", "trtexec"] = "auto"  # auto: onnxruntime, else trtexec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import org.junit.jupiter.api.Test;
 /**
  * The benchmark mode's record: record.py's fields in order, statistics from the raw times.
  * {@link #writesARecordForThePythonSide} leaves {@code benchmark_record.json} (5 runs) in the
- * fixtures folder, where edgeclip's tests/test_app_core.py reads it with the adb profiler's
+ * fixtures folder, where edgeclip's tests/export/test_app_core.py reads it with the adb profiler's
  * parser, so both sides agree on the format.
  */
 class BenchmarkRecordTest {

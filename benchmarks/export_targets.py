@@ -1,0 +1,349 @@
+"""Export benchmark: size, export and load time, latency, parity of each target × precision.
+
+Goal: INT8 ≥ 2× faster than fp32 on at least one runtime for the real-size image towers; files
+≤ 0.3× fp32.
+
+For each model (the demo recipe's student, MobileCLIP-S0, TinyCLIP ViT-8M/16; random weights:
+latency does not depend on them) and each tower, times the folded fp32 tower in eager PyTorch as
+the reference, then exports it with every registered target (``export.exporters``) at each of its
+precisions into a temporary folder and records the model's size in bytes, the export time, the
+load time, the first inference, p50/p90/mean/min latency over ``--runs`` timed runs (more if they
+take less than ``--min-seconds``) after ``--warmup`` untimed ones, and the max-abs difference and
+cosine to the eager output on the same input. A target whose runtime cannot run here (Core ML off
+macOS) gets size and export time, and its reason in place of the latency.
+
+int8 is the W8A8 PT2E graph (:func:`compress.quant.ptq.quantize`, min-max calibration on
+``--calibration-batches`` batches of 8 random images and random token rows, so that no range is
+degenerate); the values of the weights and ranges change no kernel and no shape, so latency does
+not depend on them. An int8 row's parity is to the INT8 simulation in PyTorch (what the exporters
+must reproduce), and ``vs_fp32`` is its cosine to the fp32 eager output (random weights: a
+check that the graph is the model, not an accuracy).
+
+Prints JSON: a header (CPU, threads, library versions), the results, the fp16/fp32 p50 ratio and
+the int8 size and p50 against fp32 per model, tower and target. Everything is measured in one
+run, because timings on a shared CPU drift by ±20% between runs; progress goes to stderr.
+
+Run: python benchmarks/export_targets.py [--models mobileclip_s0] [--targets onnx] [--runs 50] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.compat import torch_export_quiet
+from compress.io import write_json
+from compress.models import CLIP, ModelRecord, build_model, reparameterize
+from compress.models.clip import NormalizedTower
+from compress.precision import machine
+from compress.quant.ptq import QuantizedCLIP, quantize
+from compress.tokenizer import EOT_ID
+from edgeclip.recipe import QuantConfig, load_recipe
+from export import exporters
+from export.manifest import library_versions
+
+DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
+MODELS = ("demo_student", "mobileclip_s0", "tinyclip_vit_8m_16")
+INPUT_NAMES = {"image": "image", "text": "tokens"}
+
+Measure = Callable[[Callable[[], object]], dict]  # times a call: latency() with its settings
+
+
+def build(name: str) -> CLIP:
+    """A randomly initialised model, folded for deployment; the demo student with its recipe's
+    attention variants (clipped softmax in the image tower, gated attention in the text one)."""
+    torch.manual_seed(0)
+    if name == "demo_student":
+        distill = load_recipe(DEMO_RECIPE).distill
+        attention = {"image": distill.attention.image.spec(), "text": distill.attention.text.spec()}
+        model = ModelRecord.named(distill.model, attention).build()
+    else:
+        model = build_model(name)
+    return reparameterize(copy.deepcopy(model.eval()))
+
+
+def examples(model: CLIP) -> dict[str, torch.Tensor]:
+    """One batch-1 input per tower: a random image, random tokens with an EOT in the middle."""
+    size, context = model.visual.image_size, model.text.context_length
+    tokens = torch.randint(1, 49000, (1, context))
+    tokens[0, context // 2] = EOT_ID
+    return {"image": torch.rand(1, 3, size, size), "text": tokens}
+
+
+def calibration(model: CLIP, batches: int, batch_size: int = 8) -> list[dict]:
+    """Random calibration batches: uniform images, random token rows with an EOT each. They make
+    no range degenerate (an all-zero input would give scales of ``eps``); what the ranges are
+    changes no kernel, so latency does not depend on them."""
+    size, context = model.visual.image_size, model.text.context_length
+    out = []
+    for _ in range(batches):
+        tokens = torch.randint(1, 49000, (batch_size, context))
+        tokens[torch.arange(batch_size), torch.randint(1, context, (batch_size,))] = EOT_ID
+        out.append({"image": torch.rand(batch_size, 3, size, size), "text": tokens})
+    return out
+
+
+def latency(run: Callable[[], object], runs: int, warmup: int, min_seconds: float) -> dict:
+    """Wall time of ``run()`` in milliseconds after ``warmup`` untimed calls: at least ``runs``
+    calls and at least ``min_seconds`` of them, so that a brief stall elsewhere on a shared
+    machine cannot move the median of a sub-millisecond model."""
+    for _ in range(warmup):
+        run()
+    times = []
+    deadline = time.perf_counter() + min_seconds
+    while len(times) < runs or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
+        "mean_ms": round(statistics.fmean(times), 3),
+        "min_ms": round(times[0], 3),
+        "runs": len(times),
+    }
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` and the seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def size_bytes(path: Path) -> int:
+    """A model file's size, or the sum of the files of a bundle folder (``model.mlpackage``)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def parity(out: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Max-abs difference and the lowest per-row cosine of two embedding batches."""
+    out, reference = out.astype(np.float64), reference.astype(np.float64)
+    cosine = (out * reference).sum(-1) / (
+        np.linalg.norm(out, axis=-1) * np.linalg.norm(reference, axis=-1)
+    )
+    return {
+        "max_abs_diff": float(np.abs(out - reference).max()),
+        "cosine_min": float(cosine.min()),
+    }
+
+
+def bench_target(
+    target_name: str,
+    precision: str,
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    input_name: str,
+    reference: np.ndarray,
+    measure: Measure,
+    fp32_reference: np.ndarray | None = None,
+) -> dict:
+    """Export ``module`` with one target at one precision into a temporary folder; measure it
+    (its parity to ``reference``, and its cosine to ``fp32_reference`` where that differs)."""
+    target = exporters.get(target_name)()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{target_name}-") as folder:
+        path = Path(folder) / target.file_name
+        with torch_export_quiet():
+            details, export_s = timed(lambda: target.export(module, x, path, input_name, precision))
+        row = {"bytes": size_bytes(path), "export_s": round(export_s, 2)}
+        if details.get("outside_delegate"):
+            row["outside_delegate"] = details["outside_delegate"]
+        unrunnable = target.runs_here()
+        if unrunnable is not None:
+            return row | {"latency": unrunnable}
+        batch = x.numpy()
+        with torch_export_quiet():
+            runner, load_s = timed(lambda: target.load(path))
+            out, first_s = timed(lambda: runner(batch))
+            row |= {
+                "load_s": round(load_s, 3),
+                "first_inference_ms": round(first_s * 1e3, 2),
+                "latency": measure(lambda: runner(batch)),
+                **parity(np.asarray(out), reference),
+            }
+        if fp32_reference is not None:
+            row["vs_fp32"] = {"cosine_min": parity(np.asarray(out), fp32_reference)["cosine_min"]}
+        return row
+
+
+def bench_tower(
+    label: str,
+    module: torch.nn.Module,
+    int8: torch.nn.Module | None,
+    x: torch.Tensor,
+    input_name: str,
+    targets: list[str],
+    measure: Measure,
+) -> dict:
+    """The eager fp32 reference and every target × precision for one tower; int8 exports
+    ``int8`` (the tower's converted PT2E graph), checked against its simulation in PyTorch."""
+    with torch.inference_mode():
+        reference = module(x).numpy()
+        simulated = int8(x).numpy() if int8 is not None else None
+        entry = {
+            "input_shape": list(x.shape),
+            "eager_fp32": measure(lambda: module(x)),
+        }
+    for target in targets:
+        for precision in exporters.get(target).precisions:
+            if precision == "int8" and int8 is None:
+                continue
+            print(f"{label} {target}-{precision}", file=sys.stderr, flush=True)  # progress
+            try:
+                if precision == "int8":
+                    row = bench_target(
+                        target, precision, int8, x, input_name, simulated, measure, reference
+                    )
+                else:
+                    row = bench_target(target, precision, module, x, input_name, reference, measure)
+            except Exception as error:  # one failed case must not lose the run's other rows
+                row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+            entry[f"{target}-{precision}"] = row
+    return entry
+
+
+def bench_model(name: str, targets: list[str], measure: Measure, calibration_batches: int) -> dict:
+    model = build(name)
+    inputs = examples(model)
+    towers = {"image": model.visual, "text": model.text}
+    quantized: QuantizedCLIP | None = None
+    if calibration_batches > 0:
+        print(f"{name} quantize", file=sys.stderr, flush=True)  # progress
+        with torch_export_quiet():
+            quantized, quantize_s = timed(
+                lambda: quantize(model, QuantConfig(), calibration(model, calibration_batches))
+            )
+    results = {
+        tower: bench_tower(
+            f"{name} {tower}",
+            NormalizedTower(module).eval(),
+            quantized.graph(tower) if quantized is not None else None,
+            inputs[tower],
+            INPUT_NAMES[tower],
+            targets,
+            measure,
+        )
+        for tower, module in towers.items()
+    }
+    if quantized is not None:
+        results["quantize_s"] = round(quantize_s, 2)  # prepare + calibrate + convert, both towers
+    return results
+
+
+def fp16_vs_fp32(results: dict, targets: list[str]) -> dict:
+    """Latency at fp16 over latency at fp32 (> 1: fp16 is slower), per model, tower and target:
+    of the medians, and of the fastest runs (steadier where a shared machine makes one case's
+    timings bimodal)."""
+    ratios = {}
+    for model, towers in results.items():
+        for tower, entry in _towers(towers):
+            for target in targets:
+                half = entry.get(f"{target}-fp16", {}).get("latency")
+                full = entry.get(f"{target}-fp32", {}).get("latency")
+                if isinstance(half, dict) and isinstance(full, dict):
+                    ratio = {
+                        "p50": round(half["p50_ms"] / full["p50_ms"], 3),
+                        "min": round(half["min_ms"] / full["min_ms"], 3),
+                    }
+                    ratios.setdefault(model, {}).setdefault(tower, {})[target] = ratio
+    return ratios
+
+
+def int8_vs_fp32(results: dict, targets: list[str]) -> dict:
+    """Per model, tower and target: the int8 file's size over the fp32 one's (goal ≤ 0.3) and
+    the p50 speed-up, fp32 p50 over int8 p50 (goal ≥ 2 on at least one runtime for the
+    real-size image towers), with both p50s; where a side has no latency (an error, or a runtime
+    that cannot run here), only what was measured."""
+    table = {}
+    for model, towers in results.items():
+        for tower, entry in _towers(towers):
+            for target in targets:
+                full, int8 = entry.get(f"{target}-fp32", {}), entry.get(f"{target}-int8")
+                if int8 is None:
+                    continue
+                row = {}
+                if "bytes" in full and "bytes" in int8:
+                    row["size_ratio"] = round(int8["bytes"] / full["bytes"], 3)
+                    row["bytes"] = {"fp32": full["bytes"], "int8": int8["bytes"]}
+                slow, fast = full.get("latency"), int8.get("latency")
+                if isinstance(slow, dict) and isinstance(fast, dict):
+                    row["speedup_p50"] = round(slow["p50_ms"] / fast["p50_ms"], 2)
+                    row["p50_ms"] = {"fp32": slow["p50_ms"], "int8": fast["p50_ms"]}
+                if "error" in int8:
+                    row["error"] = int8["error"]
+                table.setdefault(model, {}).setdefault(tower, {})[target] = row
+    return table
+
+
+def _towers(entries: dict) -> list[tuple[str, dict]]:
+    """A model's tower entries (its other keys are numbers such as ``quantize_s``)."""
+    return [(tower, entry) for tower, entry in entries.items() if isinstance(entry, dict)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--targets", nargs="+", choices=exporters.names(), default=exporters.names()
+    )
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per case")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")
+    parser.add_argument(
+        "--min-seconds", type=float, default=1.0, help="keep timing a case at least this long"
+    )
+    parser.add_argument(
+        "--calibration-batches",
+        type=int,
+        default=4,
+        help="random batches of 8 that calibrate the int8 ranges; 0 skips int8",
+    )
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch's")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    measure = functools.partial(
+        latency, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds
+    )
+    results = {
+        name: bench_model(name, args.targets, measure, args.calibration_batches)
+        for name in args.models
+    }
+    summary = {
+        "machine": machine(),  # CPU, capability, fp32 and bf16 GEMM rates
+        "torch_threads": torch.get_num_threads(),
+        "runtime_threads": "defaults: onnxruntime one per physical core, ExecuTorch one per core",
+        "batch": 1,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "min_seconds": args.min_seconds,
+        "libraries": library_versions(),
+        "weights": "random init, folded (reparameterized), fp32 eager reference",
+        "int8": "W8A8 PT2E (QuantConfig defaults, min-max) calibrated on "
+        f"{args.calibration_batches} random batches of 8; parity to the INT8 simulation",
+        "models": results,
+        "fp16_vs_fp32": fp16_vs_fp32(results, args.targets),
+        "int8_vs_fp32": int8_vs_fp32(results, args.targets),
+        "total_s": round(time.perf_counter() - start, 1),
+    }
+    if args.out is not None:
+        write_json(args.out, summary)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

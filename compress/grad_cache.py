@@ -50,9 +50,10 @@ def accumulated_backward(
             outs.append(objective.embed(net, piece))
     image = torch.cat([o[0] for o in outs]).float().requires_grad_()
     text = torch.cat([o[1] for o in outs]).float().requires_grad_()
-    scale = outs[0][2].detach().float().requires_grad_()
+    # what follows the embeddings (the logit scale, a logit bias) is shared by the whole batch
+    shared = [x.detach().float().requires_grad_() for x in outs[0][2:]]
     with precision.autocast():
-        value = objective.loss((image, text, scale), batch)
+        value = objective.loss((image, text, *shared), batch)
     precision.backward(value)
     sizes = [len(piece["image"]) for piece in pieces]
     grads = list(zip(image.grad.split(sizes), text.grad.split(sizes), strict=True))
@@ -66,7 +67,8 @@ def accumulated_backward(
             with precision.autocast():
                 out = objective.embed(net, piece)
             surrogate = (out[0].float() * d_image).sum() + (out[1].float() * d_text).sum()
-            if last:  # the scale is shared by every part: its gradient flows once
-                surrogate = surrogate + (out[2].float() * scale.grad).sum()
+            if last:  # the shared values' gradients flow once
+                for own, leaf in zip(out[2:], shared, strict=True):
+                    surrogate = surrogate + (own.float() * leaf.grad).sum()
             surrogate.backward()
     return value

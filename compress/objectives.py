@@ -1,6 +1,7 @@
 """What a training step minimises, in two halves (embed, then the loss of the whole batch) so that
 gradient caching can embed a batch a part at a time: pretraining's CLIP loss, with or without hard
-negative captions. Distillation's objective builds on the same base (:mod:`compress.distill.student`)."""
+negative captions, or its sigmoid loss. Distillation's objective builds on the same base
+(:mod:`compress.distill.student`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from compress.data.negatives import swap_word
-from compress.distill.losses import clip_loss, clip_loss_with_negatives
+from compress.distill.losses import clip_loss, clip_loss_with_negatives, sigmoid_loss
 from compress.tokenizer import Tokenizer
 
 
@@ -60,3 +61,21 @@ class HardNegatives(Objective):
     def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         image, text, scale = out
         return clip_loss_with_negatives(image, text[:, 0], text[:, 1], scale)
+
+
+class Sigmoid(Objective):
+    """Pretraining's sigmoid loss (:func:`compress.distill.losses.sigmoid_loss`) with the model's
+    own logit scale and bias. ``embed`` returns (image, text, scale, bias), the bias the model's
+    parameter itself (its forward does not return it), so that gradient caching passes it on as
+    it does the scale."""
+
+    def __init__(self, bias: nn.Parameter | None) -> None:
+        if bias is None:
+            raise ValueError("the sigmoid loss needs a model with a logit bias (config logit_bias)")
+        self.bias = bias
+
+    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+        return (*net(batch["image"], batch["text"]), self.bias)
+
+    def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
+        return sigmoid_loss(*out)

@@ -1,5 +1,6 @@
 """Training losses, chosen by name in the recipe: CLIP contrastive (Radford et al. 2021) and
-TinyCLIP affinity mimicking (Wu et al. 2023), mixed by α, against one teacher or an ensemble.
+TinyCLIP affinity mimicking (Wu et al. 2023), mixed by α, against one teacher or an ensemble;
+and the pairwise sigmoid loss (SigLIP, Zhai et al. 2023) for pretraining.
 
 A loss is built once from its recipe options (``losses.get(kind)(**options)``) and called every
 step as ``loss(student, teachers)``, where ``student`` is the (image embeddings, text embeddings,
@@ -90,6 +91,65 @@ def clip_loss_with_negatives(
     labels = torch.arange(logits.shape[0], device=logits.device)
     i2t = torch.cat([logits, negatives], dim=1)
     return 0.5 * (F.cross_entropy(i2t, labels) + F.cross_entropy(logits.T, labels))
+
+
+SIGMOID_CHUNK = 1024  # rows of the (N, N) logits the sigmoid loss holds at a time
+
+
+@fp32
+def sigmoid_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    chunk: int = SIGMOID_CHUNK,
+) -> torch.Tensor:
+    """L = −(1/N)·Σ_i Σ_j log σ(ℓ_ij·(s·x_i·y_jᵀ + b)) over the global batch of N pairs, with
+    ℓ_ii = 1 (a pair) and ℓ_ij = −1 (any other image and caption): every pair is its own binary
+    decision, with a learned scale s and bias b.
+
+    Computed ``chunk`` rows of the logits at a time, forward and backward (the backward
+    recomputes them), so a large batch's (N, N) matrix is never held; the result and its
+    gradients are the whole batch's up to float rounding.
+    """
+    return _SigmoidLoss.apply(gather(image_emb), gather(text_emb), scale, bias, chunk)
+
+
+class _SigmoidLoss(torch.autograd.Function):
+    """The sigmoid loss a block of rows at a time. With z = s·x·yᵀ + b, ∂L/∂z_ij =
+    −ℓ_ij·σ(−ℓ_ij·z_ij)/N, from which the gradients of x, y, s and b follow."""
+
+    @staticmethod
+    def _blocks(image: torch.Tensor, text: torch.Tensor, chunk: int):
+        """(start, rows, x·yᵀ of those rows, their labels ℓ) for each block of rows."""
+        n = image.shape[0]
+        for start in range(0, n, chunk):
+            rows = image[start : start + chunk]
+            labels = torch.full((len(rows), n), -1.0, device=image.device)
+            labels[torch.arange(len(rows)), torch.arange(start, start + len(rows))] = 1.0
+            yield start, rows, rows @ text.T, labels
+
+    @staticmethod
+    def forward(ctx, image, text, scale, bias, chunk):
+        ctx.save_for_backward(image, text, scale, bias)
+        ctx.chunk = chunk
+        total = image.new_zeros(())
+        for _, _, dots, labels in _SigmoidLoss._blocks(image, text, chunk):
+            total = total + F.logsigmoid(labels * (scale * dots + bias)).sum()
+        return -total / image.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        image, text, scale, bias = ctx.saved_tensors
+        d_image, d_text = torch.zeros_like(image), torch.zeros_like(text)
+        d_scale, d_bias = scale.new_zeros(()), bias.new_zeros(())
+        for start, rows, dots, labels in _SigmoidLoss._blocks(image, text, ctx.chunk):
+            g = -grad / image.shape[0] * labels * torch.sigmoid(-labels * (scale * dots + bias))
+            d_image[start : start + len(rows)] = scale * g @ text
+            d_text += scale * g.T @ rows
+            d_scale += (g * dots).sum()
+            d_bias += g.sum()
+        return d_image, d_text, d_scale.reshape(scale.shape), d_bias.reshape(bias.shape), None
 
 
 def _contrastive(logits: torch.Tensor) -> torch.Tensor:

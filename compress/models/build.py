@@ -118,7 +118,9 @@ def build_from_config(
         t.get("mixer_layers_after", 0),
         t.get("mixer_scale_branch", True),
     )
-    return CLIP(visual, text, **image_normalization(cfg))
+    # the logits' initial scale (log s) and bias, where the architecture sets them (sigmoid loss)
+    logits = {f"init_{key}": cfg[key] for key in ("logit_scale", "logit_bias") if key in cfg}
+    return CLIP(visual, text, **image_normalization(cfg), **logits)
 
 
 def image_normalization(cfg: dict) -> dict:

@@ -1,4 +1,5 @@
-"""A CLIP model: image tower + text tower + learnable logit scale (Radford et al. 2021)."""
+"""A CLIP model: image tower + text tower + learnable logit scale (Radford et al. 2021), and a
+learnable logit bias for models trained with the sigmoid loss (SigLIP, Zhai et al. 2023)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,16 @@ class CLIP(nn.Module):
         init_logit_scale: float = math.log(1 / 0.07),
         mean: tuple[float, float, float] = OPENAI_MEAN,
         std: tuple[float, float, float] = OPENAI_STD,
+        init_logit_bias: float | None = None,
     ):
         super().__init__()
         self.visual = visual
         self.text = text
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        # b in the sigmoid loss's logits s·x·yᵀ + b; None for softmax-trained models
+        self.logit_bias = (
+            None if init_logit_bias is None else nn.Parameter(torch.tensor(float(init_logit_bias)))
+        )
         # the image normalisation the weights expect (per RGB channel, for [0, 1] inputs)
         self.preprocess = {"mean": tuple(mean), "std": tuple(std)}
 

@@ -119,16 +119,31 @@ class HardNegativesConfig:
                 seen.add(word)
 
 
+@dataclass(frozen=True)
+class PretrainLoss:
+    """What pretraining minimises: ``clip`` (the softmax contrastive loss) or ``sigmoid`` (the
+    pairwise sigmoid loss, with a learned logit bias beside the scale, starting at SigLIP's
+    s = 10, b = −10)."""
+
+    kind: Literal["clip", "sigmoid"] = "clip"
+
+
 @dataclass(frozen=True, kw_only=True)
 class PretrainConfig(TrainConfig):
-    """Train a registry model from scratch with the contrastive loss."""
+    """Train a registry model from scratch with the contrastive (or the sigmoid) loss."""
 
     model: str
     attention: TowerAttention = field(default_factory=TowerAttention)
+    loss: PretrainLoss = field(default_factory=PretrainLoss)
     hard_negatives: HardNegativesConfig | None = None
 
     def __post_init__(self) -> None:
         require_model_name(self.model)
+        require(
+            self.hard_negatives is None or self.loss.kind == "clip",
+            "hard_negatives",
+            f"apply to loss kind clip only, not {self.loss.kind}",
+        )
         super().__post_init__()
 
 

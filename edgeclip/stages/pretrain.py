@@ -1,8 +1,10 @@
-"""The pretrain stage: a registry model trained from scratch with the contrastive loss."""
+"""The pretrain stage: a registry model trained from scratch with the contrastive (or sigmoid) loss."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -10,7 +12,7 @@ import torch
 
 from compress.data.batches import batch_stream
 from compress.models import CLIP, ModelRecord, save_model
-from compress.objectives import HardNegatives, Objective, clip_objective
+from compress.objectives import HardNegatives, Objective, Sigmoid, clip_objective
 from compress.train import train
 from edgeclip.figures import precision_lines
 from edgeclip.inputs import check_batch, check_train_data, train_dataset
@@ -18,9 +20,15 @@ from edgeclip.pipeline import Context, Stage
 from edgeclip.recipe import PretrainConfig
 from edgeclip.run_folder import MODEL_FILE
 
+# SigLIP's initial logits: scale s = exp(log 10), bias b = −10 (most pairs are negatives)
+SIGMOID_INIT = {"logit_scale": math.log(10.0), "logit_bias": -10.0}
 
-def objective(cfg: PretrainConfig, record: ModelRecord, seed: int) -> Objective:
-    """What pretraining minimises: the CLIP loss, with hard negative captions if asked for."""
+
+def objective(cfg: PretrainConfig, record: ModelRecord, model: CLIP, seed: int) -> Objective:
+    """What pretraining minimises: the CLIP loss, with hard negative captions if asked for, or
+    the sigmoid loss."""
+    if cfg.loss.kind == "sigmoid":
+        return Sigmoid(model.logit_bias)
     if cfg.hard_negatives is None:
         return clip_objective
     return HardNegatives(cfg.hard_negatives.swap, record.context_length, seed)
@@ -42,6 +50,8 @@ def pretraining(ctx: Context) -> Pretraining:
     torch.manual_seed(ctx.recipe.seed)
     attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
     record = ModelRecord.named(cfg.model, attention, stage="pretrain", recipe_hash=ctx.recipe.hash)
+    if cfg.loss.kind == "sigmoid":  # the architecture's own logit settings win
+        record = replace(record, config={**SIGMOID_INIT, **record.config})
     model = record.build()
     dataset = train_dataset(ctx, record)
 
@@ -50,7 +60,8 @@ def pretraining(ctx: Context) -> Pretraining:
             dataset, cfg.batch_size, ctx.recipe.seed, ctx.rank, ctx.world, start, cfg.num_workers
         )
 
-    return Pretraining(record, model, dataset, batches, objective(cfg, record, ctx.recipe.seed))
+    loss = objective(cfg, record, model, ctx.recipe.seed)
+    return Pretraining(record, model, dataset, batches, loss)
 
 
 def run(ctx: Context, out: Path) -> dict:

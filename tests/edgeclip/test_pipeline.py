@@ -116,12 +116,19 @@ def test_killed_process_resumes_from_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_matches_single_process(tmp_path):
-    """2-process gloo DDP with the global batch split in two gives the single-process result."""
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    single = write_tiny_recipe(tmp_path / "one", steps=3, precision="fp32")
-    double = write_tiny_recipe(tmp_path / "two", steps=3, precision="fp32")
+@pytest.mark.parametrize("loss", ["clip", "sigmoid"])
+def test_two_process_torchrun_matches_single_process(tmp_path, loss):
+    """2-process gloo DDP with the global batch split in two gives the single-process result,
+    with either pretraining loss (the sigmoid loss's logit bias included)."""
+    recipes = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        path = write_tiny_recipe(tmp_path / folder, steps=3, precision="fp32")
+        path.write_text(
+            path.read_text().replace("  lr: 2.0e-3\n", f"  lr: 2.0e-3\n  loss: {{kind: {loss}}}\n")
+        )
+        recipes.append(path)
+    single, double = recipes
     run_pipeline(load_recipe(single), STAGES)
     proc = torchrun_edgeclip(double, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -129,6 +136,9 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
         json.loads((tmp_path / "two/runs/tiny/pretrain/train.json").read_text())["world_size"] == 2
     )
     a, b = _weights(tmp_path / "one/runs/tiny"), _weights(tmp_path / "two/runs/tiny")
+    assert ("logit_bias" in a) == (loss == "sigmoid")
+    if loss == "sigmoid":  # it learned, from SigLIP's start
+        assert a["logit_bias"].item() != -10.0
     for k in a:
         if k.endswith("qkv.bias"):
             # The key bias cannot change attention (softmax ignores a per-row constant), so its

@@ -564,6 +564,7 @@ class ReinforcedShards:
         return {
             "key": key,
             "uid": uid,
+            "shard": shard,
             "image": self._image(shard, key, uid, members),
             "caption": members["txt"].decode("utf-8", errors="replace").strip(),
             "syn_text": syn_text,

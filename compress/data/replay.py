@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from compress.data.augment import Augmentation
+from compress.data.datasets import DataError
 from compress.data.reinforced import ReinforcedShards
 from compress.data.transforms import ImageTransform
 from compress.errors import UserError
@@ -39,6 +40,10 @@ class ReplayDataset(Dataset):
     ``teacher_syn`` embeddings (float32). Samples are held in memory as stored (image file
     bytes, fp16 embeddings); with ``cache`` each image is also kept decoded once first read
     (uint8 pixels), so later augmentations skip decoding.
+
+    A stored augmentation that cannot be replayed (out-of-range parameters, e.g. posterize with
+    0 bits) raises a one-line :class:`DataError` naming the shard, the sample and the
+    augmentation; with ``skip_bad`` the item is None instead (``collate`` drops and counts it).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class ReplayDataset(Dataset):
         tokenize: Tokenizer,
         cache: bool = False,
         *,
+        skip_bad: bool = False,
         images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         teachers: Sequence[tuple[int, float]] | None = None,
         image_size: int | None = None,
@@ -61,6 +67,7 @@ class ReplayDataset(Dataset):
                 s["param_aug"],
                 s["image_emb"].astype(np.float16),  # as stored: half the memory
                 s["text_emb"].astype(np.float16),
+                (s["shard"], s["key"]),  # where it came from, for errors
             )
             for s in sorted(shards, key=lambda s: s["key"])  # the same order from any world size
         ]
@@ -85,7 +92,7 @@ class ReplayDataset(Dataset):
             raise ValueError(f"{source}: training needs synthetic captions (n = {self.n})")
         self.dims, self.scales = settings["dims"], settings["scales"]
         self.augmentation = Augmentation.from_settings(settings["augmentation"])
-        self.transform, self.tokenize = transform, tokenize
+        self.transform, self.tokenize, self.skip_bad = transform, tokenize, skip_bad
         self.decoded: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -99,11 +106,21 @@ class ReplayDataset(Dataset):
                 self.decoded[i] = pixels
         return Image.fromarray(pixels)
 
-    def __getitem__(self, v: int) -> dict[str, Any]:
+    def __getitem__(self, v: int) -> dict[str, Any] | None:
         i, a, j = v // (self.k * self.n), (v // self.n) % self.k, v % self.n
-        image_bytes, caption, syn_text, param_aug, image_emb, text_emb = self.samples[i]
+        image_bytes, caption, syn_text, param_aug, image_emb, text_emb, (shard, key) = self.samples[
+            i
+        ]
         source = self._source(i, image_bytes)
-        pixels = self.augmentation.reapply(source, param_aug[a])
+        try:
+            pixels = self.augmentation.reapply(source, param_aug[a])
+        except (ValueError, TypeError, IndexError, ZeroDivisionError) as err:
+            if self.skip_bad:
+                return None
+            raise DataError(
+                f"{shard}: sample '{key}': stored augmentation {a} cannot be replayed "
+                f"({type(err).__name__}: {err}); data.skip_bad: true skips such samples"
+            ) from None
         size = self.transform.image_size
         if pixels.size != (size, size):
             pixels = pixels.resize((size, size), Image.BICUBIC)

@@ -40,6 +40,7 @@ def replay_dataset(ctx: Context, record: ModelRecord):
         image_transform(record.image_size, **record.normalization),
         Tokenizer(record.context_length),
         cache=ctx.recipe.data.cache,
+        skip_bad=ctx.recipe.data.skip_bad,
     )
 
 

@@ -323,3 +323,35 @@ def test_a_student_trains_from_apple_layout_shards(tmp_path):
         objective=ReinforcedObjective(ReinforcedKD(0.75, data.dims, data.scales)),
     )
     assert summary["steps"] == 3 and np.isfinite(summary["final_loss"])
+
+
+def test_an_augmentation_that_cannot_be_replayed_names_its_shard_or_is_skipped(tmp_path):
+    """A stored op out of range (posterize with 0 bits) is the reader's one-line error naming
+    the shard, the sample and the augmentation; with skip_bad the item is None (collate drops
+    and counts it)."""
+    from compress.data.augment import OPS
+    from compress.data.datasets import DataError, collate
+    from compress.data.replay import ReplayDataset
+    from compress.data.transforms import image_transform
+    from compress.tokenizer import Tokenizer
+
+    uids = [f"{i:016x}" for i in range(2)]
+    posterize = OPS.index("Posterize")
+    shard = tmp_path / "00000000.tar"
+    apple_shard(shard, uids, paug=f"[[[1, 2, 10, 12], [[5, -12.0], [{posterize}, 0.0]]]]")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, uid in enumerate(uids):
+        (folder / f"{uid}.jpg").write_bytes(jpeg(i))
+    options = {"images": folder, "teachers": [(12, 100.0)], "image_size": 16}
+    args = (str(tmp_path / "{00000000..00000000}.tar"), image_transform(16, (0.5,) * 3, (0.5,) * 3))
+    data = ReplayDataset(*args, Tokenizer(16), **options)
+    with pytest.raises(DataError) as err:
+        data[0]
+    message = str(err.value)
+    assert "\n" not in message and str(shard) in message
+    assert "sample '00000000'" in message and "stored augmentation 0" in message
+    assert "bits must be between" in message and "data.skip_bad" in message
+    skipping = ReplayDataset(*args, Tokenizer(16), skip_bad=True, **options)
+    assert skipping[0] is None
+    assert collate([skipping[0], skipping[1]])["skipped"] == 2

@@ -158,6 +158,8 @@ def export_model(
     }
     unrunnable = backend.runs_here()
     logit_scale = float(model.logit_scale.detach().exp())
+    bias = getattr(model, "logit_bias", None)  # sigmoid-trained models only
+    logit_bias = None if bias is None else float(bias.detach())
     was_training = model.training
     model.eval()
     try:
@@ -186,7 +188,11 @@ def export_model(
                     backend, model, record, tower, root / tower, towers, precision, vocab.name
                 )
                 manifest = tower_manifest(
-                    **fields, logit_scale=logit_scale, recipe_hash=recipe_hash, parity=parity[tower]
+                    **fields,
+                    logit_scale=logit_scale,
+                    logit_bias=logit_bias,
+                    recipe_hash=recipe_hash,
+                    parity=parity[tower],
                 )
                 write_manifest(root / tower, manifest)
             write_golden(

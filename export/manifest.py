@@ -146,6 +146,7 @@ def tower_manifest(
     embed_dim: int,
     logit_scale: float,
     recipe_hash: str | None,
+    logit_bias: float | None = None,
     attention: dict[str, Any] | None = None,
     preprocessing: dict[str, Any] | None = None,
     tokenizer: dict[str, Any] | None = None,
@@ -155,7 +156,8 @@ def tower_manifest(
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
-    Image towers carry ``preprocessing``, text towers carry ``tokenizer``; ``attention`` is the
+    Image towers carry ``preprocessing``, text towers carry ``tokenizer``; a model trained with the
+    sigmoid loss carries its ``logit_bias`` beside ``logit_scale``; ``attention`` is the
     tower's attention variant (None: plain softmax); ``format_details`` what the target adds
     about its format (the ONNX opset; the ops ExecuTorch left outside its delegate); ``files``
     the SHA-256 of every file shipped in the folder (``edgeclip verify`` checks them all);
@@ -184,6 +186,10 @@ def tower_manifest(
         "recipe_hash": recipe_hash,
         "libraries": library_versions(),
     }
+    if (
+        logit_bias is not None
+    ):  # a sigmoid-trained model: p(match) = σ(s · image_emb · text_embᵀ + b)
+        manifest["logit_bias"] = float(logit_bias)
     if tower == "image":
         manifest["preprocessing"] = preprocessing
     else:

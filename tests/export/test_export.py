@@ -175,6 +175,7 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
         assert SAMPLES_FILE in manifest["files"]
         assert manifest["embed_dim"] == 32
         assert manifest["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()))
+        assert "logit_bias" not in manifest  # softmax-trained: no bias
         assert manifest["recipe_hash"] == "abc123"
         assert {"torch", "onnx", "onnxruntime", "executorch", "numpy"} <= set(manifest["libraries"])
         if target == "executorch":  # what stayed on portable kernels, and the profiler's ETRecord
@@ -432,3 +433,19 @@ def test_executorch_fp16_keeps_wide_layer_norms_right(tmp_path):
     assert "aten.gelu" not in details["outside_delegate"]  # XNNPACK runs it, in fp32
     parity = compare(module(x).detach().numpy(), target.load(tmp_path / "model.pte")(x.numpy()))
     assert parity["cosine_min"] >= 0.9999
+
+
+def test_a_sigmoid_trained_model_ships_its_logit_bias(samples, tmp_path):
+    """A model with a logit bias (the sigmoid loss) exports it in each tower's manifest, beside
+    the scale: what an app needs for p(match) = σ(s·image·textᵀ + b)."""
+    from compress.models import model_config
+
+    record = ModelRecord("tiny", {**model_config("tiny"), "logit_bias": -7.5})
+    model = record.build()
+    assert float(model.logit_bias) == -7.5
+    out = tmp_path / "onnx-fp32"
+    _export(model, record, out, samples, "onnx")
+    for tower in ("image", "text"):
+        manifest = read_manifest(out / tower)
+        assert manifest["logit_bias"] == -7.5
+        assert manifest["logit_scale"] == pytest.approx(float(model.logit_scale.exp()))

@@ -124,6 +124,7 @@ class ReinforcedWriter:
         fp16: bool = True,
         *,
         scales: Sequence[float] | None = None,
+        biases: Sequence[float | None] | None = None,
         index_name: str = "index.json",
         resume: bool = False,
     ) -> None:
@@ -153,6 +154,10 @@ class ReinforcedWriter:
             "samples": 0,
             "shards": [],
         }
+        if biases is not None and any(b is not None for b in biases):
+            # each sigmoid-trained teacher's logit bias (None for softmax ones); a softmax
+            # target drops it (a constant per row), a sigmoid one uses σ(s_m·I_m·T_mᵀ + b_m)
+            self.index["biases"] = [None if b is None else float(b) for b in biases]
         if self.index_path.exists():
             if not resume:
                 raise UserError(
@@ -315,12 +320,13 @@ def done_keys(index: dict[str, Any]) -> KeyRanges:
 
 
 def _check_same(index: dict[str, Any], other: dict[str, Any], where: str) -> None:
-    """Refuse `other` when its teachers, dims, K, N or augmentation differ from `index`'s."""
-    for field in MERGE_FIELDS:
-        if index[field] != other[field]:
+    """Refuse `other` when its teachers, dims, scales, biases, K, N or augmentation differ from
+    `index`'s."""
+    for field in (*MERGE_FIELDS, "biases"):  # biases: only where a teacher has one
+        if index.get(field) != other.get(field):
             raise UserError(
-                f"{where}: {field} is {json.dumps(other[field])}, expected "
-                f"{json.dumps(index[field])}"
+                f"{where}: {field} is {json.dumps(other.get(field))}, expected "
+                f"{json.dumps(index.get(field))}"
             )
 
 

@@ -179,6 +179,7 @@ def _writer(ctx: Context, out: Path, teachers: list, names: list[str], dims: lis
         samples_per_shard=cfg.samples_per_shard,
         fp16=cfg.fp16,
         scales=[float(t.logit_scale.exp()) for t in teachers],
+        biases=[None if t.logit_bias is None else float(t.logit_bias) for t in teachers],
         index_name=own_index.name,
         resume=resume,
     )

@@ -355,3 +355,19 @@ def test_an_augmentation_that_cannot_be_replayed_names_its_shard_or_is_skipped(t
     skipping = ReplayDataset(*args, Tokenizer(16), skip_bad=True, **options)
     assert skipping[0] is None
     assert collate([skipping[0], skipping[1]])["skipped"] == 2
+
+
+def test_sigmoid_teachers_biases_are_in_the_index_and_must_agree(tmp_path):
+    """A teacher with a logit bias (sigmoid-trained) has it stored beside its scale; an index
+    whose teachers have none has no ``biases``; ranks that disagree do not merge."""
+    write(tmp_path / "softmax", count=1)
+    assert "biases" not in read_index(tmp_path / "softmax/index.json")
+    write(tmp_path / "rank0", count=2, prefix="rank0", scales=[10.0, 20.0], biases=[-10.0, None])
+    assert read_index(tmp_path / "rank0/index.json")["biases"] == [-10.0, None]
+    write(tmp_path / "rank1", count=2, prefix="rank1", start=100, scales=[10.0, 20.0])
+    with pytest.raises(
+        UserError, match=r"rank1/index\.json: biases is null, expected \[-10\.0, null\]"
+    ):
+        merge_indexes(
+            [tmp_path / "rank0/index.json", tmp_path / "rank1/index.json"], tmp_path / "index.json"
+        )

@@ -88,3 +88,23 @@ def test_a_model_with_a_bias_trains_it_and_gradient_caching_matches_one_pass():
 def test_the_sigmoid_objective_needs_a_bias():
     with pytest.raises(ValueError, match="logit bias"):
         Sigmoid(build_from_config(model_config("tiny")).logit_bias)
+
+
+def test_a_sigmoid_teachers_target_for_a_softmax_student_is_its_softmax_with_the_bias():
+    """Affinity mimicking (and the reinforced KD) target a softmax student at
+    softmax(s·I·Tᵀ + b) per row; b is one constant across a row, so the targets computed from
+    (image, text, scale) alone are exactly that — checked against the formula by hand."""
+    from compress.distill.losses import affinity_targets
+
+    image, text, scale, bias = (t.detach().float() for t in _embeddings())
+    i2t, t2i = affinity_targets([(image, text, scale)])
+    n = len(image)
+    for i in range(n):
+        z = [float(scale * image[i] @ text[j] + bias) for j in range(n)]
+        total = sum(math.exp(v) for v in z)
+        for j in range(n):
+            assert i2t[i, j].item() == pytest.approx(math.exp(z[j]) / total, rel=1e-5)
+        zt = [float(scale * text[i] @ image[j] + bias) for j in range(n)]
+        total = sum(math.exp(v) for v in zt)
+        for j in range(n):
+            assert t2i[i, j].item() == pytest.approx(math.exp(zt[j]) / total, rel=1e-5)

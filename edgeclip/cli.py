@@ -140,9 +140,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         from compress.models.loaders import PREFIX, supported_architectures
 
         print("open_clip architectures a recipe can load as a teacher (teacher.model), with tags:")
-        for arch in supported_architectures():
+        archs = supported_architectures()
+        column = max(map(len, archs)) + 2  # SigLIP's names run past 24 characters
+        for arch in archs:
             tags = ", ".join(open_clip().list_pretrained_tags_by_model(arch)) or "(checkpoint only)"
-            print(f"  {PREFIX}{arch:<24}{tags}")
+            print(f"  {PREFIX}{arch:<{column}}{tags}")
     elif args.what == "apple":
         from compress.models import tower_params
         from compress.models.apple import NAMES, PREFIX, apple_config

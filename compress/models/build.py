@@ -81,6 +81,10 @@ def build_from_config(
             v.get("ln_pre", True),
             v.get("ln_eps", 1e-5),
             v.get("proj_bias", False),
+            class_token=v.get("class_token", True),
+            patch_bias=v.get("patch_bias", False),
+            pool=v.get("pool", "token"),
+            proj=v.get("proj", True),
         )
     elif family == "hybrid":
         visual = HybridVisionTower(
@@ -117,6 +121,10 @@ def build_from_config(
         t.get("mlp_hidden"),
         t.get("mixer_layers_after", 0),
         t.get("mixer_scale_branch", True),
+        pool=t.get("pool", "eot"),
+        ln_eps=t.get("ln_eps", 1e-5),
+        proj_bias=t.get("proj_bias", False),
+        proj=t.get("proj", True),
     )
     # the logits' initial scale (log s) and bias, where the architecture sets them (sigmoid loss)
     logits = {f"init_{key}": cfg[key] for key in ("logit_scale", "logit_bias") if key in cfg}

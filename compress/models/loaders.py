@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -101,6 +102,7 @@ TEXT_RULES = [
     (r"^token_embedding\.", "token_embed."),
     (r"^positional_embedding$", "pos_embed"),
     (r"^text_projection$", "proj.weight"),
+    (r"^text_projection\.", "proj."),  # a Linear with a bias (SigLIP)
     *_BLOCK_RULES,
 ]
 MCI_RULES = [
@@ -129,6 +131,9 @@ TIMM_VIT_RULES = [
     (r"\.mlp\.fc2\.", ".mlp.proj."),
     (r"^norm\.", "ln_post."),
     (r"^head\.", "proj."),
+    (r"^patch_embed\.proj\.", "patch_embed."),  # timm's PatchEmbed (SigLIP)
+    (r"^attn_pool\.proj\.", "attn_pool.out."),
+    (r"^attn_pool\.norm\.", "attn_pool.ln."),
 ]
 _TRANSPOSED = {"visual.proj", "text_projection", "text.text_projection"}  # x @ W → Linear weight
 
@@ -165,6 +170,8 @@ def _departure(cfg: dict, plain: dict) -> str | None:
 def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
     """Our vision config for an open_clip vision_cfg, or the reason there is none."""
     timm_name = v.get("timm_model_name")
+    if timm_name and v.get("timm_pool") == "map":
+        return _map_vit_config(v)
     if timm_name == "vit_base_mci_224":
         if v.get("timm_pool") != "token" or v.get("timm_proj"):
             return "MCi ViT tower with a custom pool or projection"
@@ -215,22 +222,16 @@ def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
 
 
 def _text_config(t: dict, quick_gelu: bool) -> dict | str:
+    """Our text config for an open_clip text_cfg, or the reason there is none."""
     if t.get("hf_model_name"):
         return f"Hugging Face text tower {t['hf_model_name']}"
     departure = _departure(
         t,
-        {
-            "embed_cls": False,
-            "pool_type": "argmax",
-            "proj_bias": False,
-            "ls_init_value": None,
-            "output_tokens": False,
-            "proj_type": "linear",
-        },
-    )
+        {"embed_cls": False, "ls_init_value": None, "output_tokens": False},
+    ) or _text_departure(t, quick_gelu)
     if departure:
         return f"text_cfg.{departure}"
-    return {
+    config = {
         "context_length": t.get("context_length", 77),
         "vocab_size": t.get("vocab_size", VOCAB_SIZE),
         "width": t.get("width", 512),
@@ -240,6 +241,175 @@ def _text_config(t: dict, quick_gelu: bool) -> dict | str:
         "causal": not t.get("no_causal_mask", False),
         "act": "quick_gelu" if quick_gelu else "gelu",
     }
+    return config | _siglip_text_options(t)
+
+
+def _text_departure(t: dict, quick_gelu: bool) -> str | None:
+    """The first of SigLIP's text options (pooling, projection, norm and activation arguments)
+    set to a value our text tower has no equivalent for."""
+    if t.get("pool_type", "argmax") not in ("argmax", "last"):
+        return f"pool_type={t['pool_type']!r}"
+    if t.get("proj_type", "linear") not in ("linear", "none"):
+        return f"proj_type={t['proj_type']!r}"
+    if set(t.get("norm_kwargs") or {}) - {"eps"}:
+        return f"norm_kwargs={t['norm_kwargs']!r}"
+    act = t.get("act_kwargs")
+    if act and (act != {"approximate": "tanh"} or quick_gelu):
+        return f"act_kwargs={act!r}"
+    return None
+
+
+def _siglip_text_options(t: dict) -> dict:
+    """Our text keys for SigLIP's options, only those set away from CLIP's (a CLIP config stays
+    as it was): last-token pooling, a biased or no projection, layer-norm eps, tanh GELU."""
+    options = {
+        "pool": "last" if t.get("pool_type") == "last" else None,
+        "proj_bias": True if t.get("proj_bias") else None,
+        "proj": False if t.get("proj_type") == "none" else None,
+        "ln_eps": (t.get("norm_kwargs") or {}).get("eps"),
+        "act": "gelu_tanh" if t.get("act_kwargs") else None,
+    }
+    return {key: value for key, value in options.items() if value is not None}
+
+
+# timm ViTs with attention pooling (SigLIP's image towers) are read off the timm model itself,
+# built on the meta device: the names do not say which use tanh GELU or which shapes.
+@cache
+def _timm_trunk(name: str) -> nn.Module | str:
+    """timm's model ``name`` as open_clip builds it for a ``map`` pool (no head), on the meta
+    device (no memory, no weights), or the reason it cannot be built."""
+    open_clip()  # imports torchvision beside a CPU torch before timm does
+    import timm
+
+    try:
+        with torch.device("meta"):
+            return timm.create_model(name, pretrained=False, num_classes=0, global_pool="map")
+    except Exception as err:  # unknown names and arguments the model does not take
+        return f"timm cannot build {name} ({first_line(err)})"
+
+
+def _map_vit_config(v: dict) -> dict | str:
+    """Our vision config for a timm ViT with attention pooling and no projection (SigLIP), or
+    the reason there is none."""
+    name = v["timm_model_name"]
+    if v.get("timm_proj") != "none":  # checked first: it needs no timm model
+        return f"timm image tower {name} with attention pooling and a projection"
+    trunk = _timm_trunk(name)
+    if isinstance(trunk, str):
+        return trunk
+    why = _map_vit_departure(trunk)
+    if why:
+        return f"timm image tower {name}: {why}"
+    block, width = trunk.blocks[0], trunk.embed_dim
+    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
+    if v.get("image_size", size[0]) not in (size[0], list(size), tuple(size)):
+        return f"image_size {v['image_size']} where timm's {name} takes {size[0]}"
+    return {
+        "family": "vit",
+        "image_size": size[0],
+        "patch_size": patch[0],
+        "width": width,
+        "layers": len(trunk.blocks),
+        "heads": block.attn.num_heads,
+        "mlp_ratio": block.mlp.fc1.out_features / width,
+        "act": _timm_act(block.mlp.act),
+        "ln_pre": not isinstance(trunk.norm_pre, nn.Identity),
+        "ln_eps": trunk.norm.eps,
+        "class_token": False,
+        "patch_bias": trunk.patch_embed.proj.bias is not None,
+        "pool": "map",
+        "proj": False,
+    }
+
+
+def _timm_act(act: nn.Module) -> str | None:
+    """Our name for a timm MLP activation, None for one we do not have."""
+    approximate = getattr(act, "approximate", None)
+    if type(act).__name__ == "GELUTanh" or (isinstance(act, nn.GELU) and approximate == "tanh"):
+        return "gelu_tanh"
+    return "gelu" if type(act) is nn.GELU and approximate == "none" else None
+
+
+def _map_vit_departure(trunk: nn.Module) -> str | None:
+    """The first part of a timm ViT with attention pooling that our VisionTransformer (no class
+    token, ``pool: map``, no projection) does not compute the same way, or None."""
+    from timm.layers import AttentionPoolLatent, PatchEmbed
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    if not isinstance(trunk, TimmViT):
+        return f"{type(trunk).__name__}, not timm's VisionTransformer"
+    blocks = _blocks_departure(trunk)  # first: the checks below read block 0's MLP
+    if blocks:
+        return blocks
+    pool, block, width = trunk.attn_pool, trunk.blocks[0], trunk.embed_dim
+    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
+    hidden = block.mlp.fc1.out_features
+    checks = [
+        (trunk.cls_token is not None or trunk.reg_token is not None, "class or register tokens"),
+        (trunk.pos_embed is None or trunk.dynamic_img_size, "no fixed position table"),
+        (type(trunk.patch_embed) is not PatchEmbed, "a custom patch embedding"),
+        (not isinstance(trunk.patch_embed.norm, nn.Identity), "a norm in the patch embedding"),
+        (size[0] != size[1] or patch[0] != patch[1], "non-square images or patches"),
+        (size[0] % patch[0], f"image size {size[0]} not a multiple of the patch size {patch[0]}"),
+        (not isinstance(trunk.fc_norm, nn.Identity), "a norm after the pool"),
+        (not isinstance(pool, AttentionPoolLatent), "not timm's latent attention pool"),
+        (_timm_act(block.mlp.act) is None, f"activation {type(block.mlp.act).__name__}"),
+        (int(width * (hidden / width)) != hidden, f"MLP width {hidden}"),
+    ]
+    for failed, why in checks:
+        if failed:
+            return why
+    return _pool_departure(pool, block, trunk.norm.eps)
+
+
+def _plain_block(block: nn.Module) -> bool | str:
+    """True for a timm pre-norm block our :class:`Block` computes (biased qkv, no layer scale,
+    no q/k or inner norms, a two-layer MLP), else what differs."""
+    from timm.layers import Mlp
+    from timm.models.vision_transformer import Block as TimmBlock
+
+    if type(block) is not TimmBlock or type(block.mlp) is not Mlp:
+        return f"block {type(block).__name__} with MLP {type(block.mlp).__name__}"
+    plain = [block.ls1, block.ls2, block.attn.q_norm, block.attn.k_norm, block.mlp.norm]
+    plain.append(getattr(block.attn, "norm", nn.Identity()))
+    if not all(isinstance(m, nn.Identity) for m in plain):
+        return "layer scale or extra norms in the blocks"
+    if block.attn.qkv.bias is None:
+        return "a qkv projection without bias"
+    return True
+
+
+def _blocks_departure(trunk: nn.Module) -> str | None:
+    """What differs between a timm ViT's blocks (shapes, norms, activations), or None."""
+    first = trunk.blocks[0]
+    shape = (first.attn.num_heads, first.mlp.fc1.out_features, type(first.mlp.act))
+    for i, block in enumerate(trunk.blocks):
+        plain = _plain_block(block)
+        if plain is not True:
+            return f"block {i}: {plain}"
+        if (block.attn.num_heads, block.mlp.fc1.out_features, type(block.mlp.act)) != shape:
+            return f"block {i} is shaped differently from block 0"
+        if {block.norm1.eps, block.norm2.eps} != {trunk.norm.eps}:
+            return f"block {i}'s layer norms have another eps"
+    return None
+
+
+def _pool_departure(pool: nn.Module, block: nn.Module, eps: float) -> str | None:
+    """What a timm latent attention pool does that our :class:`AttentionPool` does not, or None."""
+    same = (
+        pool.latent_len == 1
+        and pool.pos_embed is None
+        and isinstance(pool.q, nn.Linear)
+        and isinstance(pool.q_norm, nn.Identity)
+        and isinstance(pool.k_norm, nn.Identity)
+        and pool.mlp is not None
+        and pool.pool == "token"
+        and pool.num_heads == block.attn.num_heads
+        and pool.mlp.fc1.out_features == block.mlp.fc1.out_features
+        and type(pool.mlp.act) is type(block.mlp.act)
+        and getattr(pool.norm, "eps", None) == eps
+    )
+    return None if same else "an attention pool unlike its blocks (latents, norms or shapes)"
 
 
 def _pretrained_cfg(arch: str, pretrained: str | None) -> dict:
@@ -250,14 +420,13 @@ def _pretrained_cfg(arch: str, pretrained: str | None) -> dict:
     return oc.get_pretrained_cfg(arch, tags[0]) if tags else {}
 
 
-def openclip_config(arch: str, pretrained: str | None = None) -> dict:
+def openclip_config(arch: str, pretrained: str | None = None, cfg: dict | None = None) -> dict:
     """Our architecture dict for an open_clip architecture (and pretrained tag, which can switch
-    on QuickGELU); raises :class:`UnsupportedArchitecture`."""
-    cfg = open_clip().get_model_config(arch)
+    on QuickGELU); raises :class:`UnsupportedArchitecture`. ``cfg``, an open_clip model config
+    (``embed_dim``, ``vision_cfg``, ``text_cfg``, …), stands in for the named one's."""
+    cfg = cfg or open_clip().get_model_config(arch)
     if cfg is None:
         raise _unsupported(arch, "open_clip has no such architecture")
-    if "init_logit_bias" in cfg:
-        raise _unsupported(arch, "sigmoid loss with a logit bias (SigLIP)")
     tag_cfg = _pretrained_cfg(arch, pretrained)
     quick_gelu = cfg.get("quick_gelu", False) or bool(pretrained and tag_cfg.get("quick_gelu"))
     vision = _vision_config(cfg.get("vision_cfg", {}), quick_gelu)
@@ -273,7 +442,15 @@ def openclip_config(arch: str, pretrained: str | None = None) -> dict:
         "embed_dim": cfg["embed_dim"],
         "vision": vision,
         "text": text,
+        **_logit_config(cfg),
     }
+
+
+def _logit_config(cfg: dict) -> dict:
+    """The logits' initial log-scale and bias where open_clip's config sets them (SigLIP's
+    sigmoid loss learns a bias); a loaded checkpoint overwrites both."""
+    keys = {"init_logit_scale": "logit_scale", "init_logit_bias": "logit_bias"}
+    return {ours: float(cfg[theirs]) for theirs, ours in keys.items() if theirs in cfg}
 
 
 def supported_architectures() -> list[str]:
@@ -286,7 +463,7 @@ def supported_architectures() -> list[str]:
             _vision_config(cfg.get("vision_cfg", {}), False),
             _text_config(cfg.get("text_cfg", {}), False),
         )
-        if "init_logit_bias" not in cfg and not any(isinstance(p, str) for p in parts):
+        if not any(isinstance(p, str) for p in parts):
             names.append(arch)
     return names
 
@@ -316,10 +493,10 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str
     for key, value in state.items():
         if key.startswith("visual."):
             new = "visual." + rename_key(key[len("visual.") :], vision_rules)
-            value = fit_vit_embeddings(new, value)
+            value = fit_vit_embeddings(new, value, vision.get("class_token", True))
         elif key.startswith("text."):  # CustomTextCLIP keeps the text tower under text.
             new = "text." + rename_key(key[len("text.") :], TEXT_RULES)
-        elif key in ("logit_scale",):
+        elif key in ("logit_scale", "logit_bias"):
             new, value = key, value.reshape(())
         elif key == "attn_mask":
             continue
@@ -329,13 +506,16 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: dict) -> dict[str
     return out
 
 
-def fit_vit_embeddings(name: str, value: torch.Tensor) -> torch.Tensor:
-    """timm's (1, 1, D) class token → (D,); a position table without the class token's row gets
-    a zero row, so adding it leaves the class token as it is (timm's ``no_embed_class``)."""
+def fit_vit_embeddings(name: str, value: torch.Tensor, class_token: bool = True) -> torch.Tensor:
+    """timm's (1, 1, D) class token → (D,); timm's (1, N, D) position table → (N, D), with a zero
+    row first where our tower has a class token and timm's table no row for it
+    (``no_embed_class``), so adding it leaves the class token as it is."""
     if name == "visual.class_token":
         return value.reshape(-1)
     if name == "visual.pos_embed" and value.dim() == 3:
         table = value.reshape(-1, value.shape[-1])
+        if not class_token:  # SigLIP: one row per patch, as in our tower
+            return table
         return torch.cat([table.new_zeros(1, table.shape[1]), table])
     return value
 

@@ -6,6 +6,7 @@ The text tower optionally opens with convolutional RepMixer blocks (MobileCLIP's
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -21,7 +22,12 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+# gelu_tanh: GELU's tanh approximation, which SigLIP2's towers (and some SigLIP ones) train with
+ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "quick_gelu": QuickGELU,
+    "gelu_tanh": partial(nn.GELU, approximate="tanh"),
+}
 
 
 class MLP(nn.Module):
@@ -162,7 +168,8 @@ class ConvStem(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """ViT: patchify, prepend a class token, transformer blocks, project the class token.
+    """ViT: patchify, prepend a class token, transformer blocks, project the class token (or,
+    SigLIP's layout: no class token, attention pooling over every token, no projection).
 
     Args:
         image_size: square input side in pixels.
@@ -179,6 +186,12 @@ class VisionTransformer(nn.Module):
         ln_pre: a layer norm before the blocks (CLIP has one, timm's and Apple's ViTs do not).
         ln_eps: epsilon of every layer norm (timm's ViTs use 1e-6).
         proj_bias: give the output projection a bias.
+        class_token: prepend a learned class token (SigLIP's ViTs have none).
+        patch_bias: give the patch convolution a bias (timm's ViTs without ``ln_pre`` do).
+        pool: ``"token"`` (the class token's features) or ``"map"`` (:class:`AttentionPool`
+            over every token after ``ln_post``, as SigLIP does).
+        proj: end with a linear projection to ``embed_dim``; without one (SigLIP) the pooled
+            features are the embedding and ``embed_dim`` must equal ``width``.
     """
 
     def __init__(
@@ -203,8 +216,13 @@ class VisionTransformer(nn.Module):
         ln_pre: bool = True,
         ln_eps: float = 1e-5,
         proj_bias: bool = False,
+        class_token: bool = True,
+        patch_bias: bool = False,
+        pool: str = "token",
+        proj: bool = True,
     ) -> None:
         super().__init__()
+        _check_head(pool, class_token, proj, width, embed_dim)
         if image_size % patch_size:
             raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}")
         if stem == "conv" and patch_size & (patch_size - 1):
@@ -212,37 +230,91 @@ class VisionTransformer(nn.Module):
         if stem not in ("patch", "conv"):
             raise ValueError(f"unknown stem {stem!r}; expected 'patch' or 'conv'")
         self.image_size = image_size
-        self.seq_len = (image_size // patch_size) ** 2 + 1
+        self.seq_len = (image_size // patch_size) ** 2 + int(class_token)
         if stem == "conv":
             self.patch_embed = ConvStem(
                 patch_size, width, stem_channels, stem_kernels, stem_strides, stem_padding, stem_act
             )
         else:
             self.patch_embed = nn.Conv2d(
-                3, width, kernel_size=patch_size, stride=patch_size, bias=False
+                3, width, kernel_size=patch_size, stride=patch_size, bias=patch_bias
             )
-        self.class_token = nn.Parameter(torch.randn(width) * width**-0.5)
+        self.class_token = nn.Parameter(torch.randn(width) * width**-0.5) if class_token else None
         self.pos_embed = nn.Parameter(torch.randn(self.seq_len, width) * 0.02)
         self.ln_pre = nn.LayerNorm(width, eps=ln_eps) if ln_pre else nn.Identity()
+        plan = layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
         self.blocks = nn.ModuleList(
             Block(width, h, hidden, self.seq_len, False, attention, act, head_dim, ln_eps)
-            for h, hidden in layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
+            for h, hidden in plan
         )
         self.ln_post = nn.LayerNorm(width, eps=ln_eps)
-        self.proj = nn.Linear(width, embed_dim, bias=proj_bias)
+        self.attn_pool = None
+        if pool == "map":  # the pool's heads and MLP are shaped like the (unpruned) blocks'
+            self.attn_pool = AttentionPool(width, plan[0][0], int(width * mlp_ratio), act, ln_eps)
+        self.proj = nn.Linear(width, embed_dim, bias=proj_bias) if proj else nn.Identity()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # images: (B, 3, H, W)
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, width)
-        cls = self.class_token.expand(x.shape[0], 1, -1)  # (B, 1, width)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N + 1, width)
-        x = self.ln_pre(x)
+        if self.class_token is not None:
+            cls = self.class_token.expand(x.shape[0], 1, -1)  # (B, 1, width)
+            x = torch.cat([cls, x], dim=1)  # (B, N + 1, width)
+        x = self.ln_pre(x + self.pos_embed)
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.ln_post(x[:, 0]))  # (B, embed_dim)
+        if self.attn_pool is None:
+            return self.proj(self.ln_post(x[:, 0]))  # (B, embed_dim)
+        return self.proj(self.attn_pool(self.ln_post(x)))  # (B, embed_dim)
+
+
+def _check_head(pool: str, class_token: bool, proj: bool, width: int, embed_dim: int) -> None:
+    """Reject a pooling and projection that cannot make an ``embed_dim`` embedding."""
+    if pool not in ("token", "map"):
+        raise ValueError(f"unknown pool {pool!r}; expected 'token' or 'map'")
+    if pool == "token" and not class_token:
+        raise ValueError("pool 'token' needs the class token; use pool 'map' without one")
+    _check_proj(proj, width, embed_dim)
+
+
+def _check_proj(proj: bool, width: int, embed_dim: int) -> None:
+    """A tower without an output projection emits its width: it must be the embedding's."""
+    if not proj and width != embed_dim:
+        raise ValueError(f"without a projection, width {width} must equal embed_dim {embed_dim}")
+
+
+class AttentionPool(nn.Module):
+    """Multi-head attention pooling with one learned query, then a residual MLP: SigLIP's "MAP"
+    head (multihead attention pooling, Zhai et al. 2022; Lee et al. 2019's PMA).
+
+    y = out(softmax(q·kᵀ/√d)·v) with q from the learned latent and k, v from the tokens; the
+    result is y + mlp(ln(y)). Plain matmuls and a softmax, so it exports like :class:`Attention`;
+    the query does not depend on the input, so it is computed once and broadcast over the batch.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_hidden: int, act: str, eps: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim**-0.5  # computed here, not in forward (FX QAT traps floats)
+        self.latent = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)  # the learned query token
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ln = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_hidden, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, N, dim)
+        B, N, D = x.shape
+        q = self.q(self.latent).reshape(1, self.heads, 1, self.head_dim)  # (1, heads, 1, hd)
+        kv = self.kv(x).reshape(B, N, 2, self.heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
+        scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, 1, N)
+        y = self.out((scores.softmax(dim=-1) @ v).reshape(B, D))  # (B, dim): heads side by side
+        return y + self.mlp(self.ln(y))
 
 
 class TextTransformer(nn.Module):
-    """Text transformer pooled at the end-of-text token.
+    """Text transformer pooled at the end-of-text token (or at the last position, SigLIP's).
 
     The EOT position is found by token id (not by the largest id, which breaks when the
     tokenizer differs), on int32 ids: ONNX Runtime has no int64 ArgMax.
@@ -256,6 +328,12 @@ class TextTransformer(nn.Module):
         mixer_scale_branch: the mixers' token mixer trains a 1×1 branch beside its 1 × k one.
         act: MLP activation, ``"gelu"`` or ``"quick_gelu"``.
         head_dim, mlp_hidden: explicit shapes of pruned or inherited models.
+        pool: ``"eot"`` (the end-of-text token's features) or ``"last"`` (the last position's,
+            SigLIP's: its tokenizer pads every caption to ``context_length``).
+        ln_eps: epsilon of every layer norm (SigLIP's text towers use 1e-6).
+        proj_bias: give the output projection a bias.
+        proj: end with a linear projection to ``embed_dim``; without one the pooled features
+            are the embedding and ``embed_dim`` must equal ``width``.
     """
 
     def __init__(
@@ -277,16 +355,25 @@ class TextTransformer(nn.Module):
         mlp_hidden: list[int] | None = None,
         mixer_layers_after: int = 0,
         mixer_scale_branch: bool = True,
+        pool: str = "eot",
+        ln_eps: float = 1e-5,
+        proj_bias: bool = False,
+        proj: bool = True,
     ) -> None:
         super().__init__()
-        self.context_length, self.eot_id = context_length, eot_id
+        if pool not in ("eot", "last"):
+            raise ValueError(f"unknown text pool {pool!r}; expected 'eot' or 'last'")
+        _check_proj(proj, width, embed_dim)
+        self.context_length, self.eot_id, self.pool = context_length, eot_id, pool
         # Causal attention, per-token gates, norms and MLPs never carry a later position into an
         # earlier one, so training may drop the batch's all-padding tail and compute the same
         # embeddings (scenes captions fill 16 of 24 positions at most: a third of the text
         # tower's work); mixers (convolutions over tokens) and pooled gates see the padding.
         spec = attention or {}
         pooled = spec.get("kind") == "gated" and spec.get("gate", "token") == "pooled"
-        self.trims_padding = causal and not (mixer_layers or mixer_layers_after or pooled)
+        # The last position moves when the tail is dropped, so last-token pooling never trims.
+        mixed = mixer_layers or mixer_layers_after or pooled
+        self.trims_padding = causal and pool == "eot" and not mixed
         self.token_embed = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.randn(context_length, width) * 0.01)
         nn.init.normal_(self.token_embed.weight, std=0.02)
@@ -295,14 +382,14 @@ class TextTransformer(nn.Module):
             MixerBlock(width, kernel, mlp_ratio, kernel, small) for _ in range(mixer_layers)
         )
         self.blocks = nn.ModuleList(
-            Block(width, h, hidden, context_length, causal, attention, act, head_dim)
+            Block(width, h, hidden, context_length, causal, attention, act, head_dim, ln_eps)
             for h, hidden in layer_plan(width, layers, heads, mlp_ratio, mlp_hidden)
         )
         self.mixers_after = nn.ModuleList(
             MixerBlock(width, kernel, mlp_ratio, kernel, small) for _ in range(mixer_layers_after)
         )
-        self.ln_final = nn.LayerNorm(width)
-        self.proj = nn.Linear(width, embed_dim, bias=False)
+        self.ln_final = nn.LayerNorm(width, eps=ln_eps)
+        self.proj = nn.Linear(width, embed_dim, bias=proj_bias) if proj else nn.Identity()
 
     def trim(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` without the batch's all-padding tail, where that changes no embedding
@@ -322,6 +409,8 @@ class TextTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.ln_final(_mix(self.mixers_after, x))
+        if self.pool == "last":
+            return self.proj(x[:, -1])  # (B, embed_dim)
         eot = (tokens.to(torch.int32) == self.eot_id).to(torch.int32).argmax(dim=-1)  # (B,)
         return self.proj(x[torch.arange(x.shape[0]), eot])  # (B, embed_dim)
 

@@ -169,7 +169,7 @@ def test_unsupported_architectures_list_the_supported_ones():
     assert {"ViT-B-32", "ViT-B-16", *mobileclips} <= set(supported)
     for arch, why in [
         ("RN50", "ResNet"),
-        ("ViT-B-16-SigLIP", "SigLIP"),
+        ("ViT-SO400M-14-SigLIP-384", "not a multiple of the patch size"),
         ("no-such-net", "no such"),
     ]:
         with pytest.raises(UnsupportedArchitecture, match=why) as err:

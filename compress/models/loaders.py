@@ -338,6 +338,8 @@ def _map_vit_departure(trunk: nn.Module) -> str | None:
 
     if not isinstance(trunk, TimmViT):
         return f"{type(trunk).__name__}, not timm's VisionTransformer"
+    if not isinstance(trunk.norm, nn.LayerNorm):  # every eps below is compared with this one's
+        return "no layer norm before the pool"
     blocks = _blocks_departure(trunk)  # first: the checks below read block 0's MLP
     if blocks:
         return blocks
@@ -352,6 +354,7 @@ def _map_vit_departure(trunk: nn.Module) -> str | None:
         (size[0] != size[1] or patch[0] != patch[1], "non-square images or patches"),
         (size[0] % patch[0], f"image size {size[0]} not a multiple of the patch size {patch[0]}"),
         (not isinstance(trunk.fc_norm, nn.Identity), "a norm after the pool"),
+        (getattr(trunk.norm_pre, "eps", trunk.norm.eps) != trunk.norm.eps, "ln_pre's eps"),
         (not isinstance(pool, AttentionPoolLatent), "not timm's latent attention pool"),
         (_timm_act(block.mlp.act) is None, f"activation {type(block.mlp.act).__name__}"),
         (int(width * (hidden / width)) != hidden, f"MLP width {hidden}"),
@@ -381,13 +384,13 @@ def _plain_block(block: nn.Module) -> bool | str:
 
 def _blocks_departure(trunk: nn.Module) -> str | None:
     """What differs between a timm ViT's blocks (shapes, norms, activations), or None."""
-    first = trunk.blocks[0]
-    shape = (first.attn.num_heads, first.mlp.fc1.out_features, type(first.mlp.act))
+    shapes = []
     for i, block in enumerate(trunk.blocks):
         plain = _plain_block(block)
         if plain is not True:
             return f"block {i}: {plain}"
-        if (block.attn.num_heads, block.mlp.fc1.out_features, type(block.mlp.act)) != shape:
+        shapes.append((block.attn.num_heads, block.mlp.fc1.out_features, type(block.mlp.act)))
+        if shapes[i] != shapes[0]:
             return f"block {i} is shaped differently from block 0"
         if {block.norm1.eps, block.norm2.eps} != {trunk.norm.eps}:
             return f"block {i}'s layer norms have another eps"

@@ -103,7 +103,13 @@ def test_tiny_siglip2_matches_openclip(tiny_trunk):
     )
     oc_model = perturb(oc_model).eval()
     config = openclip_config("tiny-siglip2", cfg=TINY_SIGLIP)
-    assert config["vision"] | config["text"] >= {"pool": "map", "act": "gelu_tanh"}
+    vision, text = config["vision"], config["text"]
+    assert (vision["pool"], vision["act"], text["pool"], text["act"]) == (
+        "map",
+        "gelu_tanh",
+        "last",
+        "gelu_tanh",
+    )
     assert config["text"]["ln_eps"] == 1e-6 and config["logit_bias"] == -10
     ours = from_openclip_model(oc_model, config)
     assert ours.visual.class_token is None and ours.visual.seq_len == 16

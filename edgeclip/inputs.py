@@ -86,18 +86,33 @@ def check_batch(section: str, batch_size: int, world: int) -> None:
 
 def check_given(recipe: Recipe, key: str, cfg: TeacherConfig) -> None:
     """A given model's inputs exist: its checkpoint file, its open_clip architecture and tag."""
-    from compress.models.loaders import parse_name, supported_architectures
+    from compress.models.loaders import (
+        UnsupportedArchitecture,
+        foreign_tokenizer,
+        openclip_config,
+        parse_name,
+        supported_architectures,
+    )
 
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
         raise recipe.error(f"{key}.checkpoint", f"no such file: {cfg.checkpoint}")
     arch = parse_name(cfg.model)
     if arch is None:
         return
-    supported = supported_architectures()
-    if arch not in supported:
+    try:
+        openclip_config(arch)  # this one alone: listing every supported one takes seconds
+    except UnsupportedArchitecture:
+        supported = supported_architectures()
         raise recipe.error(
             f"{key}.model",
             f"open_clip architecture {arch!r} is not supported; supported: {', '.join(supported)}",
+        ) from None
+    tokenizer = foreign_tokenizer(arch)
+    if tokenizer is not None:  # every stage tokenizes captions with CLIP's BPE
+        raise recipe.error(
+            f"{key}.model",
+            f"{arch} reads text tokenized by {tokenizer} (SentencePiece), which edgeclip's runs "
+            "do not implement yet; a run's teachers need CLIP's BPE tokenizer",
         )
     if cfg.pretrained is not None:
         from compress.compat import open_clip

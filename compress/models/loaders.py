@@ -471,6 +471,13 @@ def supported_architectures() -> list[str]:
     return names
 
 
+def foreign_tokenizer(arch: str) -> str | None:
+    """The tokenizer an open_clip architecture needs when it is not CLIP's BPE (ours): SigLIP's
+    SentencePiece models name a Hugging Face tokenizer; None for CLIP's."""
+    cfg = open_clip().get_model_config(arch) or {}
+    return (cfg.get("text_cfg") or {}).get("hf_tokenizer_name")
+
+
 def rename_key(key: str, rules: list) -> str:
     """``key`` after every (pattern, replacement) rule in turn (a replacement may be a function)."""
     for pattern, repl in rules:

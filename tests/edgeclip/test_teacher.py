@@ -109,6 +109,11 @@ def test_teacher_from_an_openclip_checkpoint(tmp_path):
             "teacher.pretrained: Apple's MobileCLIP files have no tags",
         ),
         ("model: mobileclip:s0\ncheckpoint: gone.pt", "teacher.checkpoint: no such file: gone.pt"),
+        (
+            "model: openclip:ViT-B-16-SigLIP",
+            "teacher.model: ViT-B-16-SigLIP reads text tokenized by timm/ViT-B-16-SigLIP "
+            "(SentencePiece), which edgeclip's runs do not implement yet",
+        ),
     ],
 )
 def test_bad_teacher_sections(teacher, message):

@@ -137,14 +137,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print("text_body: the text tower without its token table (how TinyCLIP's names count)")
     elif args.what == "openclip":
         from compress.compat import open_clip
-        from compress.models.loaders import PREFIX, supported_architectures
+        from compress.models.loaders import PREFIX, foreign_tokenizer, supported_architectures
 
-        print("open_clip architectures a recipe can load as a teacher (teacher.model), with tags:")
+        print("open_clip architectures a recipe can load as a teacher (teacher.model), with tags")
+        print("(* loads from Python only: its SentencePiece tokenizer is not edgeclip's yet):")
         archs = supported_architectures()
         column = max(map(len, archs)) + 2  # SigLIP's names run past 24 characters
         for arch in archs:
             tags = ", ".join(open_clip().list_pretrained_tags_by_model(arch)) or "(checkpoint only)"
-            print(f"  {PREFIX}{arch:<{column}}{tags}")
+            mark = "*" if foreign_tokenizer(arch) else " "
+            print(f" {mark}{PREFIX}{arch:<{column}}{tags}")
     elif args.what == "apple":
         from compress.models import tower_params
         from compress.models.apple import NAMES, PREFIX, apple_config

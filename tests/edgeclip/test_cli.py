@@ -31,7 +31,8 @@ def test_ls_openclip_lists_loadable_architectures_and_tags(capsys):
     assert "openclip:ViT-B-32" in out and "laion2b_s34b_b79k" in out
     assert "openclip:MobileCLIP2-S0" in out and "openclip:RN50 " not in out
     for arch in ("MobileCLIP-B", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4"):
-        assert f"openclip:{arch} " in out
+        assert f"  openclip:{arch} " in out
+    assert " *openclip:ViT-B-16-SigLIP " in out  # Python only: its tokenizer is not ours yet
 
 
 def test_ls_apple_lists_apples_mobileclips_with_counts(capsys):

@@ -33,8 +33,10 @@ def test_every_model_forward_backward(name):
     assert image_emb.shape == (images.shape[0], dim) and text_emb.shape == (images.shape[0], dim)
     assert torch.allclose(image_emb.norm(dim=-1), torch.ones(images.shape[0]), atol=1e-5)
     assert torch.allclose(text_emb.norm(dim=-1), torch.ones(images.shape[0]), atol=1e-5)
-    assert scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
-    (image_emb.sum() + text_emb.sum() + scale).backward()
+    log_scale = model_config(name).get("logit_scale", math.log(1 / 0.07))  # SigLIP's: log 10
+    assert scale.item() == pytest.approx(math.exp(log_scale), rel=1e-5)
+    bias = model.logit_bias if model.logit_bias is not None else 0.0  # sigmoid-trained models
+    (image_emb.sum() + text_emb.sum() + scale + bias).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"
 

@@ -186,6 +186,33 @@ def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
     assert summary["text"]["bytes"] < 0.4 * fp32["text"]["bytes"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_siglip_layout_int8_artifact_matches_its_simulation(tmp_path, target):
+    """Attention pooling, no class token and last-position text pooling through the INT8
+    quantizer and each runtime's int8 kernels."""
+    torch.manual_seed(0)
+    record = ModelRecord.named("tiny_siglip")
+    model = record.build().eval()
+    images = torch.rand(32, 3, record.image_size, record.image_size) * 2 - 1
+    tokens = Tokenizer(record.context_length)(CAPTIONS)
+    batches = [{"image": images[i : i + 8], "text": tokens[i : i + 8]} for i in range(0, 32, 8)]
+    summary = export_model(
+        model,
+        record,
+        tmp_path / f"{target}-int8",
+        target=target,
+        precision="int8",
+        sample_images=images,
+        sample_tokens=tokens,
+        quantized=quantize(model, QuantConfig(), batches),
+        thresholds=replace(PARITY["int8"], min_zero_shot_agreement=0.0),  # near-ties, as above
+    )
+    for tower in ("image", "text"):
+        parity = summary[tower]["parity"]
+        assert parity["status"] == "passed" and parity["cosine_min"] >= 0.99, parity
+
+
 def test_int8_exports_need_the_quantized_model(tiny, tmp_path):
     model, record, images, tokens, _ = tiny
     with pytest.raises(ValueError, match="int8 exports take the converted model"):

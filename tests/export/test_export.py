@@ -110,6 +110,8 @@ EXPORT_CASES = [
     ("tiny", variant, target, "fp32") for variant in VARIANTS for target in exporters.names()
 ] + [("tiny_mobile", "gated_token", target, precision) for target, precision in ARTIFACTS]
 EXPORT_CASES += [("tiny", "clipped", target, "fp16") for target in exporters.names()]
+# SigLIP's layout (attention pooling, no class token, last-position text pooling, tanh GELU)
+EXPORT_CASES += [("tiny_siglip", "softmax", target, "fp32") for target in exporters.names()]
 
 
 @pytest.mark.slow
@@ -147,7 +149,12 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
             # max-abs ≤ 2e-7 for every variant; fp16 cosine ≥ 0.99999 and max-abs ≤ 1e-3.
             assert parity["rows"] == len(inputs[tower])
             if precision == "fp32":
-                assert parity["cosine_min"] >= 0.9999 and parity["max_abs"] <= 1e-6
+                # XNNPACK computes tanh approximately: the tanh GELU of SigLIP's layout differs
+                # by up to 1e-4 in ExecuTorch (9.8e-5 measured; 1.6e-7 with erf GELU)
+                tanh = family == "tiny_siglip" and target == "executorch"
+                assert parity["cosine_min"] >= 0.9999 and parity["max_abs"] <= (
+                    2e-4 if tanh else 1e-6
+                )
             else:
                 assert parity["cosine_min"] >= 0.999 and 1e-6 < parity["max_abs"] <= 5e-3
             assert manifest["parity"]["status"] == "passed"
@@ -175,7 +182,7 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
         assert SAMPLES_FILE in manifest["files"]
         assert manifest["embed_dim"] == 32
         assert manifest["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()))
-        assert "logit_bias" not in manifest  # softmax-trained: no bias
+        assert ("logit_bias" in manifest) == (model.logit_bias is not None)  # sigmoid-trained only
         assert manifest["recipe_hash"] == "abc123"
         assert {"torch", "onnx", "onnxruntime", "executorch", "numpy"} <= set(manifest["libraries"])
         if target == "executorch":  # what stayed on portable kernels, and the profiler's ETRecord

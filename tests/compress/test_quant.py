@@ -40,16 +40,37 @@ CAPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def _model_and_samples(name: str, attention: dict | None = None):
+    """A seeded registry model, 32 images and captions, and its calibration batches."""
     torch.manual_seed(0)
-    record = ModelRecord.named("tiny", ATTENTION)
+    record = ModelRecord.named(name, attention)
     model = record.build().eval()
     size = record.image_size
     images = torch.rand(32, 3, size, size) * 2 - 1
     tokens = Tokenizer(record.context_length)(CAPTIONS)
     batches = [{"image": images[i : i + 8], "text": tokens[i : i + 8]} for i in range(0, 32, 8)]
     return model, record, images, tokens, batches
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _model_and_samples("tiny", ATTENTION)
+
+
+def _int8_export(model, record, images, tokens, batches, folder, target) -> dict:
+    """``model`` quantized after training and exported at int8, checked against its simulation."""
+    return export_model(
+        model,
+        record,
+        folder,
+        target=target,
+        precision="int8",
+        sample_images=images,
+        sample_tokens=tokens,
+        quantized=quantize(model, QuantConfig(), batches),
+        # a random model's texts are near-ties, so rankings flip at any rounding: cosine only
+        thresholds=replace(PARITY["int8"], min_zero_shot_agreement=0.0),
+    )
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -149,19 +170,7 @@ def test_a_float_model_file_is_not_an_int8_one(tiny, tmp_path):
 @pytest.mark.parametrize("target", ["onnx", "executorch", "coreml"])
 def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
     model, record, images, tokens, batches = tiny
-    quantized = quantize(model, QuantConfig(), batches)
-    summary = export_model(
-        model,
-        record,
-        tmp_path / f"{target}-int8",
-        target=target,
-        precision="int8",
-        sample_images=images,
-        sample_tokens=tokens,
-        quantized=quantized,
-        # a random model's texts are near-ties, so rankings flip at any rounding: cosine only
-        thresholds=replace(PARITY["int8"], min_zero_shot_agreement=0.0),
-    )
+    summary = _int8_export(*tiny, tmp_path / f"{target}-int8", target)
     fp32 = export_model(
         model,
         record,
@@ -191,23 +200,7 @@ def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
 def test_siglip_layout_int8_artifact_matches_its_simulation(tmp_path, target):
     """Attention pooling, no class token and last-position text pooling through the INT8
     quantizer and each runtime's int8 kernels."""
-    torch.manual_seed(0)
-    record = ModelRecord.named("tiny_siglip")
-    model = record.build().eval()
-    images = torch.rand(32, 3, record.image_size, record.image_size) * 2 - 1
-    tokens = Tokenizer(record.context_length)(CAPTIONS)
-    batches = [{"image": images[i : i + 8], "text": tokens[i : i + 8]} for i in range(0, 32, 8)]
-    summary = export_model(
-        model,
-        record,
-        tmp_path / f"{target}-int8",
-        target=target,
-        precision="int8",
-        sample_images=images,
-        sample_tokens=tokens,
-        quantized=quantize(model, QuantConfig(), batches),
-        thresholds=replace(PARITY["int8"], min_zero_shot_agreement=0.0),  # near-ties, as above
-    )
+    summary = _int8_export(*_model_and_samples("tiny_siglip"), tmp_path / "int8", target)
     for tower in ("image", "text"):
         parity = summary[tower]["parity"]
         assert parity["status"] == "passed" and parity["cosine_min"] >= 0.99, parity

@@ -127,7 +127,7 @@ def run_pipeline(
         out = ctx.stage_dir(stage.name)
         digest = recipe.section_hash(*stage.needs)
         done = out / DONE
-        if not forced and (ctx.done(stage.name) or {}).get("hash") == digest:
+        if not forced and ctx.fresh(stage.name):
             _log(rank, f"[{stage.name}] done already (inputs {digest}); skipping")
             continue
         if rank == 0:

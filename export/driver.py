@@ -158,7 +158,7 @@ def export_model(
     }
     unrunnable = backend.runs_here()
     logit_scale = float(model.logit_scale.detach().exp())
-    bias = getattr(model, "logit_bias", None)  # sigmoid-trained models only
+    bias = model.logit_bias  # sigmoid-trained models only
     logit_bias = None if bias is None else float(bias.detach())
     was_training = model.training
     model.eval()

@@ -59,7 +59,6 @@ def run(ctx: Context, out: Path) -> dict:
     pytorch = None
     if evaluate:  # the eval stage measured this model on these tasks just before
         pytorch = evaluated.model if evaluated else evaluate_model(ctx, model)
-        pytorch = {key: pytorch[key] for key in ("zeroshot", "retrieval")}
     return {"artifacts": artifacts, "pytorch": pytorch, "int8_simulation": simulated}
 
 

@@ -28,16 +28,17 @@ import shlex
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal, get_args
 
 from compress.errors import UserError
 from export.profile.devices import Settings, Tower, devices, last_line
 from export.profile.host import RUNNER, measurement, read_result, runner_args
 from export.profile.record import Measurement
 
-OPTIONS = ("key", "python", "known_hosts", "timeout", "engine")
-ENGINES = ("auto", "onnxruntime", "trtexec")
+# how a board's towers run: onnxruntime where the board has it, else TensorRT's trtexec
+Engine = Literal["auto", "onnxruntime", "trtexec"]
+ENGINES = get_args(Engine)
 CONNECT_TIMEOUT_S = 10  # a board that is off or unreachable fails in seconds, not minutes
 CLEANUP_TIMEOUT_S = 60  # removing the tower's folder, after its own time ran out too
 # mktemp's template: the board's $TMPDIR (else /tmp); GNU, busybox and BSD mktemp all take it
@@ -68,21 +69,25 @@ class SshOptions:
         None  # the board's host key is checked here (None: ~/.ssh/known_hosts)
     )
     timeout: float = 600.0  # seconds for one tower
-    engine: Literal["auto", "onnxruntime", "trtexec"] = "auto"  # auto: onnxruntime, else trtexec
+    engine: Engine = "auto"  # auto: onnxruntime, else trtexec
+
+
+OPTIONS = tuple(f.name for f in fields(SshOptions))
 
 
 @dataclass(frozen=True)
 class Board:
-    """A board and how to reach it: the address (``user@host[:port]``) and the options."""
+    """A board and how to reach it: the address (``user@host[:port]``) and the options (their
+    defaults are :class:`SshOptions`')."""
 
     user: str
     host: str
     port: int | None = None
-    key: str | None = None  # private key file; None: ssh's own keys and agent
-    known_hosts: str | None = None  # None: ssh's own (~/.ssh/known_hosts)
-    python: str = "python3"  # a command for the board's shell: "python3", "/opt/venv/bin/python"
-    timeout: float = 600.0
-    engine: str = "auto"
+    key: str | None = SshOptions.key
+    known_hosts: str | None = SshOptions.known_hosts
+    python: str = SshOptions.python  # a command for the board's shell: "/opt/venv/bin/python"
+    timeout: float = SshOptions.timeout
+    engine: str = SshOptions.engine
 
     @property
     def url(self) -> str:

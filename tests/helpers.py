@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from compress.models import model_config
-from compress.models.loaders import MCI, MCI_VIT_B
+from compress.models.mobileclip_towers import MCI, MCI_VIT_B
 from compress.tokenizer import EOT_ID
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: recipes/, android_demo/, the packages

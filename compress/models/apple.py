@@ -20,7 +20,8 @@ import torch
 from compress.io import read_state_dict, state_misfits
 from compress.models.build import build_from_config, model_config
 from compress.models.clip import CLIP
-from compress.models.loaders import MCI, MCI_VIT_B, LoaderError, fit_vit_embeddings, rename_key
+from compress.models.loaders import LoaderError, fit_vit_embeddings, rename_key
+from compress.models.mobileclip_towers import MCI, MCI_VIT_B
 from compress.tokenizer import VOCAB_SIZE
 
 PREFIX = "mobileclip:"

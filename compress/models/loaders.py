@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import pickle
 import re
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -26,61 +25,12 @@ from compress.errors import UserError, first_line
 from compress.io import pickled_global
 from compress.models import build_from_config
 from compress.models.clip import CLIP
+from compress.models.mobileclip_towers import MCI, MCI_VIT_B
+from compress.models.timm_vit import map_vit_config
 from compress.tokenizer import VOCAB_SIZE
 
 PREFIX = "openclip:"
 
-# timm MCi image towers (MobileCLIP / MobileCLIP2) as our HybridVisionTower: MCi0–2 have four
-# stages, MCi3/4 five, with layer norms in their attention blocks and no 1×1 branch in the stem.
-_MCI_SMALL = {
-    "mixers": ["repmixer", "repmixer", "repmixer", "attention"],
-    "mlp_ratio": 3,
-    "se_downsample": [False, False, True, True],
-    "pos_embed": [False, False, False, True],
-}
-_MCI_LARGE = {
-    "mixers": ["repmixer", "repmixer", "repmixer", "attention", "attention"],
-    "mlp_ratio": 4,
-    "se_downsample": [False] * 5,
-    "pos_embed": [False, False, False, True, True],
-    "attention_norm": "layer",
-    "stem_scale_branch": False,
-}
-MCI = {
-    "fastvit_mci0": {"layers": [2, 6, 10, 2], "widths": [64, 128, 256, 512], **_MCI_SMALL},
-    "fastvit_mci1": {"layers": [4, 12, 20, 4], "widths": [64, 128, 256, 512], **_MCI_SMALL},
-    "fastvit_mci2": {"layers": [4, 12, 24, 4], "widths": [80, 160, 320, 640], **_MCI_SMALL},
-    "fastvit_mci3": {
-        "layers": [2, 12, 24, 4, 2],
-        "widths": [96, 192, 384, 768, 1536],
-        **_MCI_LARGE,
-    },
-    "fastvit_mci4": {
-        "layers": [2, 12, 24, 4, 4],
-        "widths": [128, 256, 512, 1024, 2048],
-        **_MCI_LARGE,
-    },
-}
-# MobileCLIP-B's image tower: a ViT-B/16 whose patches come from a 4×4/4, 2×2/2, 2×2/2 conv stem;
-# timm's ViT has no pre-norm, layer norms with eps 1e-6 and a biased head.
-MCI_VIT_B = {
-    "family": "vit",
-    "patch_size": 16,
-    "width": 768,
-    "layers": 12,
-    "heads": 12,
-    "mlp_ratio": 4.0,
-    "act": "gelu",
-    "stem": "conv",
-    "stem_channels": [192, 192],
-    "stem_kernels": [4, 2, 2],
-    "stem_strides": [4, 2, 2],
-    "stem_padding": [0, 0, 0],
-    "stem_act": "gelu",
-    "ln_pre": False,
-    "ln_eps": 1e-6,
-    "proj_bias": True,
-}
 
 # open_clip (or timm) parameter names → ours, applied in order to the part after the tower prefix.
 _BLOCK_RULES = [
@@ -171,7 +121,7 @@ def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
     """Our vision config for an open_clip vision_cfg, or the reason there is none."""
     timm_name = v.get("timm_model_name")
     if timm_name and v.get("timm_pool") == "map":
-        return _map_vit_config(v)
+        return map_vit_config(v)
     if timm_name == "vit_base_mci_224":
         if v.get("timm_pool") != "token" or v.get("timm_proj"):
             return "MCi ViT tower with a custom pool or projection"
@@ -270,149 +220,6 @@ def _siglip_text_options(t: dict) -> dict:
         "act": "gelu_tanh" if t.get("act_kwargs") else None,
     }
     return {key: value for key, value in options.items() if value is not None}
-
-
-# timm ViTs with attention pooling (SigLIP's image towers) are read off the timm model itself,
-# built on the meta device: the names do not say which use tanh GELU or which shapes.
-@cache
-def _timm_trunk(name: str) -> nn.Module | str:
-    """timm's model ``name`` as open_clip builds it for a ``map`` pool (no head), on the meta
-    device (no memory, no weights), or the reason it cannot be built."""
-    open_clip()  # imports torchvision beside a CPU torch before timm does
-    import timm
-
-    try:
-        with torch.device("meta"):
-            return timm.create_model(name, pretrained=False, num_classes=0, global_pool="map")
-    except Exception as err:  # unknown names and arguments the model does not take
-        return f"timm cannot build {name} ({first_line(err)})"
-
-
-def _map_vit_config(v: dict) -> dict | str:
-    """Our vision config for a timm ViT with attention pooling and no projection (SigLIP), or
-    the reason there is none."""
-    name = v["timm_model_name"]
-    if v.get("timm_proj") != "none":  # checked first: it needs no timm model
-        return f"timm image tower {name} with attention pooling and a projection"
-    trunk = _timm_trunk(name)
-    if isinstance(trunk, str):
-        return trunk
-    why = _map_vit_departure(trunk)
-    if why:
-        return f"timm image tower {name}: {why}"
-    block, width = trunk.blocks[0], trunk.embed_dim
-    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
-    if v.get("image_size", size[0]) not in (size[0], list(size), tuple(size)):
-        return f"image_size {v['image_size']} where timm's {name} takes {size[0]}"
-    return {
-        "family": "vit",
-        "image_size": size[0],
-        "patch_size": patch[0],
-        "width": width,
-        "layers": len(trunk.blocks),
-        "heads": block.attn.num_heads,
-        "mlp_ratio": block.mlp.fc1.out_features / width,
-        "act": _timm_act(block.mlp.act),
-        "ln_pre": not isinstance(trunk.norm_pre, nn.Identity),
-        "ln_eps": trunk.norm.eps,
-        "class_token": False,
-        "patch_bias": trunk.patch_embed.proj.bias is not None,
-        "pool": "map",
-        "proj": False,
-    }
-
-
-def _timm_act(act: nn.Module) -> str | None:
-    """Our name for a timm MLP activation, None for one we do not have."""
-    approximate = getattr(act, "approximate", None)
-    if type(act).__name__ == "GELUTanh" or (isinstance(act, nn.GELU) and approximate == "tanh"):
-        return "gelu_tanh"
-    return "gelu" if type(act) is nn.GELU and approximate == "none" else None
-
-
-def _map_vit_departure(trunk: nn.Module) -> str | None:
-    """The first part of a timm ViT with attention pooling that our VisionTransformer (no class
-    token, ``pool: map``, no projection) does not compute the same way, or None."""
-    from timm.layers import AttentionPoolLatent, PatchEmbed
-    from timm.models.vision_transformer import VisionTransformer as TimmViT
-
-    if not isinstance(trunk, TimmViT):
-        return f"{type(trunk).__name__}, not timm's VisionTransformer"
-    if not isinstance(trunk.norm, nn.LayerNorm):  # every eps below is compared with this one's
-        return "no layer norm before the pool"
-    blocks = _blocks_departure(trunk)  # first: the checks below read block 0's MLP
-    if blocks:
-        return blocks
-    pool, block, width = trunk.attn_pool, trunk.blocks[0], trunk.embed_dim
-    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
-    hidden = block.mlp.fc1.out_features
-    checks = [
-        (trunk.cls_token is not None or trunk.reg_token is not None, "class or register tokens"),
-        (trunk.pos_embed is None or trunk.dynamic_img_size, "no fixed position table"),
-        (type(trunk.patch_embed) is not PatchEmbed, "a custom patch embedding"),
-        (not isinstance(trunk.patch_embed.norm, nn.Identity), "a norm in the patch embedding"),
-        (size[0] != size[1] or patch[0] != patch[1], "non-square images or patches"),
-        (size[0] % patch[0], f"image size {size[0]} not a multiple of the patch size {patch[0]}"),
-        (not isinstance(trunk.fc_norm, nn.Identity), "a norm after the pool"),
-        (getattr(trunk.norm_pre, "eps", trunk.norm.eps) != trunk.norm.eps, "ln_pre's eps"),
-        (not isinstance(pool, AttentionPoolLatent), "not timm's latent attention pool"),
-        (_timm_act(block.mlp.act) is None, f"activation {type(block.mlp.act).__name__}"),
-        (int(width * (hidden / width)) != hidden, f"MLP width {hidden}"),
-    ]
-    for failed, why in checks:
-        if failed:
-            return why
-    return _pool_departure(pool, block, trunk.norm.eps)
-
-
-def _plain_block(block: nn.Module) -> bool | str:
-    """True for a timm pre-norm block our :class:`Block` computes (biased qkv, no layer scale,
-    no q/k or inner norms, a two-layer MLP), else what differs."""
-    from timm.layers import Mlp
-    from timm.models.vision_transformer import Block as TimmBlock
-
-    if type(block) is not TimmBlock or type(block.mlp) is not Mlp:
-        return f"block {type(block).__name__} with MLP {type(block.mlp).__name__}"
-    plain = [block.ls1, block.ls2, block.attn.q_norm, block.attn.k_norm, block.mlp.norm]
-    plain.append(getattr(block.attn, "norm", nn.Identity()))
-    if not all(isinstance(m, nn.Identity) for m in plain):
-        return "layer scale or extra norms in the blocks"
-    if block.attn.qkv.bias is None:
-        return "a qkv projection without bias"
-    return True
-
-
-def _blocks_departure(trunk: nn.Module) -> str | None:
-    """What differs between a timm ViT's blocks (shapes, norms, activations), or None."""
-    shapes = []
-    for i, block in enumerate(trunk.blocks):
-        plain = _plain_block(block)
-        if plain is not True:
-            return f"block {i}: {plain}"
-        shapes.append((block.attn.num_heads, block.mlp.fc1.out_features, type(block.mlp.act)))
-        if shapes[i] != shapes[0]:
-            return f"block {i} is shaped differently from block 0"
-        if {block.norm1.eps, block.norm2.eps} != {trunk.norm.eps}:
-            return f"block {i}'s layer norms have another eps"
-    return None
-
-
-def _pool_departure(pool: nn.Module, block: nn.Module, eps: float) -> str | None:
-    """What a timm latent attention pool does that our :class:`AttentionPool` does not, or None."""
-    same = (
-        pool.latent_len == 1
-        and pool.pos_embed is None
-        and isinstance(pool.q, nn.Linear)
-        and isinstance(pool.q_norm, nn.Identity)
-        and isinstance(pool.k_norm, nn.Identity)
-        and pool.mlp is not None
-        and pool.pool == "token"
-        and pool.num_heads == block.attn.num_heads
-        and pool.mlp.fc1.out_features == block.mlp.fc1.out_features
-        and type(pool.mlp.act) is type(block.mlp.act)
-        and getattr(pool.norm, "eps", None) == eps
-    )
-    return None if same else "an attention pool unlike its blocks (latents, norms or shapes)"
 
 
 def _pretrained_cfg(arch: str, pretrained: str | None) -> dict:

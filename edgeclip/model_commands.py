@@ -217,6 +217,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.samples < 1:
         raise UserError("--batch-size and --samples must be >= 1")
     source = Path(args.source)
+    if args.precision != "int8" and source.is_file() and _is_int8(source):  # before loading it
+        raise UserError(f"{source}: an INT8 model exports at --precision int8 only")
     model, record, ctx = _run_model(source)
     name = f"{args.target}-{args.precision}"
     # beside a model file: "exports", not "export", which would shadow the package for
@@ -231,8 +233,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     if quantized is not None and quantized is model:  # an INT8 file: its float shape
         model = record.build().eval()  # (sizes and the logit scale, for the manifest)
         model.logit_scale.data.copy_(quantized.logit_scale.data)
-    elif record.quantization is not None:
-        raise UserError(f"{source}: an INT8 model exports at --precision int8 only")
     summary = export_model(
         model,
         record,

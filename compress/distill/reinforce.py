@@ -77,6 +77,26 @@ def text_embeddings(teachers: Sequence[CLIP], captions: list[str]) -> np.ndarray
     return torch.cat(out, dim=-1).numpy()
 
 
+class CaptionMemo:
+    """The ensemble's embeddings of captions seen before, so each distinct caption runs through
+    the teachers once: synthetic captions repeat across images (on the demo's scenes, 160k
+    captions hold 85k distinct ones). Teachers run in eval mode, so a caption's embedding does
+    not depend on the batch it came in. Holds at most ``limit`` captions (then starts afresh)."""
+
+    def __init__(self, teachers: Sequence[CLIP], limit: int = 1 << 18) -> None:
+        self.teachers, self.limit = teachers, limit
+        self.known: dict[str, np.ndarray] = {}
+
+    def __call__(self, captions: list[str]) -> np.ndarray:
+        new = list(dict.fromkeys(c for c in captions if c not in self.known))
+        if len(self.known) + len(new) > self.limit:
+            self.known.clear()
+            new = list(dict.fromkeys(captions))
+        if new:
+            self.known.update(zip(new, text_embeddings(self.teachers, new), strict=True))
+        return np.stack([self.known[c] for c in captions])
+
+
 def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=95)
@@ -110,7 +130,7 @@ def reinforce(
     """Reinforce ``samples`` into ``writer``, ``batch_size`` samples per teacher call (their
     K·B images and (1+N)·B captions at once); skips the keys ``done`` says were written before
     (a resumed run). Returns how many samples it wrote."""
-    written = 0
+    written, embed_text = 0, CaptionMemo(teachers)
     for chunk in _chunks((s for s in samples if not done(s.key)), batch_size):
         files = [_stored(s) for s in chunk]
         stored = [image for _, _, image in files]  # what training decodes
@@ -124,7 +144,7 @@ def reinforce(
         synthetic = captioner(stored, [s.caption for s in chunk], [s.syn_text for s in chunk], n)
         captions = [c for s, syn in zip(chunk, synthetic, strict=True) for c in (s.caption, *syn)]
         image_emb = image_embeddings(teachers, augmented)
-        text_emb = text_embeddings(teachers, captions)
+        text_emb = embed_text(captions)
         for i, sample in enumerate(chunk):
             writer.add(
                 sample.key,

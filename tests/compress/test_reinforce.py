@@ -11,7 +11,13 @@ from PIL import Image, ImageDraw
 from compress.data.augment import Augmentation
 from compress.data.captioners import captioners, existing_captions
 from compress.data.reinforced import ReinforcedShards, ReinforcedWriter, done_keys, read_index
-from compress.distill.reinforce import Sample, image_embeddings, reinforce, text_embeddings
+from compress.distill.reinforce import (
+    CaptionMemo,
+    Sample,
+    image_embeddings,
+    reinforce,
+    text_embeddings,
+)
 from compress.models import ModelRecord
 
 K, N = 3, 2
@@ -263,3 +269,20 @@ def test_a_rerun_drops_only_the_files_of_other_process_counts(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["train-r0of2-000000.tar", "index-r1of2.json", "index.json", "done.json"]
     )
+
+
+def test_each_distinct_caption_runs_through_the_teachers_once(teachers, monkeypatch):
+    seen = []
+    for teacher in teachers:
+        encode = teacher.encode_text
+        monkeypatch.setattr(teacher, "encode_text", lambda t, e=encode: seen.append(len(t)) or e(t))
+    memo = CaptionMemo(teachers, limit=4)
+    first = memo(["a", "b", "a"])
+    assert seen == [2, 2]  # "a" and "b", once per teacher
+    np.testing.assert_allclose(first, text_embeddings(teachers, ["a", "b", "a"]), atol=1e-6)
+    seen.clear()
+    assert np.array_equal(memo(["b", "c"]), np.stack([first[1], memo(["c"])[0]]))
+    assert seen == [1, 1]  # only "c" was new
+    seen.clear()
+    memo(["d", "e", "f"])  # past the limit: starts afresh with these
+    assert seen == [3, 3] and set(memo.known) == {"d", "e", "f"}

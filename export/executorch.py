@@ -28,6 +28,10 @@ ETRECORD = "etrecord.bin"
 # delegate; in fp32 XNNPACK runs it. Both in fp32: TinyCLIP-8M's image tower at fp16 went from
 # wrong and 66 ms to cosine 0.9999993 and 44 ms (28 ms at fp32).
 FP32_LAYERS = (nn.LayerNorm, nn.GELU)
+# The kernel library (ExecuTorch's CMake target) that registers the operators of a namespace;
+# every other namespace (aten, dim_order_ops) is in the portable kernels
+KERNEL_LIBRARIES = {"quantized_decomposed": "quantized_ops_lib"}
+PORTABLE = "portable_ops_lib"
 # ExecuTorch's ScalarType codes (c10 numbering) of the dtypes a tower takes or gives
 DTYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
 
@@ -65,13 +69,12 @@ class ExecuTorchTarget:
             edge = to_edge_transform_and_lower(
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
             )
-            outside = _outside_delegate(edge.exported_program().graph)
             # int8: dequantize + embedding → embedding_byte (ops XNNPACK did not take)
             passes = [QuantFusionPass()] if precision == "int8" else []
             executable = edge.to_executorch(ExecutorchBackendConfig(passes=passes))
         path.write_bytes(executable.buffer)
         executable.get_etrecord().save(str(path.parent / ETRECORD))  # for per-op profiles
-        return {"delegate": "xnnpack", "outside_delegate": outside, "etrecord": ETRECORD}
+        return {"delegate": "xnnpack", **links(executable.executorch_program), "etrecord": ETRECORD}
 
     def runs_here(self) -> str | None:
         return None
@@ -104,16 +107,21 @@ class ExecuTorchTarget:
         return [spec(input_name, tensor_in)], [spec(OUTPUT, tensor_out, l2_normalized=True)]
 
 
-def _outside_delegate(graph: torch.fx.Graph) -> list[str]:
-    """The ops of a lowered graph that XNNPACK did not take (they run on portable kernels)."""
-    ops = set()
-    for node in graph.nodes:
-        if node.op != "call_function" or "executorch_call_delegate" in str(node.target):
-            continue
-        if node.target.__module__ == "_operator":  # getitem: plumbing, not an op
-            continue
-        ops.add(getattr(node.target, "__name__", str(node.target)).removesuffix(".default"))
-    return sorted(ops)
+def links(program: Any) -> dict[str, Any]:
+    """What an app must link to run ``program`` (an ExecuTorch ``Program``): ``backends``, the
+    delegates it calls, and ``kernels``, each operator the runtime looks up by name (those no
+    delegate took) under the kernel library that registers it. A runtime without one of these
+    fails at load with "Missing operator"."""
+    (plan,) = program.execution_plan
+    kernels: dict[str, list[str]] = {}
+    for op in plan.operators:
+        name = f"{op.name}.{op.overload}" if op.overload else op.name
+        library = KERNEL_LIBRARIES.get(op.name.split("::")[0], PORTABLE)
+        kernels.setdefault(library, []).append(name)
+    return {
+        "backends": sorted({delegate.id for delegate in plan.delegates}),
+        "kernels": {library: sorted(ops) for library, ops in sorted(kernels.items())},
+    }
 
 
 def _method(path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,9 @@ class OnnxTarget:
             module = _explicit_biases(at_precision(module, precision))
         export_tower(module, example, path, input_name=input_name, opset=self.opset)
         if precision != "int8":
-            return {"opset": self.opset}
+            return {"opset": self.opset, **op_types(path)}
         _rewrite(path, unsigned_weights)
-        return {"opset": self.opset, "int8_kernels": INT8_KERNELS}
+        return {"opset": self.opset, **op_types(path), "int8_kernels": INT8_KERNELS}
 
     def runs_here(self) -> str | None:
         return None
@@ -118,6 +119,23 @@ def export_tower(
     program.save(path, external_data=False)  # one file: apps ship it without a side-car .data
     onnx.checker.check_model(os.fspath(path), full_check=True)
     return path
+
+
+def op_types(path: Path) -> dict[str, Any]:
+    """What a runtime must implement to run the model: each imported operator set (domain →
+    version; "" is the standard one) and how often each op type occurs, ops of other domains
+    (onnxruntime's contrib ops) named ``domain::Op``."""
+    import onnx
+
+    model = onnx.load(os.fspath(path))
+    counts = Counter(
+        f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        for node in model.graph.node
+    )
+    return {
+        "opsets": {o.domain: o.version for o in sorted(model.opset_import, key=lambda o: o.domain)},
+        "op_types": dict(sorted(counts.items())),
+    }
 
 
 # What the int8 artifacts were made for, in the manifest (format.int8_kernels)

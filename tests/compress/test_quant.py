@@ -29,7 +29,7 @@ from edgeclip.stages.export import _check_int8_accuracy
 from export import exporters
 from export.driver import export_model
 from export.verify import PARITY, ParityError
-from tests.helpers import write_tiny_recipe
+from tests.helpers import ROOT, write_tiny_recipe
 
 ATTENTION = {"image": {"kind": "clipped", "gamma": -0.02}, "text": {"kind": "gated"}}
 CAPTIONS = [
@@ -57,8 +57,16 @@ def tiny():
     return _model_and_samples("tiny", ATTENTION)
 
 
-def _int8_export(model, record, images, tokens, batches, folder, target) -> dict:
-    """``model`` quantized after training and exported at int8, checked against its simulation."""
+@pytest.fixture(scope="module")
+def tiny_int8(tiny):
+    """The tiny model quantized after training: its INT8 simulation, built once per worker."""
+    model, *_, batches = tiny
+    return quantize(model, QuantConfig(), batches)
+
+
+def _int8_export(model, record, images, tokens, quantized, folder, target) -> dict:
+    """``quantized`` (``model`` quantized after training) exported at int8, checked against
+    its simulation."""
     return export_model(
         model,
         record,
@@ -67,7 +75,7 @@ def _int8_export(model, record, images, tokens, batches, folder, target) -> dict
         precision="int8",
         sample_images=images,
         sample_tokens=tokens,
-        quantized=quantize(model, QuantConfig(), batches),
+        quantized=quantized,
         # a random model's texts are near-ties, so rankings flip at any rounding: cosine only
         thresholds=replace(PARITY["int8"], min_zero_shot_agreement=0.0),
     )
@@ -78,10 +86,10 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-def test_simulation_stays_close_to_the_float_model(tiny):
-    model, _, images, tokens, batches = tiny
+def test_simulation_stays_close_to_the_float_model(tiny, tiny_int8):
+    model, _, images, tokens, _ = tiny
+    quantized = tiny_int8
     with torch.no_grad():
-        quantized = quantize(model, QuantConfig(), batches)
         assert _cosine(quantized.encode_image(images), model.encode_image(images)) > 0.98
         assert _cosine(quantized.encode_text(tokens), model.encode_text(tokens)) > 0.95
 
@@ -168,9 +176,11 @@ def test_a_float_model_file_is_not_an_int8_one(tiny, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx", "executorch", "coreml"])
-def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
-    model, record, images, tokens, batches = tiny
-    summary = _int8_export(*tiny, tmp_path / f"{target}-int8", target)
+def test_int8_artifact_matches_its_simulation(tiny, tiny_int8, tmp_path, target):
+    model, record, images, tokens, _ = tiny
+    summary = _int8_export(
+        model, record, images, tokens, tiny_int8, tmp_path / f"{target}-int8", target
+    )
     fp32 = export_model(
         model,
         record,
@@ -183,6 +193,9 @@ def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
     for tower in ("image", "text"):
         manifest = json.loads((tmp_path / f"{target}-int8" / tower / "manifest.json").read_text())
         assert manifest["precision"] == "int8"
+        if target == "onnx":  # QDQ in the standard operator set: nothing beyond onnxruntime
+            assert manifest["format"]["opsets"] == {"": 18}
+            assert "DequantizeLinear" in manifest["format"]["op_types"]
         parity = summary[tower]["parity"]
         assert parity["reference"].startswith("INT8 simulation")
         if backend.runs_here() is None:
@@ -193,6 +206,44 @@ def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
     # the tiny text tower is mostly its token table, 8-bit per row too (the tiny image tower
     # is mostly graph, not weights: benchmarks/export_targets.py measures real sizes)
     assert summary["text"]["bytes"] < 0.4 * fp32["text"]["bytes"]
+    if target == "executorch":
+        _runtime_needs_what_the_manifest_lists(tmp_path / "executorch-int8" / "text")
+
+
+def _runtime_needs_what_the_manifest_lists(folder):
+    """The manifest's kernel libraries, checked in a fresh ExecuTorch runtime: the portable
+    kernels alone register every operator listed under them and none of the quantized ones, so
+    the program fails to load ("Missing operator") until the quantized kernels are loaded."""
+    kernels = json.loads((folder / "manifest.json").read_text())["format"]["kernels"]
+    assert "quantized_decomposed::embedding_byte.out" in kernels["quantized_ops_lib"]
+    script = """
+import json, sys
+from executorch.extension.pybindings import portable_lib
+from executorch.runtime import Runtime
+from export.profile.runner import load_quantized_kernels
+
+def loads():
+    try:
+        Runtime.get().load_program(sys.argv[1]).load_method("forward")
+        return True
+    except Exception as err:
+        return str(err)
+
+portable, before = set(portable_lib._get_operator_names()), loads()
+load_quantized_kernels()
+print(json.dumps({"portable": sorted(portable), "before": before, "after": loads()}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(folder / "model.pte")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(kernels["portable_ops_lib"]) <= set(result["portable"])
+    assert not set(kernels["quantized_ops_lib"]) & set(result["portable"])
+    assert result["before"] is not True and result["after"] is True
 
 
 @pytest.mark.slow
@@ -200,7 +251,9 @@ def test_int8_artifact_matches_its_simulation(tiny, tmp_path, target):
 def test_siglip_layout_int8_artifact_matches_its_simulation(tmp_path, target):
     """Attention pooling, no class token and last-position text pooling through the INT8
     quantizer and each runtime's int8 kernels."""
-    summary = _int8_export(*_model_and_samples("tiny_siglip"), tmp_path / "int8", target)
+    model, record, images, tokens, batches = _model_and_samples("tiny_siglip")
+    quantized = quantize(model, QuantConfig(), batches)
+    summary = _int8_export(model, record, images, tokens, quantized, tmp_path / "int8", target)
     for tower in ("image", "text"):
         parity = summary[tower]["parity"]
         assert parity["status"] == "passed" and parity["cosine_min"] >= 0.99, parity
@@ -258,26 +311,16 @@ def test_an_int8_artifact_that_loses_more_than_a_point_fails(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_int8_artifact_is_exact_on_a_cpu_without_vnni(tiny, tmp_path):
+def test_onnx_int8_artifact_is_exact_on_a_cpu_without_vnni(tiny, tiny_int8, tmp_path):
     """onnxruntime picks its integer kernels by CPU: the same artifact must pass `edgeclip verify`
     on an AVX2 CPU (no VNNI), here emulated by QEMU as a Haswell. With int8 weights its U8S8
     kernels saturated there (a tiny text tower's cosine fell to 0.963)."""
     qemu = shutil.which("qemu-x86_64")
     if platform.machine() != "x86_64" or (qemu is None and not os.environ.get("CI")):
         pytest.skip("needs QEMU user emulation on x86-64 (Debian: qemu-user; CI installs it)")
-    model, record, images, tokens, batches = tiny
+    model, record, images, tokens, _ = tiny
     out = tmp_path / "onnx-int8"
-    export_model(
-        model,
-        record,
-        out,
-        target="onnx",
-        precision="int8",
-        sample_images=images,
-        sample_tokens=tokens,
-        quantized=quantize(model, QuantConfig(), batches),
-        thresholds=replace(PARITY["int8"], min_zero_shot_agreement=0.0),
-    )
+    _int8_export(model, record, images, tokens, tiny_int8, out, "onnx")
     verify = [qemu, "-cpu", "Haswell", sys.executable, "-m", "edgeclip.cli", "verify", str(out)]
     proc = subprocess.run(verify, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]

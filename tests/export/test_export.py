@@ -185,10 +185,18 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
         assert ("logit_bias" in manifest) == (model.logit_bias is not None)  # sigmoid-trained only
         assert manifest["recipe_hash"] == "abc123"
         assert {"torch", "onnx", "onnxruntime", "executorch", "numpy"} <= set(manifest["libraries"])
-        if target == "executorch":  # what stayed on portable kernels, and the profiler's ETRecord
+        if target == "onnx":  # the standard operator set only: no contrib ops to link
+            assert manifest["format"]["opsets"] == {"": 18}
+            assert (
+                "Gemm" in manifest["format"]["op_types"]
+                or "MatMul" in manifest["format"]["op_types"]
+            )
+        if target == "executorch":  # what an app links, and the profiler's ETRecord
             assert manifest["format"]["delegate"] == "xnnpack"
-            outside = manifest["format"]["outside_delegate"]
-            assert outside == sorted(outside) and "aten.sum.dim_IntList" in outside  # L2 norm
+            assert manifest["format"]["backends"] == ["XnnpackBackend"]
+            portable = manifest["format"]["kernels"]["portable_ops_lib"]  # no quantized ops
+            assert list(manifest["format"]["kernels"]) == ["portable_ops_lib"]
+            assert portable == sorted(portable) and "aten::sum.IntList_out" in portable  # L2 norm
             assert manifest["format"]["etrecord"] in manifest["files"]
         assert manifest["outputs"] == [
             {"name": "embedding", "shape": [BATCH, 32], "dtype": "float32", "l2_normalized": True}
@@ -437,7 +445,8 @@ def test_executorch_fp16_keeps_wide_layer_norms_right(tmp_path):
     x = torch.randn(2, 64)
     target = exporters.get("executorch")()
     details = target.export(module, x, tmp_path / "model.pte", "x", "fp16")
-    assert "aten.gelu" not in details["outside_delegate"]  # XNNPACK runs it, in fp32
+    portable = details["kernels"].get("portable_ops_lib", [])
+    assert not [op for op in portable if op.startswith("aten::gelu")]  # XNNPACK runs it, in fp32
     parity = compare(module(x).detach().numpy(), target.load(tmp_path / "model.pte")(x.numpy()))
     assert parity["cosine_min"] >= 0.9999
 

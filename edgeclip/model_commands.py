@@ -200,6 +200,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from compress.data.heldout import heldout_samples
+    from edgeclip.run_folder import exported_model
     from edgeclip.run_models import parity_samples
     from export import exporters
     from export.driver import export_model
@@ -244,6 +245,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         recipe_hash=ctx.recipe.hash if ctx else None,
         quantized=quantized,
+        source=exported_model(ctx, args.precision) if ctx else source,
     )
     for tower in ("image", "text"):
         parity = summary[tower]["parity"]

@@ -44,6 +44,15 @@ def final_model(ctx: Context) -> Path:
     return own_model(ctx)
 
 
+def exported_model(ctx: Context, precision: str) -> Path:
+    """The model file an export at ``precision`` comes from: for int8 the qat stage's model
+    where the run has one (else the final model, quantized after training), the final model
+    otherwise."""
+    if precision == "int8" and ctx.recipe.qat is not None:
+        return ctx.stage_dir("qat") / MODEL_FILE
+    return final_model(ctx)
+
+
 def distill_stage_dir(ctx: Context, index: int) -> Path:
     """One student of a (progressive) distillation: its checkpoint, model and summary."""
     return ctx.stage_dir("distill") / f"stage{index}"

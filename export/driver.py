@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from compress.data.transforms import ImageTransform
-from compress.models import CLIP, ModelRecord, reparameterize
+from compress.models import CLIP, ModelRecord, read_record, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.tokenizer import SOT_ID, Tokenizer
 from export.golden import GOLDEN_NAME, write_golden
@@ -93,6 +93,7 @@ def export_model(
     thresholds: Thresholds | None = None,
     vocab_path: str | os.PathLike | None = None,
     quantized: Any = None,
+    source: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export the image and text towers to ``out_dir/image`` and ``out_dir/text``, verified.
 
@@ -128,6 +129,9 @@ def export_model(
             (:class:`compress.quant.ptq.QuantizedCLIP` from :func:`compress.quant.ptq.convert`):
             they are what is exported, and the parity reference is their INT8 simulation in
             PyTorch, not the fp32 model.
+        source: the model file exported (an int8 export's: the INT8 model file, or the float one
+            it was quantized from); the manifests' ``provenance`` names it, its sha256 and how
+            it was made (its record's provenance).
 
     Returns:
         ``{"image": {...}, "text": {...}, "zero_shot_agreement": float | None, "dir", "target",
@@ -150,6 +154,7 @@ def export_model(
     backend = _target(target, precision, quantized)
     _check_inputs(model, sample_images, sample_tokens, batch_size)
     thresholds = thresholds or PARITY[precision]
+    origin = provenance(source)  # before the long part: the file as it is now
     context = model.text.context_length
     vocab = Path(vocab_path) if vocab_path is not None else Tokenizer(context).vocab_path
     samples = {
@@ -193,6 +198,7 @@ def export_model(
                     logit_bias=logit_bias,
                     recipe_hash=recipe_hash,
                     parity=parity[tower],
+                    provenance=origin,
                 )
                 write_manifest(root / tower, manifest)
             write_golden(
@@ -309,6 +315,18 @@ def _parity(
         where = out_dir / tower / backend.file_name
         check(parity[tower], thresholds, f"{model_name} {tower} tower ({where})")
     return parity
+
+
+def provenance(source: str | os.PathLike | None) -> dict[str, Any] | None:
+    """Which model file an export came from: its path as given, sha256 and record provenance
+    (the stage that made it, its parent, the recipe)."""
+    if source is None:
+        return None
+    return {
+        "model_file": os.fspath(source),
+        "sha256": sha256_path(source),
+        "record": read_record(source).provenance,
+    }
 
 
 def _manifest_fields(

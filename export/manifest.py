@@ -153,13 +153,16 @@ def tower_manifest(
     parity: dict[str, Any] | None = None,
     format_details: dict[str, Any] | None = None,
     flops: int | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
     Image towers carry ``preprocessing``, text towers carry ``tokenizer``; a model trained with the
     sigmoid loss carries its ``logit_bias`` beside ``logit_scale``; ``attention`` is the
     tower's attention variant (None: plain softmax); ``format_details`` what the target adds
-    about its format (the ONNX opset; the ops ExecuTorch left outside its delegate); ``files``
+    about its format (what an app must link: ONNX's operator sets and op types, ExecuTorch's
+    backends and kernels, Core ML's minimum OS); ``provenance`` the model file it was exported
+    from (path, sha256, how it was made); ``files``
     the SHA-256 of every file shipped in the folder (``edgeclip verify`` checks them all);
     ``flops`` the tower's floating-point operations per call at its fixed input shape, counted
     on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency).
@@ -194,6 +197,8 @@ def tower_manifest(
         manifest["preprocessing"] = preprocessing
     else:
         manifest["tokenizer"] = tokenizer
+    if provenance is not None:
+        manifest["provenance"] = provenance
     manifest["format"] = format_details or {}
     manifest["parity"] = parity
     return manifest

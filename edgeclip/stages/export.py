@@ -9,7 +9,7 @@ from pathlib import Path
 from compress.models import load_model
 from edgeclip.figures import mb, mean_top1, pct, recall_pct, top1_pct
 from edgeclip.pipeline import Context, Stage
-from edgeclip.run_folder import evaluation, export_dir, final_model, has_model
+from edgeclip.run_folder import evaluation, export_dir, exported_model, final_model, has_model
 from edgeclip.run_models import evaluate_model, int8_model, parity_samples
 
 
@@ -44,6 +44,7 @@ def run(ctx: Context, out: Path) -> dict:
             recipe_hash=ctx.recipe.hash,
             thresholds=cfg.thresholds(precision),
             quantized=quantized if precision == "int8" else None,
+            source=exported_model(ctx, precision),
         )
         if evaluate:  # the accuracy an app will see: through the artifact's own runtime
             unrunnable = exporters.get(target)().runs_here()

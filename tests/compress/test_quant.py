@@ -28,6 +28,7 @@ from edgeclip.stages import STAGES
 from edgeclip.stages.export import _check_int8_accuracy
 from export import exporters
 from export.driver import export_model
+from export.manifest import sha256_path
 from export.verify import PARITY, ParityError
 from tests.helpers import ROOT, write_tiny_recipe
 
@@ -162,6 +163,9 @@ def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch, caps
         (tmp_path / "exports" / "onnx-int8" / "text" / "manifest.json").read_text()
     )
     assert manifest["precision"] == "int8" and manifest["parity"]["status"] == "passed"
+    assert manifest["provenance"]["model_file"] == str(path)  # the INT8 file, as it was
+    assert manifest["provenance"]["sha256"] == sha256_path(path)
+    assert manifest["provenance"]["record"]["stage"] == "qat"
     assert main(["export", str(path), "--target", "onnx"]) == 2  # an INT8 file is int8 only
     assert main(["eval", str(path), "--outliers"]) == 2  # no float blocks to hook
     assert "is an INT8 model" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from edgeclip.recipe import EvalConfig, load_recipe
 from edgeclip.stages import STAGES
 from export.artifact import ArtifactModel, IntegrityError, verify_export
 from export.driver import export_model
-from export.manifest import read_manifest
+from export.manifest import read_manifest, sha256_path
 from export.verify import PARITY, ParityError
 from tests.helpers import MCI_VIT_SMALL, model_inputs, write_tiny_recipe
 
@@ -51,6 +52,11 @@ def test_export_command_from_a_run_then_verify(run_dir, tmp_path, capsys):
     assert code == 0
     default = run_dir / "export" / "executorch-fp16"  # the run's export folder by default
     assert read_manifest(default / "image")["precision"] == "fp16"
+    final = run_dir / "pretrain" / "model.pt"  # the tiny run's final model
+    for folder in (default, run_dir / "export" / "onnx-fp32"):  # the command's, the stage's
+        origin = read_manifest(folder / "text")["provenance"]  # which file it came from
+        assert Path(origin["model_file"]).resolve() == final.resolve()
+        assert origin["sha256"] == sha256_path(final) and origin["record"]["stage"] == "pretrain"
     assert main(["export", str(run_dir), "--target", "onnx", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["verify", str(run_dir / "export")]) == 0  # every export folder below it
@@ -75,6 +81,8 @@ def test_export_command_from_a_model_file_uses_rendered_heldout_scenes(run_dir, 
     assert main(["export", str(model), "--target", "onnx", "--samples", "12"]) == 0
     manifest = read_manifest(tmp_path / "exports" / "onnx-fp32" / "text")
     assert manifest["parity"]["zero_shot_texts"] == 12 and manifest["recipe_hash"] is None
+    assert manifest["provenance"]["model_file"] == str(model)
+    assert manifest["provenance"]["sha256"] == sha256_path(model)
 
 
 @pytest.mark.slow

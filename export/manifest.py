@@ -162,8 +162,8 @@ def tower_manifest(
     tower's attention variant (None: plain softmax); ``format_details`` what the target adds
     about its format (what an app must link: ONNX's operator sets and op types, ExecuTorch's
     backends and kernels, Core ML's minimum OS); ``provenance`` the model file it was exported
-    from (path, sha256, how it was made); ``files``
-    the SHA-256 of every file shipped in the folder (``edgeclip verify`` checks them all);
+    from (path, sha256, how it was made); ``files`` the SHA-256 of every file shipped in the
+    folder (``edgeclip verify`` checks them all);
     ``flops`` the tower's floating-point operations per call at its fixed input shape, counted
     on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency).
     """

@@ -244,6 +244,7 @@ print(json.dumps({"portable": sorted(portable), "before": before, "after": loads
         cwd=ROOT,
         timeout=300,
     )
+    assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(kernels["portable_ops_lib"]) <= set(result["portable"])
     assert not set(kernels["quantized_ops_lib"]) & set(result["portable"])

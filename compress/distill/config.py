@@ -15,11 +15,14 @@ from compress.train import TrainConfig
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The distillation loss: α·L_affinity + (1 − α)·L_clip, or plain CLIP (docs/design.md)."""
+    """The distillation loss: α·L_affinity + (1 − α)·L_base, or a base loss alone (clip,
+    sigmoid), where L_base is the CLIP loss or SigLIP's sigmoid loss (docs/design.md)."""
 
     # reinforced: MobileCLIP's loss on the reinforce stage's stored teacher embeddings (alpha = λ)
-    kind: Literal["affinity", "clip", "reinforced"] = "affinity"
+    kind: Literal["affinity", "clip", "sigmoid", "reinforced"] = "affinity"
     alpha: float = 1.0  # weight of affinity mimicking (λ of the reinforced loss); TinyCLIP uses 1
+    # the (1 − α) term of affinity and reinforced: sigmoid gives the student a learned logit bias
+    base: Literal["clip", "sigmoid"] = "clip"
     student_scale: float | None = None  # fixed logit scale for the student; null: its own, learned
     # fixed, learned, or null: each teacher's own
     teacher_scale: float | Literal["learnable"] | None = None
@@ -30,6 +33,17 @@ class LossConfig:
             value = getattr(self, name)
             ok = value is None or isinstance(value, str) or value > 0
             require(ok, name, f"must be > 0, got {value}")
+        require(
+            self.base == "clip" or self.kind in ("affinity", "reinforced"),
+            "base",
+            f"mixes into kind affinity or reinforced; kind {self.kind} is a loss of its own "
+            f"(kind: sigmoid for the sigmoid loss alone)",
+        )
+
+    @property
+    def sigmoid(self) -> bool:
+        """Whether the student trains a sigmoid loss, and so needs a logit bias."""
+        return self.kind == "sigmoid" or self.base == "sigmoid"
 
 
 @dataclass(frozen=True)

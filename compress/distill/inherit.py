@@ -378,6 +378,9 @@ def inherit(
         calibration: a batch (``image``, ``text``) to score importance on.
         score: ``"magnitude"`` or ``"taylor"``.
 
+    The logit scale (and bias) carry over where both models' logits are of one kind, softmax or
+    sigmoid (a bias); a sigmoid student of a softmax teacher keeps its own start.
+
     Raises:
         InheritError: a student wider or deeper than its teacher, or towers of different families.
     """
@@ -407,6 +410,9 @@ def inherit(
         plan = plan_transformer(t_tower, s_tower, label, layers[name], scores.get(name))
         apply_transformer(t_tower, s_tower, plan, label)
         report[name] = plan.summary()
-    with torch.no_grad():
-        student.logit_scale.copy_(teacher.logit_scale)
+    if (student.logit_bias is None) == (teacher.logit_bias is None):
+        with torch.no_grad():  # logits of one kind (softmax, or sigmoid with a bias) carry over
+            student.logit_scale.copy_(teacher.logit_scale)
+            if student.logit_bias is not None:
+                student.logit_bias.copy_(teacher.logit_bias)
     return report

@@ -1,11 +1,13 @@
 """Training losses, chosen by name in the recipe: CLIP contrastive (Radford et al. 2021) and
 TinyCLIP affinity mimicking (Wu et al. 2023), mixed by α, against one teacher or an ensemble;
-and the pairwise sigmoid loss (SigLIP, Zhai et al. 2023) for pretraining.
+and the pairwise sigmoid loss (SigLIP, Zhai et al. 2023), alone or as the base loss that
+affinity mimicking is mixed with.
 
 A loss is built once from its recipe options (``losses.get(kind)(**options)``) and called every
 step as ``loss(student, teachers)``, where ``student`` is the (image embeddings, text embeddings,
-logit scale) the student returned and ``teachers`` the same triples of the teachers (empty for
-plain CLIP training). Embeddings are L2-normalised; under DDP every rank's rows are gathered so
+logit scale) the student returned, with its logit bias last when the base loss is the sigmoid
+one, and ``teachers`` the (image, text, scale) triples of the teachers (empty for training
+without one). Embeddings are L2-normalised; under DDP every rank's rows are gathered so
 similarities span the global batch.
 """
 
@@ -94,6 +96,10 @@ def clip_loss_with_negatives(
 
 
 SIGMOID_CHUNK = 1024  # rows of the (N, N) logits the sigmoid loss holds at a time
+# SigLIP's initial logits: scale s = exp(log 10), bias b = −10 (most pairs are negatives); what a
+# model trained with the sigmoid loss starts from where its architecture sets neither
+SIGMOID_INIT = {"logit_scale": math.log(10.0), "logit_bias": -10.0}
+BASES = ("clip", "sigmoid")  # the contrastive losses of the model's own pairs
 
 
 @fp32
@@ -182,23 +188,41 @@ def affinity_loss(logits: torch.Tensor, i2t: torch.Tensor, t2i: torch.Tensor) ->
     return 0.5 * (soft_cross_entropy(logits, i2t) + soft_cross_entropy(logits.T, t2i))
 
 
+def _bias(student: tuple) -> torch.Tensor:
+    """The student's logit bias, last of its embeddings where a sigmoid loss is trained."""
+    if len(student) < 4:
+        raise ValueError("the sigmoid loss needs the student's logit bias (config logit_bias)")
+    return student[3]
+
+
 class CLIPLoss(nn.Module):
     """The contrastive loss alone; needs no teacher."""
 
     def forward(self, student: Embeddings, teachers: Sequence[Embeddings] = ()) -> torch.Tensor:
-        return clip_loss(*student)  # fp32 itself
+        return clip_loss(*student[:3])  # fp32 itself
+
+
+class SigmoidLoss(nn.Module):
+    """The sigmoid loss alone, with the student's own scale and bias; needs no teacher."""
+
+    def forward(self, student: tuple, teachers: Sequence[Embeddings] = ()) -> torch.Tensor:
+        return sigmoid_loss(*student[:3], _bias(student))  # fp32 itself
 
 
 class AffinityMimicking(nn.Module):
-    """α·L_aff + (1 − α)·L_clip against one teacher or the mean affinities of an ensemble.
+    """α·L_aff + (1 − α)·L_base against one teacher or the mean affinities of an ensemble,
+    where L_base is the CLIP loss or the sigmoid loss of the student's own pairs.
 
     Args:
-        alpha: weight of affinity mimicking (1 = TinyCLIP's default, 0 = plain CLIP).
+        alpha: weight of affinity mimicking (1 = TinyCLIP's default, 0 = the base loss alone).
         student_scale: a fixed logit scale for the student's affinities, or None for the
             student's own learnable one.
         teacher_scale: a fixed logit scale for every teacher, ``"learnable"`` for one learned
             scale (initialised at the first teacher's) shared by the ensemble, or None for each
             teacher's own.
+        base: ``"clip"`` or ``"sigmoid"`` (the student's embeddings then end with its logit
+            bias). The affinities stay softmaxes either way: a bias added to every logit of a
+            row changes no softmax, so L_aff reads only the scale.
 
     Example:
         >>> loss = AffinityMimicking(alpha=1.0, student_scale=50.0, teacher_scale=50.0)
@@ -210,10 +234,14 @@ class AffinityMimicking(nn.Module):
         alpha: float = 1.0,
         student_scale: float | None = None,
         teacher_scale: float | str | None = None,
+        base: str = "clip",
     ) -> None:
         super().__init__()
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if base not in BASES:
+            raise ValueError(f"base must be one of {list(BASES)}, got {base!r}")
+        self.base = base
         if isinstance(teacher_scale, str) and teacher_scale != "learnable":
             raise ValueError(
                 f"teacher_scale must be a number, 'learnable' or null, got {teacher_scale!r}"
@@ -225,10 +253,10 @@ class AffinityMimicking(nn.Module):
         )
 
     @fp32
-    def forward(self, student: Embeddings, teachers: Sequence[Embeddings]) -> torch.Tensor:
+    def forward(self, student: tuple, teachers: Sequence[Embeddings]) -> torch.Tensor:
         if not teachers:
             raise ValueError("affinity mimicking needs at least one teacher")
-        image, text, own_scale = student
+        image, text, own_scale = student[:3]
         image, text = gather(image), gather(text)  # once: both terms span the global batch
         s_student = own_scale if self.student_scale is None else self.student_scale
         if self.teacher_log_scale is not None:
@@ -242,11 +270,16 @@ class AffinityMimicking(nn.Module):
         similarity = image @ text.T
         value = affinity_loss(s_student * similarity, i2t, t2i)
         if self.alpha < 1:
-            value = self.alpha * value + (1 - self.alpha) * _contrastive(own_scale * similarity)
+            if self.base == "clip":
+                base = _contrastive(own_scale * similarity)
+            else:  # on the rows gathered above
+                base = _SigmoidLoss.apply(image, text, own_scale, _bias(student), SIGMOID_CHUNK)
+            value = self.alpha * value + (1 - self.alpha) * base
         return value
 
 
 losses.register("clip")(CLIPLoss)
+losses.register("sigmoid")(SigmoidLoss)
 losses.register("affinity")(AffinityMimicking)
 
 
@@ -273,21 +306,25 @@ def stored_teachers(
 
 class ReinforcedKD(nn.Module):
     """MobileCLIP's loss on a reinforced dataset: for the real caption and for one synthetic
-    caption, (1 − λ)·L_clip + λ·L_kd with L_kd the ensemble's stored affinities (each member's
-    own logit scale); the two are summed. No teacher runs: its embeddings come with the data.
+    caption, (1 − λ)·L_base + λ·L_kd with L_kd the ensemble's stored affinities (each member's
+    own logit scale) and L_base the CLIP or sigmoid loss of the student's own pairs; the two are
+    summed. No teacher runs: its embeddings come with the data.
 
     Args:
-        lam: λ, the weight of distillation against the contrastive loss.
+        lam: λ, the weight of distillation against the base loss.
         dims: the ensemble members' embedding widths, as the dataset's index lists them.
         scales: the members' logit scales, likewise.
+        base: ``"clip"`` or ``"sigmoid"`` (the student's logit bias is then passed in).
     """
 
-    def __init__(self, lam: float, dims: Sequence[int], scales: Sequence[float]) -> None:
+    def __init__(
+        self, lam: float, dims: Sequence[int], scales: Sequence[float], base: str = "clip"
+    ) -> None:
         super().__init__()
         if len(dims) != len(scales) or not dims:
             raise ValueError(f"one logit scale per teacher: dims {dims}, scales {scales}")
         self.dims, self.scales = list(dims), list(scales)
-        self.affinity = AffinityMimicking(alpha=lam)
+        self.affinity = AffinityMimicking(alpha=lam, base=base)
 
     def forward(
         self,
@@ -298,11 +335,14 @@ class ReinforcedKD(nn.Module):
         stored_image: torch.Tensor,
         stored_real: torch.Tensor,
         stored_synthetic: torch.Tensor,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The student's image and both captions' embeddings (L2-normalised) and logit scale,
-        against the stored teacher embeddings of the replayed augmentation and both captions."""
+        """The student's image and both captions' embeddings (L2-normalised), logit scale (and
+        bias), against the stored teacher embeddings of the replayed augmentation and both
+        captions."""
+        logits = (scale,) if bias is None else (scale, bias)
         total = 0.0
         for text, stored_text in ((real_text, stored_real), (synthetic_text, stored_synthetic)):
             teachers = stored_teachers(stored_image, stored_text, self.dims, self.scales)
-            total = total + self.affinity((image, text, scale), teachers)
+            total = total + self.affinity((image, text, *logits), teachers)
         return total

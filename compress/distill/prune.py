@@ -627,9 +627,12 @@ class AutoInheritance(nn.Module):
             "vision": vision,
             "text": sections["text"],
         }
-        pruned = build_from_config(config, attention["image"], attention["text"])
         state = {f"{t}.{k}": v for t in TOWERS for k, v in states[t].items()}
         state["logit_scale"] = model.logit_scale.detach()
+        if model.logit_bias is not None:  # a sigmoid-trained model keeps its bias
+            config["logit_bias"] = float(model.logit_bias)
+            state["logit_bias"] = model.logit_bias.detach()
+        pruned = build_from_config(config, attention["image"], attention["text"])
         pruned.load_state_dict({k: v.detach().clone() for k, v in state.items()})
         pruned.to(model.logit_scale.device).train(model.training)
         before, after = count_params(model), count_params(pruned)

@@ -18,7 +18,7 @@ from torch import nn
 
 from compress.distill.config import DistillConfig, DistillStep
 from compress.distill.inherit import InheritError, inherit
-from compress.distill.losses import ReinforcedKD, losses
+from compress.distill.losses import SIGMOID_INIT, ReinforcedKD, losses
 from compress.distill.teacher_inputs import TeacherInputs
 from compress.errors import UserError
 from compress.models import CLIP, ModelRecord, count_params
@@ -41,13 +41,24 @@ def freeze(model: CLIP) -> CLIP:
 
 class DistillObjective(Objective):
     """The student's embeddings against the teachers' (computed under no_grad on the whole
-    batch), plus the pruning penalty when masks are learned."""
+    batch), plus the pruning penalty when masks are learned. ``bias``: the trained model's logit
+    bias, which a sigmoid base loss needs; ``embed`` then returns it last, the parameter itself,
+    as :class:`compress.objectives.Sigmoid` does."""
 
     def __init__(
-        self, loss: nn.Module, teachers: Sequence[CLIP], student: CLIP, penalty=None
+        self,
+        loss: nn.Module,
+        teachers: Sequence[CLIP],
+        student: CLIP,
+        penalty=None,
+        bias: nn.Parameter | None = None,
     ) -> None:
-        self.criterion, self.teachers, self.penalty = loss, teachers, penalty
+        self.criterion, self.teachers, self.penalty, self.bias = loss, teachers, penalty, bias
         self.inputs = [TeacherInputs(t, student) for t in teachers]
+
+    def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+        out = net(batch["image"], batch["text"])
+        return out if self.bias is None else (*out, self.bias)
 
     def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         with torch.no_grad():
@@ -64,19 +75,21 @@ class ReinforcedObjective(Objective):
     the stored teacher embeddings. No teacher model exists on this path.
 
     ``embed`` returns the two captions' embeddings side by side, (B, 2·D), so that every row
-    stays one sample of the batch (the training loop splits batches by rows).
+    stays one sample of the batch (the training loop splits batches by rows), and the logit
+    bias last where one is given (a sigmoid base loss), as :class:`DistillObjective` does.
     """
 
-    def __init__(self, loss: nn.Module, penalty=None) -> None:
-        self.criterion, self.penalty = loss, penalty
+    def __init__(self, loss: nn.Module, penalty=None, bias: nn.Parameter | None = None) -> None:
+        self.criterion, self.penalty, self.bias = loss, penalty, bias
 
     def embed(self, net: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
         image, text, scale = net(batch["image"], torch.cat([batch["text"], batch["syn_text"]]))
         real, synthetic = text.chunk(2)
-        return image, torch.cat([real, synthetic], dim=1), scale
+        out = image, torch.cat([real, synthetic], dim=1), scale
+        return out if self.bias is None else (*out, self.bias)
 
     def loss(self, out: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
-        image, texts, scale = out
+        image, texts, scale, *bias = out
         real, synthetic = texts.chunk(2, dim=1)
         value = self.criterion(
             image,
@@ -86,6 +99,7 @@ class ReinforcedObjective(Objective):
             batch["teacher_image"],
             batch["teacher_real"],
             batch["teacher_syn"],
+            *bias,
         )
         return value + self.penalty() if self.penalty is not None else value
 
@@ -97,6 +111,8 @@ def build_student(step: DistillStep, cfg: DistillConfig, parent: ModelRecord) ->
     else:
         attention = {"image": cfg.attention.image.spec(), "text": cfg.attention.text.spec()}
         record = ModelRecord.named(step.model, attention)
+    if cfg.loss.sigmoid:  # a learned logit bias; the architecture's own logit settings win
+        record = replace(record, config={**SIGMOID_INIT, **record.config})
     record = record.derive(
         provenance={"stage": "distill", "parent": parent.name, "inherit": step.inherit.method}
     )
@@ -172,15 +188,16 @@ def run_stage(
             raise UserError(f"distill stage {index}: inherit.method auto: {err}") from None
         masks.attach(student.model)
     if stored is not None:
-        loss = ReinforcedKD(cfg.loss.alpha, *stored)
+        loss = ReinforcedKD(cfg.loss.alpha, *stored, base=cfg.loss.base)
     else:
         loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
     extras = Extras(loss, masks)
     penalty = extras.penalty if masks is not None else None
+    bias = student.model.logit_bias if cfg.loss.sigmoid else None
     objective = (
-        ReinforcedObjective(loss, penalty)
+        ReinforcedObjective(loss, penalty, bias)
         if stored is not None
-        else DistillObjective(loss, teachers, student.model, penalty)
+        else DistillObjective(loss, teachers, student.model, penalty, bias)
     )
     step_cfg = replace(cfg, steps=step.steps)
     summary = train(
@@ -211,10 +228,11 @@ def run_stage(
 
 def loss_options(cfg: DistillConfig) -> dict:
     """The loss builder's arguments from the recipe's loss section."""
-    if cfg.loss.kind == "clip":
+    if cfg.loss.kind in ("clip", "sigmoid"):
         return {}
     return {
         "alpha": cfg.loss.alpha,
         "student_scale": cfg.loss.student_scale,
         "teacher_scale": cfg.loss.teacher_scale,
+        "base": cfg.loss.base,
     }

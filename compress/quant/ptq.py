@@ -152,10 +152,13 @@ class QuantizedCLIP(nn.Module):
         logit_scale: torch.Tensor,
         transform: Callable,
         tokenize: Callable,
+        logit_bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.visual, self.text = visual, text
         self.logit_scale = nn.Parameter(logit_scale.detach().clone())
+        # a sigmoid-trained model's bias (its forward, like the float model's, leaves it out)
+        self.logit_bias = None if logit_bias is None else nn.Parameter(logit_bias.detach().clone())
         # the float model's preprocessing, which evaluation feeds an encoder through
         self.transform, self.tokenize = transform, tokenize
 
@@ -200,7 +203,7 @@ def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLI
     transform = image_transform(model.visual.image_size, **model.preprocess)
     tokenize = Tokenizer(model.text.context_length)
     quantized = QuantizedCLIP(
-        graphs["image"], graphs["text"], model.logit_scale, transform, tokenize
+        graphs["image"], graphs["text"], model.logit_scale, transform, tokenize, model.logit_bias
     )
     return quantized.train(qat)
 
@@ -230,7 +233,9 @@ def convert(model: QuantizedCLIP) -> QuantizedCLIP:
             for name in ("train", "eval"):
                 vars(graph).pop(name, None)
             towers.append(QuantizedTower(graph))
-    return QuantizedCLIP(*towers, model.logit_scale, model.transform, model.tokenize).eval()
+    return QuantizedCLIP(
+        *towers, model.logit_scale, model.transform, model.tokenize, model.logit_bias
+    ).eval()
 
 
 def quantize(model: CLIP, config: QuantConfig, batches: Iterable[dict]) -> QuantizedCLIP:

@@ -18,7 +18,7 @@ import torch
 
 from compress.distill.losses import losses
 from compress.distill.student import DistillObjective, Extras, freeze, loss_options
-from compress.errors import first_line
+from compress.errors import UserError, first_line
 from compress.io import atomic_save
 from compress.models import CLIP, ModelRecord
 from compress.models.record import ModelFileError
@@ -43,6 +43,11 @@ def train_qat(
     ``batches(start_step)`` yields this rank's batches from that step on; checkpoints go to
     ``out_dir`` and a rerun resumes from the last one.
     """
+    if cfg.loss.sigmoid and model.logit_bias is None:
+        raise UserError(
+            "qat.loss: a sigmoid loss needs a model with a logit bias (one trained with a "
+            "sigmoid loss); this one has none: use base clip"
+        )
     reference = freeze(copy.deepcopy(model))  # the float model the INT8 one learns to match
     quantized = prepare(model, quant, qat=True)
     loss = losses.get(cfg.loss.kind)(**loss_options(cfg))
@@ -51,7 +56,9 @@ def train_qat(
         batches,
         dataclasses.replace(cfg, compile=False),  # the fake-quant graphs run eagerly
         out_dir,
-        objective=DistillObjective(loss, [reference], model),
+        objective=DistillObjective(
+            loss, [reference], model, bias=quantized.logit_bias if cfg.loss.sigmoid else None
+        ),
         extra=Extras(loss, None),
         rank=rank,
         world=world,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, NamedTuple
 import torch
 
 from compress.data.batches import batch_stream
+from compress.distill.losses import SIGMOID_INIT
 from compress.models import CLIP, ModelRecord, save_model
 from compress.objectives import HardNegatives, Objective, Sigmoid, clip_objective
 from compress.train import train
@@ -19,9 +19,6 @@ from edgeclip.inputs import check_batch, check_train_data, train_dataset
 from edgeclip.pipeline import Context, Stage
 from edgeclip.recipe import PretrainConfig
 from edgeclip.run_folder import MODEL_FILE
-
-# SigLIP's initial logits: scale s = exp(log 10), bias b = −10 (most pairs are negatives)
-SIGMOID_INIT = {"logit_scale": math.log(10.0), "logit_bias": -10.0}
 
 
 def objective(cfg: PretrainConfig, record: ModelRecord, model: CLIP, seed: int) -> Objective:

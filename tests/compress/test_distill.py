@@ -16,6 +16,7 @@ from compress.distill.inherit import InheritError, importance_scores, inherit, p
 from compress.distill.losses import (
     AffinityMimicking,
     CLIPLoss,
+    SigmoidLoss,
     affinity_targets,
     clip_loss,
     soft_cross_entropy,
@@ -29,6 +30,8 @@ from compress.models import (
 from compress.tokenizer import EOT_ID
 from edgeclip.pipeline import run_pipeline
 from edgeclip.recipe import load_recipe
+from edgeclip.recipe.loading import parse_recipe
+from edgeclip.recipe.sections import RecipeError
 from edgeclip.stages import STAGES
 from tests.helpers import DISTILL_TRAIN, MCI_VIT, ROOT, distill_recipe, torchrun_edgeclip
 
@@ -74,6 +77,29 @@ def test_alpha_mixes_affinity_and_clip():
     mixed = AffinityMimicking(alpha=0.25)(student, [teacher])
     assert mixed.item() == pytest.approx(0.25 * pure_aff.item() + 0.75 * pure_clip.item(), rel=1e-6)
     assert CLIPLoss()(student).item() == pytest.approx(pure_clip.item())
+
+
+def test_a_sigmoid_base_mixes_in_as_the_clip_loss_does():
+    """(1 − α) of the sigmoid loss by hand beside α of affinity mimicking, the student's logit
+    bias last of its embeddings and reached by the gradient; the affinities ignore the bias."""
+    torch.manual_seed(0)
+    s_img, s_txt = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    t_img, t_txt = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    scale, bias = torch.tensor(10.0), torch.tensor(-3.0, requires_grad=True)
+    teacher = (t_img, t_txt, torch.tensor(20.0))
+    z = scale * s_img @ s_txt.T + bias.detach()
+    labels = 2 * torch.eye(4) - 1
+    by_hand = -F.logsigmoid(labels * z).sum() / 4
+    affinity = AffinityMimicking(alpha=1.0)((s_img, s_txt, scale), [teacher])
+    mixed = AffinityMimicking(alpha=0.25, base="sigmoid")((s_img, s_txt, scale, bias), [teacher])
+    assert mixed.item() == pytest.approx(0.25 * affinity.item() + 0.75 * by_hand.item(), rel=1e-5)
+    mixed.backward()
+    assert bias.grad is not None and bias.grad != 0
+    pure = AffinityMimicking(alpha=1.0, base="sigmoid")((s_img, s_txt, scale, bias), [teacher])
+    assert pure.item() == pytest.approx(affinity.item(), rel=1e-6)  # a bias moves no softmax
+    assert SigmoidLoss()((s_img, s_txt, scale, bias)).item() == pytest.approx(by_hand.item())
+    with pytest.raises(ValueError, match="logit bias"):
+        AffinityMimicking(alpha=0.5, base="sigmoid")((s_img, s_txt, scale), [teacher])
 
 
 def test_ensemble_targets_are_the_mean_of_the_members_softmaxes():
@@ -242,6 +268,28 @@ stages:
     assert record.provenance == {"stage": "distill", "parent": "tiny", "inherit": "importance"}
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert "teacher" in metrics and "zs_colour" in metrics["teacher"]["zeroshot"]
+
+
+def test_a_sigmoid_base_gives_the_student_a_learned_bias(tmp_path, teacher_file):
+    """With ``base: sigmoid`` the student gets a logit bias at SigLIP's start, and, its teacher's
+    logits being softmax ones, keeps its own scale too; both learn; QAT then trains the bias of
+    the fake-quant model with the same loss."""
+    distill = DISTILL_TRAIN + "model: tiny_student\nsteps: 3\nloss: {alpha: 0.5, base: sigmoid}\n"
+    path = distill_recipe(tmp_path, teacher_file, distill)
+    qat = "qat: {steps: 2, batch_size: 16, warmup: 1, loss: {alpha: 0.5, base: sigmoid}}\n"
+    path.write_text(path.read_text() + qat)
+    run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
+    student, record = load_model(run_dir / "distill" / "model.pt")
+    assert record.config["logit_bias"] == -10.0  # the start, in the architecture
+    assert student.logit_bias is not None and student.logit_bias.item() != -10.0
+    assert abs(student.logit_scale.item() - math.log(10.0)) < 0.1  # not the teacher's log(1/0.07)
+    qat = torch.load(run_dir / "qat" / "model.pt", weights_only=True)["state_dict"]
+    assert qat["logit_bias"].item() != student.logit_bias.item()
+
+
+def test_a_sigmoid_loss_is_refused_where_it_cannot_mix():
+    with pytest.raises(RecipeError, match="distill.loss.base: mixes into kind affinity"):
+        parse_recipe("name: r\ndistill: {model: tiny, loss: {kind: clip, base: sigmoid}}")
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from compress.distill.losses import (
     AffinityMimicking,
     ReinforcedKD,
     clip_loss,
+    sigmoid_loss,
     soft_cross_entropy,
     stored_teachers,
 )
@@ -29,6 +30,17 @@ def test_lambda_zero_is_the_clip_loss_of_both_captions():
     assert value == pytest.approx(
         float(clip_loss(IMAGE, REAL, SCALE) + clip_loss(IMAGE, SYN, SCALE))
     )
+
+
+def test_a_sigmoid_base_is_the_sigmoid_loss_of_both_captions_with_the_bias():
+    bias = torch.tensor(-4.0)
+    loss = ReinforcedKD(0.0, dims=[D], scales=[30.0], base="sigmoid")
+    stored = _unit(B, D, seed=3)
+    value = loss(IMAGE, REAL, SYN, SCALE, stored, stored, stored, bias)
+    expected = sigmoid_loss(IMAGE, REAL, SCALE, bias) + sigmoid_loss(IMAGE, SYN, SCALE, bias)
+    assert value == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="logit bias"):
+        loss(IMAGE, REAL, SYN, SCALE, stored, stored, stored)
 
 
 def test_lambda_one_mimics_the_stored_affinities_by_hand():

@@ -194,3 +194,33 @@ export: {{batch_size: 2, samples: 4}}
     assert f"{files['labelled']} top-1" in report  # the distillation table names the user's task
     for word in ("scenes", "Scenes", "zs_", "colour"):
         assert word not in report, word
+
+
+@pytest.mark.slow
+def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
+    """End to end with the sigmoid loss: a SigLIP-style teacher pretrained with it, its knowledge
+    (scale and bias) stored by reinforce, a CLIP-layout student distilled with the sigmoid loss
+    as the base under the stored affinities, QAT with the same loss, int8 exports verified."""
+    recipe = write_tiny_recipe(tmp_path, steps=2)
+    text = recipe.read_text().split("\neval:")[0].replace("model: tiny\n", "model: tiny_siglip\n")
+    sigmoid = "{kind: reinforced, alpha: 0.5, base: sigmoid}"
+    recipe.write_text(
+        text.replace("  lr: 2.0e-3\n", "  lr: 2.0e-3\n  loss: {kind: sigmoid}\n", 1)
+        + "\nreinforce: {k: 1, n: 1, samples_per_shard: 100, limit: 64}\n"
+        + f"distill: {{model: tiny, inherit: {{method: none}}, loss: {sigmoid}, steps: 3,"
+        + " batch_size: 16, warmup: 1}\n"
+        + "qat: {steps: 2, batch_size: 16, warmup: 1, loss: {alpha: 0.5, base: sigmoid}}\n"
+        + "export: {targets: [onnx-int8, executorch-int8], batch_size: 2, samples: 8}\n"
+    )
+    run_dir = run_pipeline(load_recipe(recipe), STAGES).run_dir
+    index = json.loads((run_dir / "reinforce" / "index.json").read_text())
+    assert index["biases"][0] is not None  # the teacher's bias, stored beside its scale
+    student = torch.load(run_dir / "distill" / "model.pt", weights_only=True)["state_dict"]
+    assert student["logit_bias"].item() != -10.0  # learned from SigLIP's start
+    for target in ("onnx-int8", "executorch-int8"):
+        for tower in ("image", "text"):
+            manifest = json.loads(
+                (run_dir / "export" / target / tower / "manifest.json").read_text()
+            )
+            assert manifest["parity"]["cosine_min"] >= 0.99, (target, tower)  # its simulation's
+            assert "logit_bias" in manifest  # the sigmoid-trained student's, for apps

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset
 from compress.data.datasets import CsvDataset, collate
 from compress.data.transforms import image_transform
 from compress.models import CLIP
-from compress.tokenizer import Tokenizer
 
 
 class Encoder(Protocol):
@@ -161,9 +160,9 @@ def evaluate_csvs(
     """
     if isinstance(model, CLIP):
         transform = image_transform(model.visual.image_size, **model.preprocess)
-        tokenize = Tokenizer(model.text.context_length)
     else:
-        transform, tokenize = model.transform, model.tokenize
+        transform = model.transform
+    tokenize = model.tokenize
     results = {"zeroshot": {}, "retrieval": {}}
     for task, path in zeroshot_csvs.items():
         data = CsvDataset(path, transform, caption_key=None, label_key=label_key, skip_bad=skip_bad)

@@ -75,3 +75,115 @@ class Tokenizer:
             "_bpe": None,
             "_cache": {},
         }
+
+
+TOKENIZER_FILE = "tokenizer.json"  # a Hugging Face tokenizer's whole definition, one file
+CLEANING = ("whitespace", "lower", "canonicalize")  # open_clip's text cleaning before encoding
+
+
+class TokenizerFileError(ValueError):
+    """A tokenizer file that cannot be read, or lacks what encoding needs (its pad token)."""
+
+
+class FileTokenizer:
+    """Text → int64 token ids by a Hugging Face tokenizer file (``tokenizer.json``), as open_clip
+    tokenizes for SigLIP's and SigLIP2's SentencePiece models through transformers: open_clip's
+    cleaning (SigLIP's ``canonicalize``: punctuation dropped, lower case), the file's encoding
+    with its special tokens (e.g. an end-of-sequence token), cut to ``context_length`` and
+    padded to it with the file's pad token. The pad token is the file's own padding setting, or
+    ``pad_token`` in the ``tokenizer_config.json`` or ``special_tokens_map.json`` beside it.
+
+    Args:
+        path: the ``tokenizer.json`` file, or the folder that holds it.
+        context_length: ids per text.
+        clean: ``"whitespace"``, ``"lower"`` or ``"canonicalize"`` (open_clip's names).
+    """
+
+    def __init__(self, path: str | Path, context_length: int, clean: str = "whitespace") -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        path = Path(path)
+        self.path = path / TOKENIZER_FILE if path.is_dir() else path
+        if not self.path.is_file():
+            raise TokenizerFileError(f"{path}: no {TOKENIZER_FILE} there")
+        if clean not in CLEANING:
+            raise TokenizerFileError(f"unknown cleaning {clean!r}; expected one of {CLEANING}")
+        try:
+            self.encoder = HFTokenizer.from_file(str(self.path))
+        except Exception as err:  # the library's own parse errors name no file
+            raise TokenizerFileError(f"{self.path}: not a tokenizer file ({err})") from None
+        self.context_length, self.clean = context_length, clean
+        pad = _pad_token(self.path, self.encoder)
+        self.pad_id = self.encoder.token_to_id(pad)
+        if self.pad_id is None:
+            raise TokenizerFileError(f"{self.path}: its pad token {pad!r} is not in its vocabulary")
+        self.encoder.enable_truncation(max_length=context_length)
+        self.encoder.enable_padding(length=context_length, pad_id=self.pad_id, pad_token=pad)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoder.get_vocab_size()
+
+    def spec(self) -> dict:
+        """What identifies this tokenizer in a model's record: the file (and its sha256), the
+        cleaning; :func:`tokenizer_from_spec` reopens it."""
+        return {
+            "kind": "hf_tokenizer",
+            "file": str(self.path),
+            "sha256": _sha256(self.path),
+            "clean": self.clean,
+        }
+
+    def __call__(self, texts: str | list[str]) -> torch.Tensor:
+        from compress.compat import open_clip
+
+        single = isinstance(texts, str)
+        clean = open_clip().tokenizer.get_clean_fn(self.clean)
+        encodings = self.encoder.encode_batch([clean(t) for t in ([texts] if single else texts)])
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)  # (B, context_length)
+        return ids[0] if single else ids
+
+
+def _pad_token(path: Path, encoder) -> str:
+    """The pad token of a tokenizer file: its own padding setting, else the configs beside it."""
+    import json
+
+    padding = encoder.padding
+    if padding and padding.get("pad_token"):
+        return padding["pad_token"]
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        config = path.parent / name
+        if config.is_file():
+            pad = json.loads(config.read_text()).get("pad_token")
+            if isinstance(pad, dict):  # {"content": "<pad>", ...}
+                pad = pad.get("content")
+            if pad:
+                return pad
+    raise TokenizerFileError(
+        f"{path}: no pad token (neither the file's padding setting nor a tokenizer_config.json or "
+        "special_tokens_map.json beside it names one)"
+    )
+
+
+def tokenizer_from_spec(spec: dict, context_length: int) -> FileTokenizer:
+    """The tokenizer a model's record names (:meth:`FileTokenizer.spec`), refused where the file
+    is no longer the one the model was made with."""
+    if spec.get("kind") != "hf_tokenizer":
+        raise TokenizerFileError(
+            f"unknown tokenizer kind {spec.get('kind')!r}; expected hf_tokenizer"
+        )
+    path = Path(spec["file"])
+    if not path.is_file():
+        raise TokenizerFileError(f"{path}: the model's tokenizer file is missing")
+    if _sha256(path) != spec["sha256"]:
+        raise TokenizerFileError(
+            f"{path}: changed since the model was made (sha256 {spec['sha256'][:12]}… expected); "
+            "the model reads the tokenizer it was made with"
+        )
+    return FileTokenizer(path, context_length, spec["clean"])
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -140,7 +140,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         from compress.models.loaders import PREFIX, foreign_tokenizer, supported_architectures
 
         print("open_clip architectures a recipe can load as a teacher (teacher.model), with tags")
-        print("(* loads from Python only: its SentencePiece tokenizer is not edgeclip's yet):")
+        print(
+            "(* reads text by its own SentencePiece tokenizer: give its file as teacher.tokenizer):"
+        )
         archs = supported_architectures()
         column = max(map(len, archs)) + 2  # SigLIP's names run past 24 characters
         for arch in archs:

@@ -11,7 +11,6 @@ from compress.data.shards import WdsDataset, expand_shards
 from compress.data.transforms import image_transform
 from compress.models import ModelRecord
 from compress.models.given import TeacherConfig
-from compress.tokenizer import Tokenizer
 from edgeclip.pipeline import Context
 from edgeclip.recipe import Recipe, RecipeError
 from edgeclip.run_folder import scenes_dir
@@ -52,11 +51,13 @@ def train_dataset(ctx: Context, record: ModelRecord):
     """This process's training data for a model of ``record``'s input size and normalisation."""
     data = ctx.recipe.data
     transform = image_transform(record.image_size, **record.normalization)
-    tokenize = Tokenizer(record.context_length)
+    tokenize = record.tokenizer()
     source = data.train
     cache = None
-    if data.cache:  # shared by the stages that read the same data at the same size
-        cache = ctx.decoded.setdefault((source, record.image_size, record.context_length), {})
+    if data.cache:  # shared by the stages that read the same data at the same size and tokens
+        own = record.config["text"].get("tokenizer", {}).get("sha256")
+        key = (source, record.image_size, record.context_length, own)
+        cache = ctx.decoded.setdefault(key, {})
     if source == SCENES:
         source = str(scenes_dir(ctx) / "train.csv") if data.format == "csv" else train_shards(ctx)
     if isinstance(source, str) and source.endswith(".csv"):
@@ -89,6 +90,7 @@ def check_given(recipe: Recipe, key: str, cfg: TeacherConfig) -> None:
     from compress.models.loaders import (
         UnsupportedArchitecture,
         foreign_tokenizer,
+        missing_tokenizer,
         openclip_config,
         parse_name,
         supported_architectures,
@@ -96,6 +98,8 @@ def check_given(recipe: Recipe, key: str, cfg: TeacherConfig) -> None:
 
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
         raise recipe.error(f"{key}.checkpoint", f"no such file: {cfg.checkpoint}")
+    if cfg.tokenizer is not None and not Path(cfg.tokenizer).exists():
+        raise recipe.error(f"{key}.tokenizer", f"no such file or folder: {cfg.tokenizer}")
     arch = parse_name(cfg.model)
     if arch is None:
         return
@@ -108,12 +112,8 @@ def check_given(recipe: Recipe, key: str, cfg: TeacherConfig) -> None:
             f"open_clip architecture {arch!r} is not supported; supported: {', '.join(supported)}",
         ) from None
     tokenizer = foreign_tokenizer(arch)
-    if tokenizer is not None:  # every stage tokenizes captions with CLIP's BPE
-        raise recipe.error(
-            f"{key}.model",
-            f"{arch} reads text tokenized by {tokenizer} (SentencePiece), which edgeclip's runs "
-            "do not implement yet; a run's teachers need CLIP's BPE tokenizer",
-        )
+    if tokenizer is not None and cfg.tokenizer is None:
+        raise recipe.error(f"{key}.tokenizer", f"missing: {missing_tokenizer(arch, tokenizer)}")
     if cfg.pretrained is not None:
         from compress.compat import open_clip
 

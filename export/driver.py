@@ -72,6 +72,11 @@ def _check_inputs(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, batch
         )
     if tokens.is_floating_point():
         raise ValueError(f"sample_tokens must be integer token ids, got {tokens.dtype}")
+    if model.own_tokenizer is not None:
+        raise ValueError(
+            f"the model reads text by its own tokenizer ({model.own_tokenizer.path}); exports "
+            "ship CLIP's BPE tokenizer: export a student distilled from it"
+        )
     params = list(model.parameters())
     if any(p.device.type != "cpu" for p in params):
         raise ValueError("export needs the model on the CPU; call model.cpu() first")

@@ -178,3 +178,29 @@ def torchrun_edgeclip(
         env=env,
         timeout=300,
     )
+
+
+def write_sentencepiece_tokenizer(folder: Path) -> Path:
+    """A SentencePiece-style tokenizer as SigLIP's hub folders hold one (tokenizer.json and
+    tokenizer_config.json): Unigram pieces over Metaspace words, an end-of-sequence token
+    appended, a pad token; trained here on 300 scenes captions in well under a second."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from compress.data.scenes import caption, make_scene
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tok.train_from_iterator([caption(make_scene("train", i, 0)[0]) for i in range(300)], trainer)
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", eos)]
+    )
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": {"content": "<pad>"}}))
+    return folder

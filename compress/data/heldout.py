@@ -11,7 +11,6 @@ from PIL import Image
 from compress.data.datasets import CsvDataset
 from compress.data.scenes import iter_split
 from compress.data.transforms import image_transform
-from compress.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from compress.models import ModelRecord
@@ -32,4 +31,4 @@ def heldout_samples(
         rows = list(iter_split(split, n, seed))
         images = [transform(Image.fromarray(image)) for _, image, _, _ in rows]
         captions = [caption for _, _, caption, _ in rows]
-    return torch.stack(images), Tokenizer(record.context_length)(captions)
+    return torch.stack(images), record.tokenizer()(captions)

@@ -23,7 +23,6 @@ from compress.data.augment import Augmentation, seed_of
 from compress.data.captioners import Captioner
 from compress.data.reinforced import ReinforcedWriter
 from compress.models.clip import CLIP
-from compress.tokenizer import Tokenizer
 
 
 @dataclass
@@ -72,7 +71,7 @@ def text_embeddings(teachers: Sequence[CLIP], captions: list[str]) -> np.ndarray
     """The ensemble's L2-normalised embeddings of ``captions``, concatenated over teachers."""
     out = []
     for teacher in teachers:
-        tokens = teacher.text.trim(Tokenizer(teacher.text.context_length)(captions))
+        tokens = teacher.text.trim(teacher.tokenize(captions))
         out.append(F.normalize(teacher.encode_text(tokens), dim=-1))
     return torch.cat(out, dim=-1).numpy()
 

@@ -6,13 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from compress.models.clip import CLIP
-from compress.tokenizer import Tokenizer
 
 
 class TeacherInputs:
     """Turns a student's batch into a teacher's inputs when their preprocessing differs:
     images are un-normalised, resized (bicubic, antialiased) and re-normalised; captions are
-    re-tokenised for the teacher's context length."""
+    re-tokenised for the teacher's context length, or by its own tokenizer where it has one."""
 
     def __init__(self, teacher: CLIP, student: CLIP) -> None:
         self.size = teacher.visual.image_size
@@ -21,11 +20,11 @@ class TeacherInputs:
         )
         self.source = None if same_image else self._stats(student)
         self.target = self._stats(teacher)
-        same_text = (teacher.text.context_length, teacher.text.eot_id) == (
-            student.text.context_length,
-            student.text.eot_id,
-        )
-        self.tokenize = None if same_text else Tokenizer(teacher.text.context_length)
+        same_text = teacher.own_tokenizer is None and (
+            teacher.text.context_length,
+            teacher.text.eot_id,
+        ) == (student.text.context_length, student.text.eot_id)
+        self.tokenize = None if same_text else teacher.tokenize
 
     @staticmethod
     def _stats(model: CLIP) -> tuple[torch.Tensor, torch.Tensor]:

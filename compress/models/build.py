@@ -12,7 +12,7 @@ from compress.errors import require
 from compress.models.clip import CLIP, OPENAI_MEAN, OPENAI_STD
 from compress.models.mobile import HybridVisionTower
 from compress.models.towers import TextTransformer, VisionTransformer
-from compress.tokenizer import EOT_ID
+from compress.tokenizer import EOT_ID, tokenizer_from_spec
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -128,7 +128,10 @@ def build_from_config(
     )
     # the logits' initial scale (log s) and bias, where the architecture sets them (sigmoid loss)
     logits = {f"init_{key}": cfg[key] for key in ("logit_scale", "logit_bias") if key in cfg}
-    return CLIP(visual, text, **image_normalization(cfg), **logits)
+    model = CLIP(visual, text, **image_normalization(cfg), **logits)
+    if "tokenizer" in t:  # a given model's own tokenizer file (SigLIP's SentencePiece)
+        model.own_tokenizer = tokenizer_from_spec(t["tokenizer"], t["context_length"])
+    return model
 
 
 def image_normalization(cfg: dict) -> dict:

@@ -4,10 +4,13 @@ learnable logit bias for models trained with the sigmoid loss (SigLIP, Zhai et a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from compress.tokenizer import Tokenizer
 
 # the image normalisation OpenAI's CLIP weights expect (per RGB channel, for [0, 1] inputs)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -41,6 +44,19 @@ class CLIP(nn.Module):
         )
         # the image normalisation the weights expect (per RGB channel, for [0, 1] inputs)
         self.preprocess = {"mean": tuple(mean), "std": tuple(std)}
+        # a tokenizer of its own (a teacher given its tokenizer file); None: CLIP's BPE
+        self.own_tokenizer: Callable[[list[str]], torch.Tensor] | None = None
+        self._bpe: Tokenizer | None = None
+
+    @property
+    def tokenize(self) -> Callable[[list[str]], torch.Tensor]:
+        """Captions → the token ids this model reads: its own tokenizer's, else CLIP's BPE at
+        its text tower's context length."""
+        if self.own_tokenizer is not None:
+            return self.own_tokenizer
+        if self._bpe is None:
+            self._bpe = Tokenizer(self.text.context_length)
+        return self._bpe
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.visual(images), dim=-1)

@@ -285,6 +285,21 @@ def foreign_tokenizer(arch: str) -> str | None:
     return (cfg.get("text_cfg") or {}).get("hf_tokenizer_name")
 
 
+def tokenizer_cleaning(arch: str) -> str:
+    """How open_clip cleans text before an architecture's own tokenizer (SigLIP: canonicalize)."""
+    cfg = open_clip().get_model_config(arch) or {}
+    return ((cfg.get("text_cfg") or {}).get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+
+
+def missing_tokenizer(arch: str, name: str) -> str:
+    """What to fetch for an architecture whose tokenizer is not CLIP's BPE, in one line."""
+    return (
+        f"{arch} reads text tokenized by {name} (SentencePiece), not CLIP's BPE: fetch "
+        f"tokenizer.json and tokenizer_config.json from https://huggingface.co/{name} into one "
+        "folder and give its path as the teacher's tokenizer"
+    )
+
+
 def rename_key(key: str, rules: list) -> str:
     """``key`` after every (pattern, replacement) rule in turn (a replacement may be a function)."""
     for pattern, repl in rules:

@@ -9,13 +9,17 @@ export manifests and the report.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from compress.errors import UserError, first_line
 from compress.models.build import build_from_config, image_normalization, model_config
 from compress.models.clip import CLIP
+from compress.tokenizer import Tokenizer, tokenizer_from_spec
 
 TOWERS = ("image", "text")
 
@@ -69,6 +73,14 @@ class ModelRecord:
     @property
     def context_length(self) -> int:
         return self.config["text"]["context_length"]
+
+    def tokenizer(self) -> Callable[[list[str]], torch.Tensor]:
+        """Captions → this model's token ids: its own tokenizer file where its architecture names
+        one (a given model's, :class:`compress.tokenizer.FileTokenizer`), else CLIP's BPE."""
+        spec = self.config["text"].get("tokenizer")
+        if spec is None:
+            return Tokenizer(self.context_length)
+        return tokenizer_from_spec(spec, self.context_length)
 
     def build(self) -> CLIP:
         """A randomly initialised module of this architecture and attention."""

@@ -27,7 +27,6 @@ from compress.data.transforms import image_transform
 from compress.models import CLIP, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.quant.config import QuantConfig
-from compress.tokenizer import Tokenizer
 
 # the batch dimension stays free: the same graphs train (large batches) and export (batch 1)
 MAX_BATCH = 1 << 16
@@ -201,7 +200,7 @@ def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLI
             prepare_graph = prepare_qat_pt2e if qat else prepare_pt2e
             graphs[name] = QuantizedTower(prepare_graph(program.module(), quantizer(config, qat)))
     transform = image_transform(model.visual.image_size, **model.preprocess)
-    tokenize = Tokenizer(model.text.context_length)
+    tokenize = model.tokenize
     quantized = QuantizedCLIP(
         graphs["image"], graphs["text"], model.logit_scale, transform, tokenize, model.logit_bias
     )

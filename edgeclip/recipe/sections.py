@@ -402,6 +402,15 @@ class Recipe:
             "distill",
             "needs a teacher: add a pretrain section (train one) or a teacher section (load one)",
         )
+        require(
+            self.export is None
+            or self.distill is not None
+            or self.teacher is None
+            or self.teacher.tokenizer is None,
+            "export",
+            "the run's model is its teacher, which reads text by its own tokenizer "
+            "(teacher.tokenizer); exports ship CLIP's BPE tokenizer: add a distill section",
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

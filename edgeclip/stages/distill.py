@@ -57,7 +57,8 @@ def run(ctx: Context, out: Path) -> dict:
         # a frozen copy runs online; the original stays differentiable for Taylor importance
         teachers = [freeze(copy.deepcopy(current.model))]
         teachers += [
-            freeze(load_given(t.model, t.checkpoint, t.pretrained)[0]) for t in cfg.ensemble
+            freeze(load_given(t.model, t.checkpoint, t.pretrained, t.tokenizer)[0])
+            for t in cfg.ensemble
         ]
     summaries = []
     for i, step in enumerate(cfg.plan()):

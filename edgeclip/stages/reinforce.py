@@ -151,7 +151,10 @@ def _teachers(ctx: Context) -> tuple[list, list[str], list[int]]:
     cfg = ctx.recipe.reinforce
     model, record = load_model(own_model(ctx))
     teachers = [freeze(model)]
-    teachers += [freeze(load_given(t.model, t.checkpoint, t.pretrained)[0]) for t in cfg.ensemble]
+    teachers += [
+        freeze(load_given(t.model, t.checkpoint, t.pretrained, t.tokenizer)[0])
+        for t in cfg.ensemble
+    ]
     names = [record.name, *(t.model for t in cfg.ensemble)]
     dims = [int(text_embeddings([t], ["a"]).shape[1]) for t in teachers]
     return teachers, names, dims

@@ -15,7 +15,7 @@ def run(ctx: Context, out: Path) -> dict:
     from compress.models.given import load_given
 
     cfg = ctx.recipe.teacher
-    model, record = load_given(cfg.model, cfg.checkpoint, cfg.pretrained)
+    model, record = load_given(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.tokenizer)
     save_model(
         model, record.derive(provenance={**record.provenance, "stage": "teacher"}), out / MODEL_FILE
     )

@@ -7,13 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from compress.data.reinforced import ReinforcedShards
+from compress.models import load_model
 from edgeclip.pipeline import run_pipeline
 from edgeclip.recipe import load_recipe
 from edgeclip.stages import STAGES
-from tests.helpers import torchrun_edgeclip, write_tiny_recipe
+from tests.helpers import torchrun_edgeclip, write_sentencepiece_tokenizer, write_tiny_recipe
 
 EDGECLIP = [sys.executable, "-m", "edgeclip.cli"]
 
@@ -198,23 +201,32 @@ export: {{batch_size: 2, samples: 4}}
 
 @pytest.mark.slow
 def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
-    """End to end with the sigmoid loss: a SigLIP-style teacher pretrained with it, its knowledge
-    (scale and bias) stored by reinforce, a CLIP-layout student distilled with the sigmoid loss
-    as the base under the stored affinities, QAT with the same loss, int8 exports verified."""
+    """End to end with a SigLIP-style teacher (random init, a logit bias, its own SentencePiece
+    tokenizer file): its knowledge (scale and bias) stored by reinforce from captions in its own
+    tokens, a CLIP-layout student distilled with the sigmoid loss as the base under the stored
+    affinities, QAT with the same loss, int8 exports verified, each naming the BPE it reads."""
+    tokenizer = write_sentencepiece_tokenizer(tmp_path)
     recipe = write_tiny_recipe(tmp_path, steps=2)
-    text = recipe.read_text().split("\neval:")[0].replace("model: tiny\n", "model: tiny_siglip\n")
+    text = recipe.read_text().split("\npretrain:")[0]
     sigmoid = "{kind: reinforced, alpha: 0.5, base: sigmoid}"
     recipe.write_text(
-        text.replace("  lr: 2.0e-3\n", "  lr: 2.0e-3\n  loss: {kind: sigmoid}\n", 1)
-        + "\nreinforce: {k: 1, n: 1, samples_per_shard: 100, limit: 64}\n"
+        text
+        + f"\nteacher: {{model: tiny_siglip, tokenizer: {tokenizer}}}\n"
+        + "reinforce: {k: 1, n: 1, samples_per_shard: 100, limit: 64}\n"
         + f"distill: {{model: tiny, inherit: {{method: none}}, loss: {sigmoid}, steps: 3,"
         + " batch_size: 16, warmup: 1}\n"
         + "qat: {steps: 2, batch_size: 16, warmup: 1, loss: {alpha: 0.5, base: sigmoid}}\n"
         + "export: {targets: [onnx-int8, executorch-int8], batch_size: 2, samples: 8}\n"
     )
     run_dir = run_pipeline(load_recipe(recipe), STAGES).run_dir
+    teacher, record = load_model(run_dir / "teacher" / "model.pt")
+    assert record.config["text"]["tokenizer"]["kind"] == "hf_tokenizer"
     index = json.loads((run_dir / "reinforce" / "index.json").read_text())
-    assert index["biases"][0] is not None  # the teacher's bias, stored beside its scale
+    assert index["biases"] == [-10.0]  # the teacher's bias, stored beside its scale
+    first = next(iter(ReinforcedShards(run_dir / "reinforce" / "index.json")))
+    with torch.no_grad():  # stored from the caption in the teacher's own tokens
+        own = teacher.encode_text(teacher.tokenize([first["caption"]]))[0].numpy()
+    np.testing.assert_allclose(first["text_emb"][0], own, atol=2e-3)  # stored in fp16
     student = torch.load(run_dir / "distill" / "model.pt", weights_only=True)["state_dict"]
     assert student["logit_bias"].item() != -10.0  # learned from SigLIP's start
     for target in ("onnx-int8", "executorch-int8"):
@@ -224,3 +236,7 @@ def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
             )
             assert manifest["parity"]["cosine_min"] >= 0.99, (target, tower)  # its simulation's
             assert "logit_bias" in manifest  # the sigmoid-trained student's, for apps
+        text_manifest = json.loads(
+            (run_dir / "export" / target / "text" / "manifest.json").read_text()
+        )
+        assert text_manifest["tokenizer"]["kind"] == "clip_bpe"  # the student's, not the teacher's

@@ -111,8 +111,13 @@ def test_teacher_from_an_openclip_checkpoint(tmp_path):
         ("model: mobileclip:s0\ncheckpoint: gone.pt", "teacher.checkpoint: no such file: gone.pt"),
         (
             "model: openclip:ViT-B-16-SigLIP",
-            "teacher.model: ViT-B-16-SigLIP reads text tokenized by timm/ViT-B-16-SigLIP "
-            "(SentencePiece), which edgeclip's runs do not implement yet",
+            "teacher.tokenizer: missing: ViT-B-16-SigLIP reads text tokenized by "
+            "timm/ViT-B-16-SigLIP (SentencePiece), not CLIP's BPE: fetch tokenizer.json and "
+            "tokenizer_config.json from https://huggingface.co/timm/ViT-B-16-SigLIP",
+        ),
+        (
+            "model: tiny_siglip\ntokenizer: gone/",
+            "teacher.tokenizer: no such file or folder: gone/",
         ),
     ],
 )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from compress.io import sha256_file
+
 # Ids of the start/end-of-text tokens in the BPE vocabulary; models use EOT to find the pooled token.
 SOT_ID = 49406
 EOT_ID = 49407
@@ -130,7 +132,7 @@ class FileTokenizer:
         return {
             "kind": "hf_tokenizer",
             "file": str(self.path),
-            "sha256": _sha256(self.path),
+            "sha256": sha256_file(self.path),
             "clean": self.clean,
         }
 
@@ -175,15 +177,9 @@ def tokenizer_from_spec(spec: dict, context_length: int) -> FileTokenizer:
     path = Path(spec["file"])
     if not path.is_file():
         raise TokenizerFileError(f"{path}: the model's tokenizer file is missing")
-    if _sha256(path) != spec["sha256"]:
+    if sha256_file(path) != spec["sha256"]:
         raise TokenizerFileError(
             f"{path}: changed since the model was made (sha256 {spec['sha256'][:12]}… expected); "
             "the model reads the tokenizer it was made with"
         )
     return FileTokenizer(path, context_length, spec["clean"])
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()

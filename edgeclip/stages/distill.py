@@ -13,7 +13,7 @@ from pathlib import Path
 
 from compress.data.batches import batch_stream
 from compress.distill.student import Trained, freeze, run_stage
-from compress.io import write_json
+from compress.io import sha256_file, write_json
 from compress.models import ModelRecord, count_params, load_model, save_model
 from edgeclip.figures import pct, precision_lines
 from edgeclip.inputs import check_batch, check_given, check_train_data, train_dataset
@@ -44,12 +44,34 @@ def replay_dataset(ctx: Context, record: ModelRecord):
     )
 
 
+def teachers_behind(ctx: Context, own: ModelRecord) -> dict:
+    """Who the students learnt from, for their records (and so every manifest exported from
+    them): the run's model file and each ensemble member (distill's, or reinforce's when the
+    knowledge comes with reinforced data), with their files' sha256 and tokenizer files."""
+    path = own_model(ctx)
+    teachers = [{"model": own.name, "file": str(path), "sha256": sha256_file(path)}]
+    reinforced = ctx.recipe.distill.loss.kind == "reinforced"
+    members = ctx.recipe.reinforce.ensemble if reinforced else ctx.recipe.distill.ensemble
+    for t in members:
+        entry = {"model": t.model, "pretrained": t.pretrained, "checkpoint": t.checkpoint}
+        for key, file in (("checkpoint", t.checkpoint), ("tokenizer", t.tokenizer)):
+            if file is not None and Path(file).is_file():
+                entry[f"{key}_sha256"] = sha256_file(file)
+        teachers.append(entry)
+    behind = {"teachers": teachers}
+    if reinforced:
+        index = reinforced_index(ctx)
+        behind["reinforced_index"] = {"file": str(index), "sha256": sha256_file(index)}
+    return behind
+
+
 def run(ctx: Context, out: Path) -> dict:
     from compress.models.given import load_given  # lazy: open_clip loads only when needed
 
     cfg = ctx.recipe.distill
     check_batch("distill", cfg.batch_size, ctx.world)
     current = Trained(*load_model(own_model(ctx)))  # inheritance reads it once
+    behind = teachers_behind(ctx, current.record)
     teacher_params = count_params(current.model)
     reinforced = cfg.loss.kind == "reinforced"
     teachers = []  # reinforced: the teachers' knowledge comes with the data, no teacher runs
@@ -86,6 +108,8 @@ def run(ctx: Context, out: Path) -> dict:
             world=ctx.world,
             stop_after=ctx.stop_after,
         )
+        record = current.record
+        current = Trained(current.model, record.derive(provenance={**record.provenance, **behind}))
         summary["model"] = current.record.name
         summary["kept_fraction_of_teacher_parameters"] = summary["parameters"] / teacher_params
         if ctx.rank == 0:

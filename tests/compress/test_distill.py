@@ -21,6 +21,7 @@ from compress.distill.losses import (
     clip_loss,
     soft_cross_entropy,
 )
+from compress.io import sha256_file
 from compress.models import (
     build_from_config,
     build_model,
@@ -265,7 +266,13 @@ stages:
     assert summary["stages"][1]["inherit"]["method"] == "importance"
     student, record = load_model(run_dir / "distill" / "model.pt")
     assert record.name == "tiny_student" and count_params(student) == summary["parameters"]
-    assert record.provenance == {"stage": "distill", "parent": "tiny", "inherit": "importance"}
+    teacher = run_dir / "teacher" / "model.pt"  # who it learnt from, by file and hash
+    assert record.provenance == {
+        "stage": "distill",
+        "parent": "tiny",
+        "inherit": "importance",
+        "teachers": [{"model": "tiny", "file": str(teacher), "sha256": sha256_file(teacher)}],
+    }
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert "teacher" in metrics and "zs_colour" in metrics["teacher"]["zeroshot"]
 

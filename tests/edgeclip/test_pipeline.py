@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from compress.data.reinforced import ReinforcedShards
+from compress.io import sha256_file
 from compress.models import load_model
 from edgeclip.pipeline import run_pipeline
 from edgeclip.recipe import load_recipe
@@ -240,3 +241,9 @@ def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
             (run_dir / "export" / target / "text" / "manifest.json").read_text()
         )
         assert text_manifest["tokenizer"]["kind"] == "clip_bpe"  # the student's, not the teacher's
+    behind = text_manifest["provenance"]["record"]  # the int8 model's record: its float parent's
+    teacher_file = run_dir / "teacher" / "model.pt"
+    assert behind["teachers"] == [
+        {"model": "tiny_siglip", "file": str(teacher_file), "sha256": sha256_file(teacher_file)}
+    ]
+    assert behind["reinforced_index"]["sha256"] == sha256_file(run_dir / "reinforce" / "index.json")

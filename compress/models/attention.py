@@ -133,10 +133,14 @@ class Attention(nn.Module):
         else:
             self.mask = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: nn.Module | None = None) -> torch.Tensor:
+        """``rope``, the tower's rotary embedding (:class:`~compress.models.rope.Rotary2d`),
+        turns every query and key by its token's position before their dot products."""
         B, T, _ = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        if rope is not None:
+            q, k = rope(q), rope(k)
         scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, T, T)
         if self.mask is not None:  # a fill, not an add of -inf: int8 quantizers annotate adds
             mask = self.mask if len(self.mask) == T else self.mask[:T, :T]  # a trimmed batch

@@ -85,6 +85,9 @@ def build_from_config(
             patch_bias=v.get("patch_bias", False),
             pool=v.get("pool", "token"),
             proj=v.get("proj", True),
+            pool_heads=v.get("pool_heads"),
+            pool_mlp_ratio=v.get("pool_mlp_ratio"),
+            rope=v.get("rope"),
         )
     elif family == "hybrid":
         visual = HybridVisionTower(

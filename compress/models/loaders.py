@@ -1,8 +1,9 @@
 """Build our model from an open_clip architecture and its weights, computing open_clip's outputs.
 
 Two families map onto our modules: open_clip's own ViT + text transformer (CLIP, OpenCLIP,
-TinyCLIP-style checkpoints) and MobileCLIP(2)'s timm image towers (MCi0–4 hybrids, and the
-ViT-B with a convolutional stem of MobileCLIP-B / MobileCLIP2-B) with a transformer text tower.
+TinyCLIP-style checkpoints) and timm image towers with a transformer text tower: MobileCLIP(2)'s
+(MCi0–4 hybrids, and the ViT-B with a convolutional stem of MobileCLIP-B / MobileCLIP2-B),
+SigLIP's ViTs and PE-Core's rotary Evas.
 Weights come from a local checkpoint file or an open_clip pretrained tag (open_clip
 downloads it on the user's machine); files are read with weights-only loading, so no code in a
 checkpoint ever runs.
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from pathlib import Path
@@ -26,6 +28,7 @@ from compress.io import pickled_global
 from compress.models import build_from_config
 from compress.models.clip import CLIP
 from compress.models.mobileclip_towers import MCI, MCI_VIT_B
+from compress.models.timm_eva import eva_config, is_eva
 from compress.models.timm_vit import map_vit_config
 from compress.tokenizer import VOCAB_SIZE
 
@@ -80,6 +83,7 @@ TIMM_VIT_RULES = [
     (r"\.mlp\.fc1\.", ".mlp.fc."),
     (r"\.mlp\.fc2\.", ".mlp.proj."),
     (r"^norm\.", "ln_post."),
+    (r"^norm_pre\.", "ln_pre."),  # PE-Core's Eva
     (r"^head\.", "proj."),
     (r"^patch_embed\.proj\.", "patch_embed."),  # timm's PatchEmbed (SigLIP)
     (r"^attn_pool\.proj\.", "attn_pool.out."),
@@ -121,7 +125,7 @@ def _vision_config(v: dict, quick_gelu: bool) -> dict | str:
     """Our vision config for an open_clip vision_cfg, or the reason there is none."""
     timm_name = v.get("timm_model_name")
     if timm_name and v.get("timm_pool") == "map":
-        return map_vit_config(v)
+        return eva_config(v) if is_eva(timm_name) else map_vit_config(v)
     if timm_name == "vit_base_mci_224":
         if v.get("timm_pool") != "token" or v.get("timm_proj"):
             return "MCi ViT tower with a custom pool or projection"
@@ -346,7 +350,8 @@ def fit_vit_embeddings(name: str, value: torch.Tensor, class_token: bool = True)
         return value.reshape(-1)
     if name == "visual.pos_embed" and value.dim() == 3:
         table = value.reshape(-1, value.shape[-1])
-        if not class_token:  # SigLIP: one row per patch, as in our tower
+        rows = table.shape[0]  # k² for a square grid of patches alone; k² + 1 is never a square
+        if not class_token or math.isqrt(rows) ** 2 != rows:  # SigLIP's; PE-Core's has the class
             return table
         return torch.cat([table.new_zeros(1, table.shape[1]), table])
     return value

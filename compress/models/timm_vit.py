@@ -15,7 +15,7 @@ from compress.errors import first_line
 
 
 @cache
-def _timm_trunk(name: str) -> nn.Module | str:
+def timm_trunk(name: str) -> nn.Module | str:
     """timm's model ``name`` as open_clip builds it for a ``map`` pool (no head), on the meta
     device (no memory, no weights), or the reason it cannot be built."""
     open_clip()  # imports torchvision beside a CPU torch before timm does
@@ -34,7 +34,7 @@ def map_vit_config(v: dict) -> dict | str:
     name = v["timm_model_name"]
     if v.get("timm_proj") != "none":  # checked first: it needs no timm model
         return f"timm image tower {name} with attention pooling and a projection"
-    trunk = _timm_trunk(name)
+    trunk = timm_trunk(name)
     if isinstance(trunk, str):
         return trunk
     why = _map_vit_departure(trunk)
@@ -52,7 +52,7 @@ def map_vit_config(v: dict) -> dict | str:
         "layers": len(trunk.blocks),
         "heads": block.attn.num_heads,
         "mlp_ratio": block.mlp.fc1.out_features / width,
-        "act": _timm_act(block.mlp.act),
+        "act": timm_act(block.mlp.act),
         "ln_pre": not isinstance(trunk.norm_pre, nn.Identity),
         "ln_eps": trunk.norm.eps,
         "class_token": False,
@@ -62,7 +62,7 @@ def map_vit_config(v: dict) -> dict | str:
     }
 
 
-def _timm_act(act: nn.Module) -> str | None:
+def timm_act(act: nn.Module) -> str | None:
     """Our name for a timm MLP activation, None for one we do not have."""
     approximate = getattr(act, "approximate", None)
     if type(act).__name__ == "GELUTanh" or (isinstance(act, nn.GELU) and approximate == "tanh"):
@@ -73,21 +73,36 @@ def _timm_act(act: nn.Module) -> str | None:
 def _map_vit_departure(trunk: nn.Module) -> str | None:
     """The first part of a timm ViT with attention pooling that our VisionTransformer (no class
     token, ``pool: map``, no projection) does not compute the same way, or None."""
-    from timm.layers import AttentionPoolLatent, PatchEmbed
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
     if not isinstance(trunk, TimmViT):
         return f"{type(trunk).__name__}, not timm's VisionTransformer"
-    if not isinstance(trunk.norm, nn.LayerNorm):  # every eps below is compared with this one's
-        return "no layer norm before the pool"
-    blocks = _blocks_departure(trunk)  # first: the checks below read block 0's MLP
-    if blocks:
-        return blocks
-    pool, block, width = trunk.attn_pool, trunk.blocks[0], trunk.embed_dim
-    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
+    why = trunk_departure(trunk) or _blocks_departure(trunk)  # first: below reads block 0's MLP
+    if why:
+        return why
+    block, width = trunk.blocks[0], trunk.embed_dim
     hidden = block.mlp.fc1.out_features
     checks = [
-        (trunk.cls_token is not None or trunk.reg_token is not None, "class or register tokens"),
+        (trunk.cls_token is not None, "a class token"),
+        (timm_act(block.mlp.act) is None, f"activation {type(block.mlp.act).__name__}"),
+        (int(width * (hidden / width)) != hidden, f"MLP width {hidden}"),
+    ]
+    for failed, why in checks:
+        if failed:
+            return why
+    return _pool_departure(trunk.attn_pool, block, trunk.norm.eps)
+
+
+def trunk_departure(trunk: nn.Module) -> str | None:
+    """The first part of a timm ViT's (or Eva's) patch embedding, tokens, position table and
+    norms that our VisionTransformer does not compute the same way, or None."""
+    from timm.layers import PatchEmbed
+
+    if not isinstance(trunk.norm, nn.LayerNorm):  # every eps below is compared with this one's
+        return "no layer norm before the pool"
+    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
+    checks = [
+        (trunk.reg_token is not None, "register tokens"),
         (trunk.pos_embed is None or trunk.dynamic_img_size, "no fixed position table"),
         (type(trunk.patch_embed) is not PatchEmbed, "a custom patch embedding"),
         (not isinstance(trunk.patch_embed.norm, nn.Identity), "a norm in the patch embedding"),
@@ -95,14 +110,8 @@ def _map_vit_departure(trunk: nn.Module) -> str | None:
         (size[0] % patch[0], f"image size {size[0]} not a multiple of the patch size {patch[0]}"),
         (not isinstance(trunk.fc_norm, nn.Identity), "a norm after the pool"),
         (getattr(trunk.norm_pre, "eps", trunk.norm.eps) != trunk.norm.eps, "ln_pre's eps"),
-        (not isinstance(pool, AttentionPoolLatent), "not timm's latent attention pool"),
-        (_timm_act(block.mlp.act) is None, f"activation {type(block.mlp.act).__name__}"),
-        (int(width * (hidden / width)) != hidden, f"MLP width {hidden}"),
     ]
-    for failed, why in checks:
-        if failed:
-            return why
-    return _pool_departure(pool, block, trunk.norm.eps)
+    return next((why for failed, why in checks if failed), None)
 
 
 def _plain_block(block: nn.Module) -> bool | str:
@@ -138,7 +147,26 @@ def _blocks_departure(trunk: nn.Module) -> str | None:
 
 
 def _pool_departure(pool: nn.Module, block: nn.Module, eps: float) -> str | None:
-    """What a timm latent attention pool does that our :class:`AttentionPool` does not, or None."""
+    """What a timm latent attention pool does that our :class:`AttentionPool`, shaped like the
+    blocks, does not, or None."""
+    why = latent_pool_departure(pool, block.mlp.act, eps)
+    if why:
+        return why
+    if (pool.num_heads, pool.mlp.fc1.out_features) != (
+        block.attn.num_heads,
+        block.mlp.fc1.out_features,
+    ):
+        return "an attention pool with other heads or MLP width than its blocks"
+    return None
+
+
+def latent_pool_departure(pool: nn.Module, act: nn.Module, eps: float) -> str | None:
+    """What a timm latent attention pool computes that our :class:`AttentionPool` (one latent
+    query, no position table, no q/k norms, a residual MLP with activation ``act``) does not."""
+    from timm.layers import AttentionPoolLatent
+
+    if not isinstance(pool, AttentionPoolLatent):
+        return "not timm's latent attention pool"
     same = (
         pool.latent_len == 1
         and pool.pos_embed is None
@@ -147,9 +175,8 @@ def _pool_departure(pool: nn.Module, block: nn.Module, eps: float) -> str | None
         and isinstance(pool.k_norm, nn.Identity)
         and pool.mlp is not None
         and pool.pool == "token"
-        and pool.num_heads == block.attn.num_heads
-        and pool.mlp.fc1.out_features == block.mlp.fc1.out_features
-        and type(pool.mlp.act) is type(block.mlp.act)
+        and type(pool.mlp.act) is type(act)
+        and timm_act(pool.mlp.act) == timm_act(act)
         and getattr(pool.norm, "eps", None) == eps
     )
-    return None if same else "an attention pool unlike its blocks (latents, norms or shapes)"
+    return None if same else "an attention pool with several latents, extra norms or another MLP"

@@ -13,6 +13,7 @@ from torch import nn
 
 from compress.models.attention import build_attention
 from compress.models.mobile import MixerBlock, fuse_bn
+from compress.models.rope import Rotary2d
 
 
 class QuickGELU(nn.Module):
@@ -72,9 +73,9 @@ class Block(nn.Module):
             self.ln_2 = nn.LayerNorm(dim, eps=eps)
             self.mlp = MLP(dim, mlp_hidden, act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: nn.Module | None = None) -> torch.Tensor:
         if self.attn is not None:
-            x = x + self.attn(self.ln_1(x))
+            x = x + self.attn(self.ln_1(x), rope)
         if self.mlp is not None:
             x = x + self.mlp(self.ln_2(x))
         return x
@@ -174,7 +175,9 @@ class ConvStem(nn.Module):
 
 class VisionTransformer(nn.Module):
     """ViT: patchify, prepend a class token, transformer blocks, project the class token (or,
-    SigLIP's layout: no class token, attention pooling over every token, no projection).
+    SigLIP's layout: no class token, attention pooling over every token, no projection; or
+    PE-Core's: a class token, rotary position embeddings in every attention on top of the
+    position table, attention pooling with its own heads, a biased projection).
 
     Args:
         image_size: square input side in pixels.
@@ -197,6 +200,10 @@ class VisionTransformer(nn.Module):
             over every token after ``ln_post``, as SigLIP does).
         proj: end with a linear projection to ``embed_dim``; without one (SigLIP) the pooled
             features are the embedding and ``embed_dim`` must equal ``width``.
+        pool_heads, pool_mlp_ratio: the ``map`` pool's heads and MLP ratio (PE-Core's: 8 and 4
+            at every width); by default the blocks' (SigLIP's).
+        rope: 2-D rotary position embeddings in every block's attention (:class:`Rotary2d`):
+            ``{"offset": 1.0, "ref_grid": 24, "temperature": 10000.0}``, each key optional.
     """
 
     def __init__(
@@ -225,6 +232,9 @@ class VisionTransformer(nn.Module):
         patch_bias: bool = False,
         pool: str = "token",
         proj: bool = True,
+        pool_heads: int | None = None,
+        pool_mlp_ratio: float | None = None,
+        rope: dict | None = None,
     ) -> None:
         super().__init__()
         _check_head(pool, class_token, proj, width, embed_dim)
@@ -253,9 +263,15 @@ class VisionTransformer(nn.Module):
             for h, hidden in plan
         )
         self.ln_post = nn.LayerNorm(width, eps=ln_eps)
+        self.rope = None
+        if rope is not None:  # one table for every block: heads keep their width when pruned
+            grid, prefix = image_size // patch_size, int(class_token)
+            self.rope = Rotary2d(head_dim or width // plan[0][0], grid, prefix, **rope)
         self.attn_pool = None
-        if pool == "map":  # the pool's heads and MLP are shaped like the (unpruned) blocks'
-            self.attn_pool = AttentionPool(width, plan[0][0], int(width * mlp_ratio), act, ln_eps)
+        if pool == "map":  # by default shaped like the (unpruned) blocks' attention and MLP
+            pool_hidden = int(width * (pool_mlp_ratio or mlp_ratio))
+            pool_heads = pool_heads or plan[0][0]
+            self.attn_pool = AttentionPool(width, pool_heads, pool_hidden, act, ln_eps)
         self.proj = nn.Linear(width, embed_dim, bias=proj_bias) if proj else nn.Identity()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # images: (B, 3, H, W)
@@ -265,7 +281,7 @@ class VisionTransformer(nn.Module):
             x = torch.cat([cls, x], dim=1)  # (B, N + 1, width)
         x = self.ln_pre(x + self.pos_embed)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, self.rope)
         if self.attn_pool is None:
             return self.proj(self.ln_post(x[:, 0]))  # (B, embed_dim)
         return self.proj(self.attn_pool(self.ln_post(x)))  # (B, embed_dim)

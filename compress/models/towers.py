@@ -151,11 +151,6 @@ class ConvStem(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.training and not torch.compiler.is_compiling():
-            # oneDNN's convolutions and their gradients run faster on channels-last memory:
-            # the demo teacher's image tower (fp32, 128 pictures, forward + backward) 10-20%
-            # on 2-core AVX2 and AVX-512 CPUs. Exports trace the plain layout.
-            images = images.contiguous(memory_format=torch.channels_last)
         return self.layers(images)  # (B, width, H / patch, W / patch)
 
     @torch.no_grad()

@@ -51,6 +51,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         help=f"held-out samples of --outliers (default {DEFAULT_OUTLIER_SAMPLES})",
     )
     p.add_argument("--plot", metavar="PNG", help="--outliers: also draw them per layer here")
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="what INT8 costs each layer quantized alone: embedding cosine on held-out samples, "
+        "most sensitive first (a float model.pt or a run folder; the CSVs become optional)",
+    )
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(func=cmd_eval)
 
@@ -60,23 +66,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from compress.io import write_json
     from edgeclip.recipe import EvalConfig
 
-    if not args.zeroshot and not args.retrieval and not args.outliers:
-        raise UserError("eval: give at least one --zeroshot or --retrieval CSV, or --outliers")
-    if not args.outliers and (args.samples is not None or args.plot):
-        raise UserError("eval: --samples and --plot go with --outliers")
+    hooked = args.outliers or args.sensitivity  # measured on a PyTorch model's layers
+    if not args.zeroshot and not args.retrieval and not hooked:
+        raise UserError(
+            "eval: give at least one --zeroshot or --retrieval CSV, or --outliers, --sensitivity"
+        )
+    if not hooked and args.samples is not None:
+        raise UserError("eval: --samples goes with --outliers or --sensitivity")
+    if not args.outliers and args.plot:
+        raise UserError("eval: --plot goes with --outliers")
     if args.samples is not None and args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
     source = Path(args.model)
-    if args.outliers:  # activations are hooked in PyTorch: a model.pt or a run folder's model
+    if hooked:  # measured in PyTorch: a model.pt or a run folder's model
+        flag = "--outliers" if args.outliers else "--sensitivity"
         if source.is_dir() and not (source / "recipe.yaml").is_file():
             raise UserError(
-                f"--outliers: {source} is an export folder; outlier statistics hook a PyTorch "
-                "model, so give a model.pt or a run folder"
+                f"{flag}: {source} is an export folder; {flag} measures a PyTorch model's "
+                "layers, so give a model.pt or a run folder"
             )
         if source.is_file() and _is_int8(source):  # its graphs have no blocks to hook
             raise UserError(
-                f"--outliers: {source} is an INT8 model; outlier statistics hook a float "
-                "model's blocks, so give the float model.pt it was quantized from"
+                f"{flag}: {source} is an INT8 model; {flag} measures a float model's layers, "
+                "so give the float model.pt it was quantized from"
             )
         model, record, ctx = _run_model(source)
     elif source.is_dir():  # an export folder: measured through the artifact's runtime
@@ -116,9 +128,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.plot:
             plot_outliers(results["outliers"], Path(args.plot))
         print("\n".join(outlier_table(results["outliers"], f"`{record.name}`")))
+    if args.sensitivity:
+        results["sensitivity"] = _sensitivity(model, record, ctx, args.samples)
     if args.out:
         write_json(Path(args.out), results)
     return 0
+
+
+def _sensitivity(model, record, ctx, samples: int | None) -> list[dict]:
+    """Each layer's INT8 sensitivity, printed as a table: calibrated on training samples, as PTQ
+    is, and measured on held-out ones (a run's own, else rendered scenes)."""
+    from compress.data.heldout import heldout_samples
+    from compress.quant.config import QuantConfig
+    from compress.quant.sensitivity import sensitivity
+    from edgeclip.run_models import parity_samples, quant_config
+
+    quant = quant_config(ctx.recipe) if ctx else QuantConfig()
+    n = DEFAULT_OUTLIER_SAMPLES if samples is None else samples
+    images, tokens = heldout_samples(record, quant.samples, split="train")
+    held = parity_samples(ctx, record, n) if ctx else heldout_samples(record, n)
+    rows = sensitivity(
+        model, quant, {"image": images, "text": tokens}, {"image": held[0], "text": held[1]}
+    )
+    print(f"INT8 sensitivity of `{record.name}`: each layer quantized alone, {n} held-out samples")
+    print("| layer | parameters | 1 − cos, mean | 1 − cos, worst |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| `{row['layer']}` | {row['params']:,} | {row['cosine_drop']:.2e} "
+            f"| {row['cosine_drop_max']:.2e} |"
+        )
+    return rows
 
 
 def _is_int8(path: Path) -> bool:

@@ -204,6 +204,7 @@ def export_model(
                     recipe_hash=recipe_hash,
                     parity=parity[tower],
                     provenance=origin,
+                    float_layers=float_layers(origin, tower) if precision == "int8" else None,
                 )
                 write_manifest(root / tower, manifest)
             write_golden(
@@ -327,11 +328,22 @@ def provenance(source: str | os.PathLike | None) -> dict[str, Any] | None:
     (the stage that made it, its parent, the recipe)."""
     if source is None:
         return None
-    return {
-        "model_file": os.fspath(source),
-        "sha256": sha256_path(source),
-        "record": read_record(source).provenance,
-    }
+    record = read_record(source)
+    origin = {"model_file": os.fspath(source), "sha256": sha256_path(source)}
+    origin["record"] = record.provenance
+    if record.quantization is not None:  # an INT8 model file: how it was quantized
+        origin["quantization"] = record.quantization
+    return origin
+
+
+def float_layers(origin: dict[str, Any] | None, tower: str) -> list[str] | None:
+    """The layers of ``tower`` an INT8 model left in float (its scheme's ``float_layers``, as
+    module paths in the tower), or None where the export's source does not say."""
+    scheme = ((origin or {}).get("quantization") or {}).get("scheme")
+    if scheme is None:
+        return None
+    names = scheme.get("float_layers", [])
+    return [name.split(".", 1)[1] for name in names if name.startswith(f"{tower}.")]
 
 
 def _manifest_fields(

@@ -154,6 +154,7 @@ def tower_manifest(
     format_details: dict[str, Any] | None = None,
     flops: int | None = None,
     provenance: dict[str, Any] | None = None,
+    float_layers: list[str] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
@@ -165,7 +166,8 @@ def tower_manifest(
     from (path, sha256, how it was made); ``files`` the SHA-256 of every file shipped in the
     folder (``edgeclip verify`` checks them all);
     ``flops`` the tower's floating-point operations per call at its fixed input shape, counted
-    on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency).
+    on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency);
+    ``float_layers`` an int8 tower's layers left in float (module paths), where its model says.
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
@@ -199,6 +201,8 @@ def tower_manifest(
         manifest["tokenizer"] = tokenizer
     if provenance is not None:
         manifest["provenance"] = provenance
+    if float_layers is not None:
+        manifest["float_layers"] = float_layers
     manifest["format"] = format_details or {}
     manifest["parity"] = parity
     return manifest

@@ -21,6 +21,9 @@ class QuantConfig:
     samples: int = 512  # calibration images and captions (training data, never evaluation data)
     batch_size: int = 64  # calibration batch
     embeddings: bool = True  # the token table too, weight-only (8 bits per row)
+    # layers left in float, as "<tower>.<module path>" (`edgeclip quant-sensitivity` names them,
+    # e.g. image.blocks.3.mlp.fc2): PTQ, QAT and every target's int8 artifact skip them
+    float_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require(
@@ -30,6 +33,12 @@ class QuantConfig:
         )
         require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        for name in self.float_layers:
+            require(
+                name.split(".", 1)[0] in ("image", "text") and "." in name,
+                "float_layers",
+                f"{name!r}: expected <tower>.<module path>, the tower image or text",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,8 +63,11 @@ def _percentile_observer() -> type:
     return PercentileObserver
 
 
-def quantizer(config: QuantConfig, qat: bool = False):
-    """The PT2E quantizer of the W8A8 scheme: observers for calibration, or fake-quantizers for QAT."""
+def quantizer(config: QuantConfig, qat: bool = False, tower: str = "", only: str | None = None):
+    """The PT2E quantizer of the W8A8 scheme: observers for calibration, or fake-quantizers for
+    QAT. For the ``tower`` (``"image"`` or ``"text"``) it leaves the layers of
+    ``config.float_layers`` in float; with ``only`` (a module path in the tower) it quantizes
+    that layer alone (:mod:`compress.quant.sensitivity`)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import QuantizationConfig
     from torchao.quantization.pt2e import (
@@ -107,10 +110,27 @@ def quantizer(config: QuantConfig, qat: bool = False):
         observer_or_fake_quant_ctr=weight,
     )
     scheme = QuantizationConfig(activations, activations, weights, None, qat)
-    parts = [XNNPACKQuantizer().set_global(scheme)]
-    if config.embeddings:
+    xnnpack = XNNPACKQuantizer().set_global(scheme)
+    floats = [name.split(".", 1)[1] for name in config.float_layers if name.startswith(f"{tower}.")]
+    if only is not None:
+        xnnpack.set_filter_function(_within([only]))
+    elif floats:
+        inside = _within(floats)
+        xnnpack.set_filter_function(lambda node: not inside(node))
+    parts = [xnnpack]
+    table = "token_embed"  # the text tower's token table: weight-only, by its own quantizer
+    if config.embeddings and tower != "image" and table not in floats and only in (None, table):
         parts.insert(0, EmbeddingQuantizer())
     return ComposableQuantizer(parts)
+
+
+def _within(paths: list[str]) -> Callable[[torch.fx.Node], bool]:
+    """Whether a graph node comes from one of these modules of a tower (exported inside
+    :class:`NormalizedTower`, whose attribute ``tower`` holds it)."""
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    filters = [get_module_name_filter(f"tower.{path}") for path in paths]
+    return lambda node: any(f(node) for f in filters)
 
 
 class QuantizedTower(nn.Module):
@@ -186,19 +206,32 @@ def examples(model: CLIP, batch: int = 2) -> dict[str, torch.Tensor]:
     return {"image": torch.zeros(batch, 3, size, size), "text": tokens}
 
 
-def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLIP:
-    """Both towers of (a folded copy of) ``model`` as graphs with quantizers in them."""
-    deployed = reparameterize(copy.deepcopy(model).float().eval())
-    graphs = {}
+def exported_tower(deployed: CLIP, name: str) -> torch.fx.GraphModule:
+    """The ``image`` or ``text`` tower of a folded model with its L2 normalisation, exported
+    (torch.export) with a free batch dimension: what quantizers annotate."""
+    with torch_export_quiet():
+        tower = NormalizedTower(deployed.visual if name == "image" else deployed.text)
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        x = examples(deployed)[name]
+        return torch.export.export(tower, (x,), dynamic_shapes=({0: batch},)).module()
+
+
+def prepare_graph(graph: torch.fx.GraphModule, quantize_with, qat: bool = False) -> QuantizedTower:
+    """An exported tower (:func:`exported_tower`, changed in place) with the quantizer's
+    observers, or fake-quantizers for QAT, in it."""
     with torch_export_quiet():  # torchao's import notes too
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-        for name, x in examples(deployed).items():
-            tower = NormalizedTower(deployed.visual if name == "image" else deployed.text)
-            batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-            program = torch.export.export(tower, (x,), dynamic_shapes=({0: batch},))
-            prepare_graph = prepare_qat_pt2e if qat else prepare_pt2e
-            graphs[name] = QuantizedTower(prepare_graph(program.module(), quantizer(config, qat)))
+        return QuantizedTower((prepare_qat_pt2e if qat else prepare_pt2e)(graph, quantize_with))
+
+
+def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLIP:
+    """Both towers of (a folded copy of) ``model`` as graphs with quantizers in them."""
+    deployed = reparameterize(copy.deepcopy(model).float().eval())
+    graphs = {
+        name: prepare_graph(exported_tower(deployed, name), quantizer(config, qat, name), qat)
+        for name in ("image", "text")
+    }
     transform = image_transform(model.visual.image_size, **model.preprocess)
     tokenize = model.tokenize
     quantized = QuantizedCLIP(

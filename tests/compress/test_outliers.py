@@ -195,7 +195,7 @@ def test_cli_outliers_user_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "export folder" in err and "\n" not in err
     assert main(["eval", str(tmp_path / "m.pt"), "--plot", "x.png", "--zeroshot", "x.csv"]) == 2
-    assert "--plot go with --outliers" in capsys.readouterr().err
+    assert "--plot goes with --outliers" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "m.pt"), "--outliers", "--samples", "0"]) == 2
     assert main(["eval", str(tmp_path / "m.pt")]) == 2
 

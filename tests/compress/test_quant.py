@@ -133,15 +133,16 @@ def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch, caps
             }
 
     cfg = QatConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=2)
+    quant = QuantConfig(float_layers=("text.blocks.0.mlp.fc",))  # one layer left in float
     with pytest.raises(Interrupted):  # killed after 3 steps: the checkpoint of step 2 remains
-        train_qat(model, QuantConfig(), cfg, batches, tmp_path, stop_after=3)
-    trained, summary = train_qat(model, QuantConfig(), cfg, batches, tmp_path)
+        train_qat(model, quant, cfg, batches, tmp_path, stop_after=3)
+    trained, summary = train_qat(model, quant, cfg, batches, tmp_path)
     assert summary["steps"] == 4 and summary["finished"]
     first = [h["step"] for h in summary["history"]]
     assert first == [2, 4]  # resumed at step 2, not from scratch
 
     path = tmp_path / "model.pt"
-    save_quantized(trained, quantized_record(record, QuantConfig(), "qat"), path)
+    save_quantized(trained, quantized_record(record, quant, "qat"), path)
     loaded, loaded_record = load_quantized(path)
     assert loaded_record.precision == "int8" and loaded_record.quantization["method"] == "qat"
     with torch.no_grad():
@@ -166,6 +167,10 @@ def test_qat_trains_resumes_saves_and_converts(tiny, tmp_path, monkeypatch, caps
     assert manifest["provenance"]["model_file"] == str(path)  # the INT8 file, as it was
     assert manifest["provenance"]["sha256"] == sha256_path(path)
     assert manifest["provenance"]["record"]["stage"] == "qat"
+    assert manifest["float_layers"] == ["blocks.0.mlp.fc"]  # the plan, in the tower's names
+    assert manifest["provenance"]["quantization"]["scheme"]["float_layers"] == list(
+        quant.float_layers
+    )
     assert main(["export", str(path), "--target", "onnx"]) == 2  # an INT8 file is int8 only
     assert main(["eval", str(path), "--outliers"]) == 2  # no float blocks to hook
     assert "is an INT8 model" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""Which layers INT8 hurts: each layer the W8A8 scheme quantizes, quantized alone with the
+quantizer that ships (:func:`compress.quant.ptq.quantizer`, every other op left in float),
+calibrated, and its tower's embeddings compared with the float model's on held-out samples.
+
+A layer is named ``<tower>.<module path>`` of the folded model (``image.blocks.3.mlp.fc2``), the
+names :attr:`compress.quant.config.QuantConfig.float_layers` takes to keep layers in float.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.compat import torch_export_quiet
+from compress.models import CLIP, count_params, reparameterize
+from compress.quant.config import QuantConfig
+from compress.quant.ptq import exported_tower, prepare_graph, quantizer
+
+TOWERS = ("image", "text")
+
+
+def quantizable_layers(deployed: CLIP, config: QuantConfig) -> list[str]:
+    """The layers of a folded model that W8A8 quantizes: every linear layer and convolution,
+    and the token table (weight-only) where ``config.embeddings``."""
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d) + ((nn.Embedding,) if config.embeddings else ())
+    return [
+        f"{name}.{path}"
+        for name, tower in zip(TOWERS, (deployed.visual, deployed.text), strict=True)
+        for path, module in tower.named_modules()
+        if isinstance(module, kinds)
+    ]
+
+
+@torch.no_grad()
+def sensitivity(
+    model: CLIP,
+    config: QuantConfig,
+    calibration: dict[str, torch.Tensor],
+    heldout: dict[str, torch.Tensor],
+    layers: list[str] | None = None,
+) -> list[dict]:
+    """What quantizing each layer alone costs, most sensitive first.
+
+    Args:
+        model: the float model.
+        config: the W8A8 scheme (its calibration method; its ``float_layers`` are ignored).
+        calibration: ``image`` (N, 3, S, S) and ``text`` (N, T) inputs the ranges are set on.
+        heldout: other inputs of both towers, on which the embeddings are compared.
+        layers: the layers to measure (:func:`quantizable_layers`' names); all by default.
+
+    Returns:
+        One row per layer: ``layer``, ``tower``, ``params``, ``cosine_drop`` (the mean over
+        held-out samples of 1 − cos(float embedding, embedding with the layer quantized)) and
+        ``cosine_drop_max`` (the worst sample's).
+    """
+    deployed = reparameterize(copy.deepcopy(model).float().eval())
+    towers = dict(zip(TOWERS, (deployed.visual, deployed.text), strict=True))
+    reference = {
+        name: F.normalize(towers[name](heldout[name]), dim=-1) for name in TOWERS
+    }  # (N, D) each
+    graphs = {name: exported_tower(deployed, name) for name in TOWERS}  # exported once each
+    rows = []
+    for layer in layers or quantizable_layers(deployed, config):
+        name, path = layer.split(".", 1)
+        only = quantizer(config, tower=name, only=path)
+        prepared = prepare_graph(copy.deepcopy(graphs[name]), only)
+        prepared.eval()(calibration[name])  # post-training observers record in either mode
+        with torch_export_quiet():
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+            converted = convert_pt2e(prepared.graph)
+        drop = 1 - (converted(heldout[name]) * reference[name]).sum(dim=-1)  # (N,)
+        module = towers[name].get_submodule(path)
+        rows.append(
+            {
+                "layer": layer,
+                "tower": name,
+                "params": count_params(module),
+                "cosine_drop": float(drop.mean()),
+                "cosine_drop_max": float(drop.max()),
+            }
+        )
+    return sorted(rows, key=lambda row: -row["cosine_drop"])

@@ -1,0 +1,92 @@
+"""Per-layer INT8 sensitivity and layers kept in float: a model with an injected outlier channel
+has its most sensitive layers where the outlier is, and a layer named in ``float_layers`` keeps
+its float weights through PTQ while every other layer is quantized."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.models import ModelRecord, reparameterize
+from compress.quant.config import QuantConfig
+from compress.quant.ptq import quantize
+from compress.quant.sensitivity import quantizable_layers, sensitivity
+from compress.tokenizer import Tokenizer
+from edgeclip.recipe.loading import parse_recipe
+from edgeclip.recipe.sections import RecipeError
+
+CAPTIONS = [f"a {s} {c} {t}" for s in ("small", "large") for c in ("red", "blue") for t in "xyz"]
+OUTLIER = (
+    "image.blocks.1.mlp.fc"  # one output channel of it scaled ×200 (and back in the projection)
+)
+
+
+def _model():
+    torch.manual_seed(0)
+    record = ModelRecord.named("tiny")
+    model = record.build().eval()
+    with torch.no_grad():  # an outlier channel between fc and proj that the output does not see
+        block = model.visual.blocks[1].mlp
+        fc1, fc2 = block.fc, block.proj
+        fc1.weight[0] *= 200
+        fc1.bias[0] *= 200
+        fc2.weight[:, 0] /= 200
+    size, n = record.image_size, len(CAPTIONS)
+    inputs = {
+        "image": torch.rand(2 * n, 3, size, size) * 2 - 1,
+        "text": Tokenizer(record.context_length)(CAPTIONS * 2),
+    }
+    calibration = {k: v[:n] for k, v in inputs.items()}
+    heldout = {k: v[n:] for k, v in inputs.items()}
+    return model, calibration, heldout
+
+
+@pytest.mark.slow
+def test_the_injected_outlier_is_where_quantization_hurts_most():
+    model, calibration, heldout = _model()
+    layers = quantizable_layers(reparameterize(model), QuantConfig())
+    assert "text.token_embed" in layers and "image.blocks.1.mlp.proj" in layers
+    image = [name for name in layers if name.startswith("image.")]  # where the outlier is
+    rows = sensitivity(model, QuantConfig(), calibration, heldout, image)
+    assert sorted(r["layer"] for r in rows) == sorted(image)  # each once
+    assert all(0 <= r["cosine_drop"] <= r["cosine_drop_max"] <= 2 for r in rows)
+    assert {r["layer"] for r in rows[:2]} == {OUTLIER, "image.blocks.1.mlp.proj"}, rows[:4]
+    assert rows[1]["cosine_drop"] > 10 * rows[2]["cosine_drop"]  # far above the rest
+
+
+@pytest.mark.slow
+def test_float_layers_keep_their_weights_and_the_rest_is_quantized():
+    model, calibration, heldout = _model()
+    batches = [calibration]
+    floats = (OUTLIER, "image.blocks.1.mlp.proj")
+    planned = quantize(model, QuantConfig(float_layers=floats), batches)
+    everything = quantize(model, QuantConfig(), batches)
+
+    def quantized_weights(graph) -> int:  # int8 weight constants in a converted graph
+        return sum(1 for t in graph.state_dict().values() if t.dtype == torch.int8)
+
+    image_plan, image_all = planned.visual.graph, everything.visual.graph
+    assert quantized_weights(image_plan) == quantized_weights(image_all) - 2
+    assert quantized_weights(planned.text.graph) == quantized_weights(everything.text.graph)
+    with torch.no_grad():
+        float_image = torch.nn.functional.normalize(model.visual(heldout["image"]), dim=-1)
+        cos_plan = (planned.visual(heldout["image"]) * float_image).sum(-1).mean()
+        cos_all = (everything.visual(heldout["image"]) * float_image).sum(-1).mean()
+    assert cos_plan > cos_all  # keeping the outlier's layers in float recovers the embeddings
+
+
+@pytest.mark.parametrize("name", ["blocks.0.mlp.fc", "vision.blocks.0", "image"])
+def test_a_float_layer_names_its_tower(name):
+    with pytest.raises(RecipeError, match="quant.float_layers"):
+        parse_recipe(f"name: r\nquant: {{float_layers: [{name}]}}\n")
+
+
+def test_the_cli_measures_float_pytorch_models_only(tmp_path, capsys):
+    from edgeclip.cli import main
+
+    export_folder = tmp_path / "onnx-int8"
+    export_folder.mkdir()
+    assert main(["eval", str(export_folder), "--sensitivity"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sensitivity:" in err and "export folder" in err and "\n" not in err
+    assert main(["eval", str(tmp_path / "m.pt"), "--sensitivity", "--samples", "0"]) == 2

@@ -141,9 +141,9 @@ def _sensitivity(model, record, ctx, samples: int | None) -> list[dict]:
     from compress.data.heldout import heldout_samples
     from compress.quant.config import QuantConfig
     from compress.quant.sensitivity import sensitivity
-    from edgeclip.run_models import parity_samples, quant_config
+    from edgeclip.run_models import parity_samples
 
-    quant = quant_config(ctx.recipe) if ctx else QuantConfig()
+    quant = (ctx.recipe.quant if ctx else None) or QuantConfig()  # its calibration method
     n = DEFAULT_OUTLIER_SAMPLES if samples is None else samples
     images, tokens = heldout_samples(record, quant.samples, split="train")
     held = parity_samples(ctx, record, n) if ctx else heldout_samples(record, n)

@@ -4,6 +4,9 @@ post-training quantization of the final model)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import torch
 
 from compress.data.batches import batch_stream
@@ -15,8 +18,10 @@ from compress.quant.ptq import QuantizedCLIP, convert, quantize
 from compress.quant.qat import load_quantized
 from edgeclip.inputs import train_dataset
 from edgeclip.pipeline import Context
-from edgeclip.recipe import Recipe
 from edgeclip.run_folder import MODEL_FILE, task_csv
+
+PLAN_FILE = "quant_plan.json"  # quant.max_drop's plan, in the run folder
+PLAN_SAMPLES = 256  # held-out samples the plan's sensitivities are measured on
 
 
 def evaluate_model(ctx: Context, model: CLIP | Encoder) -> dict:
@@ -42,8 +47,53 @@ def parity_samples(ctx: Context, record: ModelRecord, n: int) -> tuple[torch.Ten
     return heldout_samples(record, n, csv, ctx.recipe.seed)
 
 
-def quant_config(recipe: Recipe) -> QuantConfig:
-    return recipe.quant or QuantConfig()
+def quant_config(ctx: Context) -> QuantConfig:
+    """The recipe's INT8 scheme; with ``quant.max_drop``, with the layers its plan keeps in float
+    (:func:`quant_plan`) among its ``float_layers``."""
+    quant = ctx.recipe.quant or QuantConfig()
+    if quant.max_drop is None:
+        return quant
+    return replace(quant, float_layers=tuple(quant_plan(ctx, quant)["float_layers"]))
+
+
+def quant_plan(ctx: Context, quant: QuantConfig) -> dict:
+    """The fewest layers to keep in float for the INT8 simulation's mean zero-shot top-1 on the
+    recipe's tasks to be within ``quant.max_drop`` of the float model's: each layer's
+    sensitivity on the run's held-out samples, then
+    :func:`compress.quant.sensitivity.plan_float_layers` over post-training quantizations. Made
+    once per final model and scheme, and saved in the run (``quant_plan.json``) for every stage
+    and command that quantizes it."""
+    from compress.io import sha256_file, write_json
+    from compress.models import load_model
+    from compress.quant.sensitivity import plan_float_layers, sensitivity
+    from edgeclip.figures import mean_top1
+    from edgeclip.run_folder import final_model
+
+    model_file = final_model(ctx)
+    key = {
+        "model_sha256": sha256_file(model_file),
+        "sections": ctx.recipe.section_hash("quant", "eval"),
+    }
+    path = ctx.run_dir / PLAN_FILE
+    if path.is_file() and json.loads(path.read_text()).get("key") == key:
+        return json.loads(path.read_text())
+    model, record = load_model(model_file)
+    calibration = calibration_batches(ctx, record, quant)
+    baseline = mean_top1(evaluate_model(ctx, model))
+
+    def ranking() -> list[dict]:
+        inputs = {k: torch.cat([batch[k] for batch in calibration]) for k in ("image", "text")}
+        images, tokens = parity_samples(ctx, record, PLAN_SAMPLES)
+        return sensitivity(model, quant, inputs, {"image": images, "text": tokens})
+
+    def drop(floats: tuple[str, ...]) -> float:
+        int8 = quantize(model, replace(quant, float_layers=floats), calibration)
+        return baseline - mean_top1(evaluate_model(ctx, int8))
+
+    plan = {"key": key, **plan_float_layers(ranking, drop, quant.max_drop, quant.float_layers)}
+    if ctx.rank == 0:
+        write_json(path, plan)
+    return plan
 
 
 def calibration_batches(ctx: Context, record: ModelRecord, quant: QuantConfig) -> list[dict]:
@@ -56,7 +106,7 @@ def calibration_batches(ctx: Context, record: ModelRecord, quant: QuantConfig) -
 
 def ptq_model(ctx: Context, model: CLIP, record: ModelRecord) -> QuantizedCLIP:
     """``model`` quantized after training, calibrated on the training data; converted."""
-    quant = quant_config(ctx.recipe)
+    quant = quant_config(ctx)
     return quantize(model, quant, calibration_batches(ctx, record, quant))
 
 

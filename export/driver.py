@@ -204,7 +204,7 @@ def export_model(
                     recipe_hash=recipe_hash,
                     parity=parity[tower],
                     provenance=origin,
-                    float_layers=float_layers(origin, tower) if precision == "int8" else None,
+                    float_layers=float_layers(quantized, tower) if precision == "int8" else None,
                 )
                 write_manifest(root / tower, manifest)
             write_golden(
@@ -336,13 +336,9 @@ def provenance(source: str | os.PathLike | None) -> dict[str, Any] | None:
     return origin
 
 
-def float_layers(origin: dict[str, Any] | None, tower: str) -> list[str] | None:
-    """The layers of ``tower`` an INT8 model left in float (its scheme's ``float_layers``, as
-    module paths in the tower), or None where the export's source does not say."""
-    scheme = ((origin or {}).get("quantization") or {}).get("scheme")
-    if scheme is None:
-        return None
-    names = scheme.get("float_layers", [])
+def float_layers(quantized: Any, tower: str) -> list[str]:
+    """The layers of ``tower`` an INT8 model's scheme left in float, as module paths in it."""
+    names = quantized.float_layers
     return [name.split(".", 1)[1] for name in names if name.startswith(f"{tower}.")]
 
 

@@ -167,7 +167,7 @@ def tower_manifest(
     folder (``edgeclip verify`` checks them all);
     ``flops`` the tower's floating-point operations per call at its fixed input shape, counted
     on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency);
-    ``float_layers`` an int8 tower's layers left in float (module paths), where its model says.
+    ``float_layers`` an int8 tower's layers its scheme left in float (module paths).
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")

@@ -172,9 +172,11 @@ class QuantizedCLIP(nn.Module):
         transform: Callable,
         tokenize: Callable,
         logit_bias: torch.Tensor | None = None,
+        float_layers: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.visual, self.text = visual, text
+        self.float_layers = tuple(float_layers)  # the layers its scheme left in float
         self.logit_scale = nn.Parameter(logit_scale.detach().clone())
         # a sigmoid-trained model's bias (its forward, like the float model's, leaves it out)
         self.logit_bias = None if logit_bias is None else nn.Parameter(logit_bias.detach().clone())
@@ -235,7 +237,13 @@ def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLI
     transform = image_transform(model.visual.image_size, **model.preprocess)
     tokenize = model.tokenize
     quantized = QuantizedCLIP(
-        graphs["image"], graphs["text"], model.logit_scale, transform, tokenize, model.logit_bias
+        graphs["image"],
+        graphs["text"],
+        model.logit_scale,
+        transform,
+        tokenize,
+        model.logit_bias,
+        config.float_layers,
     )
     return quantized.train(qat)
 
@@ -266,7 +274,12 @@ def convert(model: QuantizedCLIP) -> QuantizedCLIP:
                 vars(graph).pop(name, None)
             towers.append(QuantizedTower(graph))
     return QuantizedCLIP(
-        *towers, model.logit_scale, model.transform, model.tokenize, model.logit_bias
+        *towers,
+        model.logit_scale,
+        model.transform,
+        model.tokenize,
+        model.logit_bias,
+        model.float_layers,
     ).eval()
 
 

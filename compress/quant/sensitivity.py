@@ -1,6 +1,7 @@
 """Which layers INT8 hurts: each layer the W8A8 scheme quantizes, quantized alone with the
 quantizer that ships (:func:`compress.quant.ptq.quantizer`, every other op left in float),
-calibrated, and its tower's embeddings compared with the float model's on held-out samples.
+calibrated, and its tower's embeddings compared with the float model's on held-out samples;
+and the plan that keeps the fewest, most sensitive of them in float within an accuracy budget.
 
 A layer is named ``<tower>.<module path>`` of the folded model (``image.blocks.3.mlp.fc2``), the
 names :attr:`compress.quant.config.QuantConfig.float_layers` takes to keep layers in float.
@@ -9,6 +10,7 @@ names :attr:`compress.quant.config.QuantConfig.float_layers` takes to keep layer
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,3 +86,41 @@ def sensitivity(
             }
         )
     return sorted(rows, key=lambda row: -row["cosine_drop"])
+
+
+def plan_float_layers(
+    ranking: Callable[[], Sequence[dict]],
+    drop: Callable[[tuple[str, ...]], float],
+    max_drop: float,
+    keep: Sequence[str] = (),
+) -> dict:
+    """The fewest layers to keep in float, most sensitive first, for ``drop`` to be within
+    ``max_drop``: ``drop(float_layers)`` is what quantizing every other layer costs (the INT8
+    simulation's accuracy drop). Layers are added one at a time in the order ``ranking()``
+    gives (:func:`sensitivity`'s, measured only when quantizing all but ``keep`` costs too
+    much), after those of ``keep``, until the drop fits or none is left.
+
+    Returns:
+        ``float_layers``, their ``drop``, ``within_budget``, every step's (layers, drop) and
+        the ``sensitivity`` ranking where it was measured.
+    """
+    floats = list(keep)
+    value = drop(tuple(floats))
+    steps = [{"float_layers": list(floats), "drop": value}]
+    rows = ranking() if value > max_drop else None
+    for row in rows or ():
+        if value <= max_drop:
+            break
+        if row["layer"] in floats:
+            continue
+        floats.append(row["layer"])
+        value = drop(tuple(floats))
+        steps.append({"float_layers": list(floats), "drop": value})
+    return {
+        "float_layers": floats,
+        "drop": value,
+        "max_drop": max_drop,
+        "within_budget": value <= max_drop,
+        "steps": steps,
+        "sensitivity": rows,
+    }

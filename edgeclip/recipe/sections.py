@@ -403,6 +403,13 @@ class Recipe:
             "needs a teacher: add a pretrain section (train one) or a teacher section (load one)",
         )
         require(
+            self.quant is None
+            or self.quant.max_drop is None
+            or (self.eval is not None and bool(self.eval.zeroshot)),
+            "quant.max_drop",
+            "is measured on the zero-shot tasks: add an eval section with zeroshot tasks",
+        )
+        require(
             self.export is None
             or self.distill is not None
             or self.teacher is None

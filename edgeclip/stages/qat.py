@@ -20,7 +20,7 @@ from edgeclip.run_models import quant_config
 
 
 def run(ctx: Context, out: Path) -> dict:
-    cfg, quant = ctx.recipe.qat, quant_config(ctx.recipe)
+    cfg, quant = ctx.recipe.qat, quant_config(ctx)
     check_batch("qat", cfg.batch_size, ctx.world)
     model, record = load_model(final_model(ctx))
     dataset = train_dataset(ctx, record)

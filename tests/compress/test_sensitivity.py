@@ -10,7 +10,7 @@ import torch
 from compress.models import ModelRecord, reparameterize
 from compress.quant.config import QuantConfig
 from compress.quant.ptq import quantize
-from compress.quant.sensitivity import quantizable_layers, sensitivity
+from compress.quant.sensitivity import plan_float_layers, quantizable_layers, sensitivity
 from compress.tokenizer import Tokenizer
 from edgeclip.recipe.loading import parse_recipe
 from edgeclip.recipe.sections import RecipeError
@@ -53,6 +53,23 @@ def test_the_injected_outlier_is_where_quantization_hurts_most():
     assert {r["layer"] for r in rows[:2]} == {OUTLIER, "image.blocks.1.mlp.proj"}, rows[:4]
     assert rows[1]["cosine_drop"] > 10 * rows[2]["cosine_drop"]  # far above the rest
 
+    # the plan: with a budget that all-W8A8 misses, the outlier's layers go to float first
+    def drop(floats: tuple[str, ...]) -> float:  # the image embeddings' mean 1 − cosine
+        int8 = quantize(model, QuantConfig(float_layers=floats), [calibration])
+        with torch.no_grad():
+            want = torch.nn.functional.normalize(model.visual(heldout["image"]), dim=-1)
+            return float(1 - (int8.visual(heldout["image"]) * want).sum(-1).mean())
+
+    everything, outlier_float = drop(()), drop((rows[0]["layer"], rows[1]["layer"]))
+    budget = (everything + outlier_float) / 2
+    plan = plan_float_layers(lambda: rows, drop, budget)
+    assert plan["within_budget"] and plan["drop"] <= budget < everything
+    assert set(plan["float_layers"]) <= {OUTLIER, "image.blocks.1.mlp.proj"}
+    assert [s["float_layers"] for s in plan["steps"]][0] == []  # all W8A8 first
+    assert plan_float_layers(lambda: rows, drop, budget) == plan  # deterministic
+    spared = plan_float_layers(lambda: 1 / 0, drop, everything)  # fits: nothing is measured
+    assert spared["float_layers"] == [] and spared["sensitivity"] is None
+
 
 @pytest.mark.slow
 def test_float_layers_keep_their_weights_and_the_rest_is_quantized():
@@ -90,3 +107,25 @@ def test_the_cli_measures_float_pytorch_models_only(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--sensitivity:" in err and "export folder" in err and "\n" not in err
     assert main(["eval", str(tmp_path / "m.pt"), "--sensitivity", "--samples", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_a_budget_the_run_meets_plans_nothing_and_says_so(tmp_path):
+    """quant.max_drop in a run: the plan is saved in the run (keyed by the model file and the
+    sections it measures with) and the int8 manifests list the layers it keeps in float."""
+    import json
+
+    from edgeclip.pipeline import run_pipeline
+    from edgeclip.recipe import load_recipe
+    from edgeclip.stages import STAGES
+    from tests.helpers import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path, steps=2)
+    text = recipe.read_text().replace("export:\n", "quant: {max_drop: 0.9}\nexport:\n")
+    recipe.write_text(text + "  targets: [onnx-int8]\n")
+    run_dir = run_pipeline(load_recipe(recipe), STAGES).run_dir
+    plan = json.loads((run_dir / "quant_plan.json").read_text())
+    assert plan["within_budget"] and plan["float_layers"] == [] and plan["sensitivity"] is None
+    assert plan["key"]["model_sha256"] and len(plan["steps"]) == 1
+    manifest = json.loads((run_dir / "export/onnx-int8/image/manifest.json").read_text())
+    assert manifest["float_layers"] == []

@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from compress.compat import open_clip
-from compress.models import count_params, reparameterize
+from compress.models import (
+    build_from_config,
+    build_model,
+    count_params,
+    image_normalization,
+    model_config,
+    reparameterize,
+    tower_params,
+)
 from compress.models.loaders import (
     UnsupportedArchitecture,
     from_openclip_model,
@@ -179,6 +187,27 @@ def test_pe_core_architectures_are_listed():
     supported = set(supported_architectures())
     assert {f"PE-Core-{s}" for s in ("T-16-384", "S-16-384", "B-16", "L-14-336")} <= supported
     assert "PE-Core-bigG-14-448" in supported  # no class token, 50 blocks: no other layout
+
+
+# registered students and open_clip's image and text parameter counts
+STUDENTS = {
+    "pe_core_t16_384": ("PE-Core-T-16-384", 6_141_056, 63_405_056),
+    "pe_core_s16_384": ("PE-Core-S-16-384", 23_783_168, 63_405_056),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STUDENTS))
+def test_registered_pe_core_students_are_shaped_as_open_clip_builds_them(name):
+    """Same modules (the printed model: shapes, norms' epsilons, activations, rotary layout),
+    same image normalisation, open_clip's parameter counts (built on the meta device)."""
+    arch, image, text = STUDENTS[name]
+    with torch.device("meta"):
+        ours, theirs = build_model(name), build_from_config(openclip_config(arch))
+    assert repr(ours) == repr(theirs)
+    assert image_normalization(model_config(name)) == image_normalization(openclip_config(arch))
+    counts = tower_params(model_config(name))
+    assert (counts["image"], counts["text"]) == (image, text)
+    assert model_config(name)["published"]["image"] == image
 
 
 @pytest.mark.slow

@@ -269,6 +269,34 @@ def test_siglip_layout_int8_artifact_matches_its_simulation(tmp_path, target):
         assert parity["status"] == "passed" and parity["cosine_min"] >= 0.99, parity
 
 
+@pytest.fixture(scope="module")
+def tiny_pe():
+    """PE-Core's layout, small, and its INT8 simulation, quantized once per worker."""
+    model, record, images, tokens, batches = _model_and_samples("tiny_pe")
+    return model, record, images, tokens, quantize(model, QuantConfig(), batches)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnx", "executorch", "coreml"])
+def test_pe_core_layout_int8_artifact_matches_its_simulation(tiny_pe, tmp_path, target):
+    """Rotary embeddings (their sin and cos tables, the pair swap's slices and concatenation),
+    the class token and attention pooling with its own heads through the INT8 quantizer and
+    each target's int8 lowering; the simulation itself stays near the float model."""
+    model, record, images, tokens, quantized = tiny_pe
+    with torch.no_grad():  # the image tower's (the text tower is CLIP's, as in tiny)
+        assert _cosine(quantized.encode_image(images), model.encode_image(images)) > 0.98
+    summary = _int8_export(model, record, images, tokens, quantized, tmp_path / "int8", target)
+    for tower in ("image", "text"):
+        parity = summary[tower]["parity"]
+        if exporters.get(target)().runs_here() is None:
+            assert parity["status"] == "passed" and parity["cosine_min"] >= 0.99, parity
+        else:  # Core ML off macOS: its spec checks passed (the export raises otherwise)
+            manifest = json.loads((tmp_path / "int8" / tower / "manifest.json").read_text())
+            assert manifest["format"]["spec_checks"] == "passed"
+            weights = manifest["format"]["weight_dtypes"]
+            assert weights.get("int8", 0) + weights.get("uint8", 0) > weights["float16"]
+
+
 def test_int8_exports_need_the_quantized_model(tiny, tmp_path):
     model, record, images, tokens, _ = tiny
     with pytest.raises(ValueError, match="int8 exports take the converted model"):

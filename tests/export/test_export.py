@@ -112,6 +112,13 @@ EXPORT_CASES = [
 EXPORT_CASES += [("tiny", "clipped", target, "fp16") for target in exporters.names()]
 # SigLIP's layout (attention pooling, no class token, last-position text pooling, tanh GELU)
 EXPORT_CASES += [("tiny_siglip", "softmax", target, "fp32") for target in exporters.names()]
+# PE-Core's layout (rotary embeddings in every attention, attention pooling with its own heads,
+# a biased projection), at both float precisions
+EXPORT_CASES += [
+    ("tiny_pe", "softmax", target, precision)
+    for target in exporters.names()
+    for precision in ("fp32", "fp16")
+]
 
 
 @pytest.mark.slow
@@ -198,6 +205,9 @@ def test_export_matches_pytorch(family, variant, target, precision, samples, tok
             assert list(manifest["format"]["kernels"]) == ["portable_ops_lib"]
             assert portable == sorted(portable) and "aten::sum.IntList_out" in portable  # L2 norm
             assert manifest["format"]["etrecord"] in manifest["files"]
+            if family == "tiny_pe":  # the rotary turn (products, slices, a concatenation) runs
+                rotary = ("mul", "add", "slice", "cat", "flip")  # in XNNPACK, none on its own
+                assert not [op for op in portable if op.split("::")[1].startswith(rotary)]
         assert manifest["outputs"] == [
             {"name": "embedding", "shape": [BATCH, 32], "dtype": "float32", "l2_normalized": True}
         ]

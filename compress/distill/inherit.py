@@ -8,7 +8,11 @@ subset of the attention heads (q, k and v sliced per head, separately) and of th
 keeps the heads, neurons and hidden channels that matter most on a calibration batch, scored by
 activation magnitude or by first-order Taylor importance |activation · gradient| of the
 teacher's own contrastive loss. Convolutional parts (conv stems, MobileCLIP-style hybrid towers,
-Text-RepMixer blocks) inherit leading slices, layer by layer.
+Text-RepMixer blocks) inherit leading slices, layer by layer. An attention pool (SigLIP's,
+PE-Core's) takes its leading heads, each head's leading channels and its leading MLP neurons at
+the kept hidden channels. Rotary position embeddings (PE-Core's) turn each head's channels in
+pairs by angles that depend on the head width, so a student with them keeps its teacher's
+head width (and rotary layout): it may have fewer heads, neurons, layers and hidden channels.
 
 Example:
     >>> report = inherit(teacher, student, method="importance", calibration=batch)  # doctest: +SKIP
@@ -27,7 +31,7 @@ from compress.errors import UserError
 from compress.models.attention import Attention, HeadGate
 from compress.models.clip import CLIP
 from compress.models.mobile import HybridVisionTower
-from compress.models.towers import ConvStem, TextTransformer, VisionTransformer
+from compress.models.towers import AttentionPool, ConvStem, TextTransformer, VisionTransformer
 
 METHODS = ("leading", "importance")
 SCORES = ("magnitude", "taylor")
@@ -76,6 +80,33 @@ def _widths(block: nn.Module) -> tuple[int, int, int]:
     )
 
 
+def _tower_width(tower: nn.Module) -> int:
+    """The residual (hidden) width of a transformer tower (its final norm's: some have no
+    output projection)."""
+    final = tower.ln_post if isinstance(tower, VisionTransformer) else tower.ln_final
+    return final.normalized_shape[0]
+
+
+def _check_rope(teacher: VisionTransformer, student: VisionTransformer, tower: str) -> None:
+    """Rotary tables are built for one head width and layout: a student keeps its teacher's."""
+    ropes = student.rope, teacher.rope
+    _check(
+        (ropes[0] is None) == (ropes[1] is None),
+        tower,
+        "one has rotary position embeddings (rope), one not",
+    )
+    if ropes[0] is None:
+        return
+    (ds, dt), (ss, st) = (r.head_dim for r in ropes), (r.spec for r in ropes)
+    _check(
+        ds == dt,
+        tower,
+        f"student head_dim {ds} differs from the teacher's {dt}; "
+        "rotary embeddings need one head width",
+    )
+    _check(ss == st, tower, f"the rotary embeddings differ: student {ss}, teacher {st}")
+
+
 def _top(scores: torch.Tensor | None, k: int) -> torch.Tensor:
     """Indices of the k largest scores in ascending index order; the leading k without scores."""
     if scores is None:
@@ -96,10 +127,12 @@ def plan_transformer(
         tower,
         f"a {type(student).__name__} cannot inherit from a {type(teacher).__name__}",
     )
-    width_t, width_s = teacher.proj.in_features, student.proj.in_features
+    width_t, width_s = _tower_width(teacher), _tower_width(student)
     _check(width_s <= width_t, tower, f"student width {width_s} > teacher width {width_t}")
     lt, ls = len(teacher.blocks), len(student.blocks)
     _check(ls <= lt, tower, f"student has {ls} layers, more than the teacher's {lt}")
+    if isinstance(student, VisionTransformer):
+        _check_rope(teacher, student, tower)
     layers = list(layers) if layers is not None else every_kth(lt, ls)
     _check(len(layers) == ls, tower, f"{len(layers)} teacher layers given for {ls} student layers")
     _check(all(0 <= i < lt for i in layers), tower, f"teacher layers {layers} outside 0..{lt - 1}")
@@ -174,6 +207,43 @@ def _copy_norm(dst: nn.LayerNorm, src: nn.LayerNorm, hidden: torch.Tensor) -> No
     _copy(dst.bias, src.bias[hidden])
 
 
+def _copy_mlp(dst: nn.Module, src: nn.Module, hidden: torch.Tensor, neurons: torch.Tensor) -> None:
+    _copy(dst.fc.weight, src.fc.weight[neurons][:, hidden])
+    _copy(dst.fc.bias, src.fc.bias[neurons])
+    _copy(dst.proj.weight, src.proj.weight[hidden][:, neurons])
+    _copy(dst.proj.bias, src.proj.bias[hidden])
+
+
+def _copy_pool(dst: AttentionPool, src: AttentionPool, hidden: torch.Tensor, tower: str) -> None:
+    """An attention pool's leading heads, each head's leading channels and its leading MLP
+    neurons, at the kept hidden channels."""
+    (hs, ds, ms), (ht, dt, mt) = ((p.heads, p.head_dim, p.mlp.fc.out_features) for p in (dst, src))
+    _check(
+        hs <= ht and ds <= dt and ms <= mt,
+        tower,
+        f"the student's attention pool ({hs} heads of width {ds}, {ms} MLP neurons) is larger "
+        f"than the teacher's ({ht} of {dt}, {mt})",
+    )
+    _copy(dst.latent, src.latent[..., hidden])
+    q = src.q.weight.reshape(ht, dt, -1)[:hs, :ds][..., hidden]  # (heads, hd, |hidden|)
+    _copy(dst.q.weight, q.reshape(dst.q.weight.shape))
+    _copy(dst.q.bias, src.q.bias.reshape(ht, dt)[:hs, :ds].reshape(-1))
+    kv = src.kv.weight.reshape(2, ht, dt, -1)[:, :hs, :ds][..., hidden]  # (2, heads, hd, |hidden|)
+    _copy(dst.kv.weight, kv.reshape(dst.kv.weight.shape))
+    _copy(dst.kv.bias, src.kv.bias.reshape(2, ht, dt)[:, :hs, :ds].reshape(-1))
+    out = src.out.weight[hidden].reshape(len(hidden), ht, dt)[:, :hs, :ds]  # (|hidden|, heads, hd)
+    _copy(dst.out.weight, out.reshape(dst.out.weight.shape))
+    _copy(dst.out.bias, src.out.bias[hidden])
+    _copy_norm(dst.ln, src.ln, hidden)
+    _copy_mlp(dst.mlp, src.mlp, hidden, torch.arange(ms))
+
+
+def _same(parts: list[bool], tower: str, message: str) -> bool:
+    """Whether student and teacher both have a part; an error when only one has it."""
+    _check(parts[0] == parts[1], tower, message)
+    return parts[0]
+
+
 def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, tower: str) -> None:
     """Copy the planned teacher slices into a ViT or text transformer student tower."""
     hidden = plan.hidden
@@ -202,13 +272,21 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
                     "patch sizes differ",
                 )
                 _copy(student.patch_embed.weight, teacher.patch_embed.weight[hidden])
-            _copy(student.class_token, teacher.class_token[hidden])
+                biases = [t.patch_embed.bias is not None for t in (student, teacher)]
+                if _same(biases, tower, "one patch convolution has a bias, one not"):
+                    _copy(student.patch_embed.bias, teacher.patch_embed.bias[hidden])
+            tokens = [t.class_token is not None for t in (student, teacher)]
+            if _same(tokens, tower, "one has a class token, one not"):
+                _copy(student.class_token, teacher.class_token[hidden])
             _copy(student.pos_embed, teacher.pos_embed[:, hidden])
             pre_norms = [isinstance(t.ln_pre, nn.LayerNorm) for t in (student, teacher)]
             _check(pre_norms[0] == pre_norms[1], tower, "one has a pre-norm (ln_pre), one not")
             if pre_norms[0]:
                 _copy_norm(student.ln_pre, teacher.ln_pre, hidden)
             _copy_norm(student.ln_post, teacher.ln_post, hidden)
+            pools = [t.attn_pool is not None for t in (student, teacher)]
+            if _same(pools, tower, "one pools by attention (pool: map), one by its class token"):
+                _copy_pool(student.attn_pool, teacher.attn_pool, hidden, tower)
         else:
             ctx = student.pos_embed.shape[0]
             _check(ctx <= teacher.pos_embed.shape[0], tower, f"student context {ctx} > teacher's")
@@ -221,15 +299,18 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
             _copy(student.pos_embed, teacher.pos_embed[:ctx][:, hidden])
             _copy_norm(student.ln_final, teacher.ln_final, hidden)
             _inherit_mixers(teacher, student, tower)
-        embed = student.proj.weight.shape[0]
-        _check(
-            embed <= teacher.proj.weight.shape[0], tower, "student embedding wider than teacher's"
-        )
-        _copy(student.proj.weight, teacher.proj.weight[:embed][:, hidden])
-        biases = [t.proj.bias is not None for t in (student, teacher)]
-        _check(biases[0] == biases[1], tower, "one projection has a bias, one not")
-        if biases[0]:
-            _copy(student.proj.bias, teacher.proj.bias[:embed])
+        projections = [isinstance(t.proj, nn.Linear) for t in (student, teacher)]
+        if _same(projections, tower, "one has an output projection, one not"):
+            embed = student.proj.weight.shape[0]
+            _check(
+                embed <= teacher.proj.weight.shape[0],
+                tower,
+                "student embedding wider than teacher's",
+            )
+            _copy(student.proj.weight, teacher.proj.weight[:embed][:, hidden])
+            biases = [t.proj.bias is not None for t in (student, teacher)]
+            if _same(biases, tower, "one projection has a bias, one not"):
+                _copy(student.proj.bias, teacher.proj.bias[:embed])
         for block, t_index, heads, neurons in zip(
             student.blocks, plan.layers, plan.heads, plan.neurons, strict=True
         ):
@@ -239,10 +320,7 @@ def apply_transformer(teacher: nn.Module, student: nn.Module, plan: TowerPlan, t
                 _copy_attention(block.attn, source.attn, hidden, heads)
             if block.mlp is not None:
                 _copy_norm(block.ln_2, source.ln_2, hidden)
-                _copy(block.mlp.fc.weight, source.mlp.fc.weight[neurons][:, hidden])
-                _copy(block.mlp.fc.bias, source.mlp.fc.bias[neurons])
-                _copy(block.mlp.proj.weight, source.mlp.proj.weight[hidden][:, neurons])
-                _copy(block.mlp.proj.bias, source.mlp.proj.bias[hidden])
+                _copy_mlp(block.mlp, source.mlp, hidden, neurons)
 
 
 def _inherit_mixers(teacher: TextTransformer, student: TextTransformer, tower: str) -> None:

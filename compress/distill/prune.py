@@ -7,6 +7,11 @@ width (one mask per tower) and whole layers. They act on an unmodified
 sparsity to a target that ramps up over training; :meth:`AutoInheritance.prune`
 then builds the smaller model, with the kept fractional mask values folded into its weights, so
 that it computes exactly what the masked model computes in eval mode.
+
+An attention pool (SigLIP's, PE-Core's ``pool: map``) reads the kept hidden channels and writes
+only those, keeping its heads, their width and its MLP; rotary position embeddings (PE-Core's)
+stay as they are, since heads are pruned whole and keep their width. A tower without an output
+projection (SigLIP's image tower) emits its width as the embedding, so its width is not masked.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from torch import nn
 from compress.models import build_from_config, count_params
 from compress.models.attention import HeadGate
 from compress.models.clip import CLIP
-from compress.models.towers import ConvStem, QuickGELU, TextTransformer, VisionTransformer
+from compress.models.towers import (
+    AttentionPool,
+    ConvStem,
+    QuickGELU,
+    TextTransformer,
+    VisionTransformer,
+)
 
 # hard-concrete temperature and stretch interval (Louizos et al. 2018)
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
@@ -117,7 +128,31 @@ def _check_tower(name: str, tower: nn.Module) -> None:
 
 
 def _width(tower: nn.Module) -> int:
-    return tower.proj.in_features
+    """The residual width (the final norm's: not every tower has an output projection)."""
+    final = tower.ln_post if isinstance(tower, VisionTransformer) else tower.ln_final
+    return final.normalized_shape[0]
+
+
+def _embed_dim(tower: nn.Module) -> int:
+    return tower.proj.out_features if isinstance(tower.proj, nn.Linear) else _width(tower)
+
+
+def _pool_by_width(pool: AttentionPool | None) -> list[torch.Tensor]:
+    """The attention pool's tensors with one hidden-width dimension (the rest stay whole)."""
+    if pool is None:
+        return []
+    mlp = pool.mlp
+    return [
+        pool.latent,
+        pool.q.weight,
+        pool.kv.weight,
+        pool.out.weight,
+        pool.out.bias,
+        *pool.ln.parameters(),
+        mlp.fc.weight,
+        mlp.proj.weight,
+        mlp.proj.bias,
+    ]
 
 
 def _numel(*tensors: torch.Tensor | None) -> int:
@@ -131,6 +166,7 @@ class TowerMasks(nn.Module):
         super().__init__()
         self.vision = isinstance(tower, VisionTransformer)
         self.width = _width(tower)
+        prune_hidden = prune_hidden and isinstance(tower.proj, nn.Linear)  # else width = embedding
         self.hidden = HardConcrete(self.width, min_keep=1) if prune_hidden else None
         self.layers = HardConcrete(len(tower.blocks))
         self.heads = nn.ModuleList(
@@ -154,11 +190,16 @@ class TowerMasks(nn.Module):
             stem = tower.patch_embed
             stem = stem.layers[-1] if isinstance(stem, ConvStem) else stem  # writes the width
             embeds = [*stem.parameters(), tower.class_token, tower.pos_embed]
-            final = [*tower.ln_pre.parameters(), *tower.ln_post.parameters()]
+            final = [
+                *tower.ln_pre.parameters(),
+                *tower.ln_post.parameters(),
+                *_pool_by_width(tower.attn_pool),
+            ]
         else:
             embeds = [tower.token_embed.weight, tower.pos_embed]
             final = [*tower.ln_final.parameters()]
-        self.per_channel = _numel(*embeds, *final, tower.proj.weight) // d
+        proj = getattr(tower.proj, "weight", None)
+        self.per_channel = _numel(*embeds, *final, proj) // d
         self.attn_cost, self.mlp_cost = [], []
         for block in tower.blocks:
             attn, mlp = block.attn, block.mlp
@@ -265,6 +306,10 @@ class TowerMasks(nn.Module):
                 hook(first.register_forward_pre_hook(self._embed_hook))
             final = tower.ln_post if self.vision else tower.ln_final
             hook(final.register_forward_hook(self._ln_hook()))
+            pool = tower.attn_pool if self.vision else None
+            if pool is not None:  # its residual reads and writes the kept channels only
+                hook(pool.ln.register_forward_hook(self._ln_hook()))
+                hook(pool.register_forward_hook(self._kept_hook))
         for i, block in enumerate(tower.blocks):
             if block.attn is not None:
                 if self.hidden is not None:
@@ -281,6 +326,9 @@ class TowerMasks(nn.Module):
         for handle in self._handles:
             handle.remove()
         self._handles, self._z = [], None
+
+    def _kept_hook(self, module, args, output):
+        return output * self._z["kept"]
 
     def _embed_hook(self, module, args):
         return (args[0] * self._z["hidden"], *args[1:])
@@ -345,7 +393,7 @@ class TowerMasks(nn.Module):
 
 def _unmasked_plan(tower: nn.Module) -> dict:
     """A plan that keeps everything (for a tower without masks)."""
-    device = tower.proj.weight.device
+    device = next(tower.parameters()).device
 
     def everything(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.arange(n, device=device), torch.ones(n, device=device)
@@ -362,7 +410,42 @@ def _unmasked_plan(tower: nn.Module) -> dict:
 
 def _act(tower: nn.Module) -> str:
     mlps = [b.mlp for b in tower.blocks if b.mlp is not None]
-    return "quick_gelu" if mlps and isinstance(mlps[0].act, QuickGELU) else "gelu"
+    pool = getattr(tower, "attn_pool", None)
+    act = mlps[0].act if mlps else pool.mlp.act if pool is not None else None
+    if isinstance(act, QuickGELU):
+        return "quick_gelu"
+    return "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" else "gelu"
+
+
+def _pruned_pool(pool: AttentionPool, K: torch.Tensor) -> tuple[dict, dict]:
+    """(config keys, state dict) of an attention pool on the kept hidden channels ``K``. Its
+    query is the learned latent's projection, a constant: the dropped channels' share of it
+    folds into the bias."""
+    dropped = torch.ones(len(pool.ln.weight), dtype=torch.bool, device=K.device)
+    dropped[K] = False
+    latent = pool.latent.view(-1)  # (width,)
+    sd = {
+        "latent": pool.latent[..., K],
+        "q.weight": pool.q.weight[:, K],
+        "q.bias": pool.q.bias + pool.q.weight[:, dropped] @ latent[dropped],
+        "kv.weight": pool.kv.weight[:, K],
+        "kv.bias": pool.kv.bias,
+        "out.weight": pool.out.weight[K],
+        "out.bias": pool.out.bias[K],
+        "ln.weight": pool.ln.weight[K],
+        "ln.bias": pool.ln.bias[K],
+        "mlp.fc.weight": pool.mlp.fc.weight[:, K],
+        "mlp.fc.bias": pool.mlp.fc.bias,
+        "mlp.proj.weight": pool.mlp.proj.weight[K],
+        "mlp.proj.bias": pool.mlp.proj.bias[K],
+    }
+    cfg = {
+        "pool": "map",
+        "pool_heads": pool.heads,
+        "pool_head_dim": pool.head_dim,
+        "pool_mlp_hidden": pool.mlp.fc.out_features,
+    }
+    return cfg, {f"attn_pool.{name}": t for name, t in sd.items()}
 
 
 def _pruned_block(block: nn.Module, entry: dict, K: torch.Tensor, z_hidden: torch.Tensor) -> dict:
@@ -420,10 +503,23 @@ def _pruned_tower(tower: nn.Module, plan: dict) -> tuple[dict, dict]:
             cfg.update(stem="conv", patch_size=stem.patch_size, **stem.spec)
         else:
             sd["patch_embed.weight"] = stem.weight[K]
-            cfg.update(stem="patch", patch_size=stem.kernel_size[0])
+            if stem.bias is not None:
+                sd["patch_embed.bias"] = stem.bias[K]
+            cfg.update(
+                stem="patch", patch_size=stem.kernel_size[0], patch_bias=stem.bias is not None
+            )
         cfg["image_size"] = tower.image_size
-        sd["class_token"] = tower.class_token[K]
+        cfg["class_token"] = tower.class_token is not None
+        if tower.class_token is not None:
+            sd["class_token"] = tower.class_token[K]
         sd["pos_embed"] = tower.pos_embed[:, K]
+        if tower.rope is not None:  # heads keep their width, so the same tables
+            cfg.update(rope=dict(tower.rope.spec), head_dim=tower.rope.head_dim)
+        cfg["pool"] = "token"
+        if tower.attn_pool is not None:
+            pool_cfg, pool_sd = _pruned_pool(tower.attn_pool, K)
+            cfg.update(pool_cfg)
+            sd.update(pool_sd)
         pre_norm = isinstance(tower.ln_pre, nn.LayerNorm)
         if pre_norm:
             for name, p in tower.ln_pre.named_parameters():  # ln_pre writes z_hidden · LN_K(x)
@@ -449,6 +545,8 @@ def _pruned_tower(tower: nn.Module, plan: dict) -> tuple[dict, dict]:
             eot_id=tower.eot_id,
             causal=causal[0] if causal else True,
             mixer_layers=0,
+            pool=tower.pool,
+            ln_eps=tower.ln_final.eps,
         )
         final = "ln_final"
     for j, entry in enumerate(blocks):
@@ -457,6 +555,9 @@ def _pruned_tower(tower: nn.Module, plan: dict) -> tuple[dict, dict]:
             sd[f"blocks.{j}.{name}"] = t
     for name, p in getattr(tower, final).named_parameters():
         sd[f"{final}.{name}"] = p[K]
+    if not isinstance(tower.proj, nn.Linear):  # the pooled features are the embedding
+        cfg["proj"] = False
+        return cfg, sd
     sd["proj.weight"] = tower.proj.weight[:, K]
     if tower.proj.bias is not None:
         sd["proj.bias"] = tower.proj.bias
@@ -623,7 +724,7 @@ class AutoInheritance(nn.Module):
         vision = {k: list(v) if isinstance(v, tuple) else v for k, v in vision.items()}
         config = {
             "description": f"pruned by AutoInheritance to target sparsity {self.target:g}",
-            "embed_dim": model.visual.proj.out_features,
+            "embed_dim": _embed_dim(model.visual),
             "vision": vision,
             "text": sections["text"],
         }

@@ -88,6 +88,8 @@ def build_from_config(
             pool_heads=v.get("pool_heads"),
             pool_mlp_ratio=v.get("pool_mlp_ratio"),
             rope=v.get("rope"),
+            pool_head_dim=v.get("pool_head_dim"),
+            pool_mlp_hidden=v.get("pool_mlp_hidden"),
         )
     elif family == "hybrid":
         visual = HybridVisionTower(

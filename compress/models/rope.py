@@ -46,6 +46,9 @@ class Rotary2d(nn.Module):
             )
         self.head_dim, self.grid, self.prefix = head_dim, grid, prefix
         self.offset, self.ref_grid, self.temperature = float(offset), ref_grid, float(temperature)
+        self.spec = {"offset": self.offset, "temperature": self.temperature}  # ``vision.rope``
+        if ref_grid is not None:  # the keys that rebuild these tables (a pruned model's config)
+            self.spec["ref_grid"] = ref_grid
         angles = self._angles()  # (grid², head_dim / 2): x's pairs, then y's
         pairs = angles.repeat_interleave(2, dim=-1)  # (grid², head_dim): one angle per channel
         sign = torch.tensor([-1.0, 1.0]).repeat(head_dim // 2)  # a pair (a, b) gets (−b, a)·sin

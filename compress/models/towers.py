@@ -197,6 +197,8 @@ class VisionTransformer(nn.Module):
             features are the embedding and ``embed_dim`` must equal ``width``.
         pool_heads, pool_mlp_ratio: the ``map`` pool's heads and MLP ratio (PE-Core's: 8 and 4
             at every width); by default the blocks' (SigLIP's).
+        pool_head_dim, pool_mlp_hidden: the ``map`` pool's explicit shapes in a pruned model
+            (its heads keep the unpruned width's head width and MLP neurons).
         rope: 2-D rotary position embeddings in every block's attention (:class:`Rotary2d`):
             ``{"offset": 1.0, "ref_grid": 24, "temperature": 10000.0}``, each key optional.
     """
@@ -230,6 +232,8 @@ class VisionTransformer(nn.Module):
         pool_heads: int | None = None,
         pool_mlp_ratio: float | None = None,
         rope: dict | None = None,
+        pool_head_dim: int | None = None,
+        pool_mlp_hidden: int | None = None,
     ) -> None:
         super().__init__()
         _check_head(pool, class_token, proj, width, embed_dim)
@@ -264,9 +268,11 @@ class VisionTransformer(nn.Module):
             self.rope = Rotary2d(head_dim or width // plan[0][0], grid, prefix, **rope)
         self.attn_pool = None
         if pool == "map":  # by default shaped like the (unpruned) blocks' attention and MLP
-            pool_hidden = int(width * (pool_mlp_ratio or mlp_ratio))
+            pool_hidden = pool_mlp_hidden or int(width * (pool_mlp_ratio or mlp_ratio))
             pool_heads = pool_heads or plan[0][0]
-            self.attn_pool = AttentionPool(width, pool_heads, pool_hidden, act, ln_eps)
+            self.attn_pool = AttentionPool(
+                width, pool_heads, pool_hidden, act, ln_eps, head_dim=pool_head_dim
+            )
         self.proj = nn.Linear(width, embed_dim, bias=proj_bias) if proj else nn.Identity()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # images: (B, 3, H, W)
@@ -304,28 +310,39 @@ class AttentionPool(nn.Module):
     y = out(softmax(q·kᵀ/√d)·v) with q from the learned latent and k, v from the tokens; the
     result is y + mlp(ln(y)). Plain matmuls and a softmax, so it exports like :class:`Attention`;
     the query does not depend on the input, so it is computed once and broadcast over the batch.
+    ``head_dim`` is ``dim // heads`` unless given (a pruned tower's pool keeps its head width).
     """
 
-    def __init__(self, dim: int, heads: int, mlp_hidden: int, act: str, eps: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_hidden: int,
+        act: str,
+        eps: float,
+        head_dim: int | None = None,
+    ) -> None:
         super().__init__()
-        if dim % heads:
+        if head_dim is None and dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
-        self.heads, self.head_dim = heads, dim // heads
+        self.heads, self.head_dim = heads, head_dim or dim // heads
+        inner = heads * self.head_dim
         self.scale = self.head_dim**-0.5  # computed here, not in forward (FX QAT traps floats)
         self.latent = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)  # the learned query token
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.q = nn.Linear(dim, inner)
+        self.kv = nn.Linear(dim, 2 * inner)
+        self.out = nn.Linear(inner, dim)
         self.ln = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, mlp_hidden, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, N, dim)
-        B, N, D = x.shape
+        B, N, _ = x.shape
         q = self.q(self.latent).reshape(1, self.heads, 1, self.head_dim)  # (1, heads, 1, hd)
         kv = self.kv(x).reshape(B, N, 2, self.heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
         scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, 1, N)
-        y = self.out((scores.softmax(dim=-1) @ v).reshape(B, D))  # (B, dim): heads side by side
+        heads = (scores.softmax(dim=-1) @ v).reshape(B, self.heads * self.head_dim)  # side by side
+        y = self.out(heads)  # (B, dim)
         return y + self.mlp(self.ln(y))
 
 

@@ -23,10 +23,13 @@ from compress.distill.losses import (
 )
 from compress.io import sha256_file
 from compress.models import (
+    ModelRecord,
     build_from_config,
     build_model,
     count_params,
     load_model,
+    model_config,
+    save_model,
 )
 from compress.tokenizer import EOT_ID
 from edgeclip.pipeline import run_pipeline
@@ -204,6 +207,83 @@ def test_real_size_tinyclip_inherits_from_vit_b16():
         assert student(images, tokens)[0].shape == (1, 512)
 
 
+def _pe_pair() -> tuple:
+    """A tiny_pe student (2 blocks × 2 heads of 16, width 32) and a teacher twice as wide and
+    deep with the same head width (4 blocks × 4 heads of 16, width 64) in both towers."""
+    config = model_config("tiny_pe")
+    wide = {"width": 64, "layers": 4, "heads": 4}
+    teacher = {**config, "vision": {**config["vision"], **wide}, "text": {**config["text"], **wide}}
+    return build_from_config(teacher), build_from_config(config)
+
+
+def _pe_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.randint(1, 1000, (4, 16))
+    tokens[:, 6] = EOT_ID
+    return torch.rand(4, 3, 32, 32), tokens
+
+
+@pytest.mark.parametrize("method", ["leading", "importance"])
+def test_pe_core_student_inherits_blocks_and_attention_pool(method):
+    """Heads whole (q, k, v at their full width: the rotary tables' own), the attention pool's
+    leading heads and channels per head, the biased projection; the rotary tables rebuilt."""
+    torch.manual_seed(0)
+    teacher, student = _pe_pair()
+    images, tokens = _pe_inputs()
+    calibration = {"image": images, "text": tokens} if method == "importance" else None
+    report = inherit(teacher, student, method=method, calibration=calibration)
+    tv, sv = teacher.visual, student.visual
+    hidden = torch.tensor(report["visual"]["hidden"])
+    assert report["visual"]["layers"] == [0, 2] and len(hidden) == 32
+    if method == "leading":
+        assert torch.equal(hidden, torch.arange(32))
+    for s_block, t_index, heads in zip(
+        sv.blocks, report["visual"]["layers"], report["visual"]["heads"], strict=True
+    ):
+        t_qkv = tv.blocks[t_index].attn.qkv.weight.reshape(3, 4, 16, 64)
+        s_qkv = s_block.attn.qkv.weight.reshape(3, 2, 16, 32)
+        assert torch.equal(s_qkv, t_qkv[:, heads][..., hidden])
+    pool, t_pool = sv.attn_pool, tv.attn_pool  # 4 heads of 8 from 4 heads of 16
+    assert torch.equal(pool.latent, t_pool.latent[..., hidden])
+    assert torch.equal(
+        pool.q.weight, t_pool.q.weight.reshape(4, 16, 64)[:, :8][..., hidden].reshape(32, 32)
+    )
+    kv = t_pool.kv.weight.reshape(2, 4, 16, 64)[:, :, :8][..., hidden].reshape(64, 32)
+    assert torch.equal(pool.kv.weight, kv)
+    assert torch.equal(
+        pool.out.weight, t_pool.out.weight[hidden].reshape(32, 4, 16)[..., :8].reshape(32, 32)
+    )
+    assert torch.equal(pool.mlp.fc.weight, t_pool.mlp.fc.weight[:128][:, hidden])
+    assert torch.equal(sv.proj.weight, tv.proj.weight[:, hidden])
+    assert torch.equal(sv.proj.bias, tv.proj.bias)
+    assert torch.equal(sv.rope.cos, tv.rope.cos) and torch.equal(sv.rope.sin, tv.rope.sin)
+    with torch.no_grad():
+        embeddings = student(images, tokens)[:2]
+    assert all(torch.isfinite(e).all() for e in embeddings)
+
+
+@pytest.mark.parametrize("name", ["tiny_pe", "tiny_siglip"])
+def test_a_student_of_its_teachers_shape_inherits_every_weight(name):
+    """Attention pools, class token or none, projection or none: nothing keeps its own init."""
+    torch.manual_seed(0)
+    teacher, student = build_model(name), build_model(name)
+    inherit(teacher, student)
+    for (key, t), s in zip(
+        teacher.state_dict().items(), student.state_dict().values(), strict=True
+    ):
+        assert torch.equal(t, s), key
+
+
+def test_pe_core_student_keeps_its_teachers_head_width():
+    teacher, _ = _pe_pair()
+    config = model_config("tiny_pe")
+    narrow_heads = {**config, "vision": {**config["vision"], "heads": 4}}  # 4 heads of 8
+    with pytest.raises(InheritError, match="student head_dim 8 differs from the teacher's 16"):
+        inherit(teacher, build_from_config(narrow_heads))
+    no_rope = {**config, "vision": {**config["vision"], "rope": None}}
+    with pytest.raises(InheritError, match="one has rotary position embeddings .rope., one not"):
+        inherit(teacher, build_from_config(no_rope))
+
+
 @pytest.mark.parametrize(
     "teacher, student, message",
     [
@@ -318,6 +398,37 @@ stages:
     student, record = load_model(run_dir / "distill" / "model.pt")
     assert count_params(student) == pruning["params_after"] < pruning["params_before"]
     assert record.name == "tiny-pruned" and "zs_colour" in stages[1]["metrics"]["zeroshot"]
+
+
+@pytest.mark.slow
+def test_pe_core_students_distil_prune_and_train_quantized(tmp_path):
+    """PE-Core's layout through the stages (~30 s): a tiny_pe student inherits from a tiny_pe
+    teacher, learned masks prune it (too few steps to reach the target: the plumbing, not the
+    controller) into a model whose record rebuilds its rotary tables and pool, and QAT trains
+    that with fake INT8."""
+    torch.manual_seed(0)
+    record = ModelRecord.named("tiny_pe")
+    save_model(record.build(), record, tmp_path / "teacher.pt")
+    distill = (
+        DISTILL_TRAIN
+        + """\
+stages:
+  - {model: tiny_pe, steps: 2, inherit: {method: importance, calibration: 16}}
+  - {steps: 4, inherit: {method: auto, sparsity: 0.3, ramp: 0.5}}
+"""
+    )
+    path = distill_recipe(tmp_path, tmp_path / "teacher.pt", distill)
+    qat = "qat: {steps: 2, batch_size: 16, warmup: 1}\n"
+    path.write_text(path.read_text().replace("model: tiny,", "model: tiny_pe,") + qat)
+    run_dir = run_pipeline(load_recipe(path), STAGES).run_dir
+    student, record = load_model(run_dir / "distill" / "model.pt")
+    vision = record.config["vision"]
+    assert record.name == "tiny_pe-pruned"
+    assert vision["rope"] == model_config("tiny_pe")["vision"]["rope"]
+    assert (vision["pool_heads"], vision["pool_head_dim"], vision["pool_mlp_hidden"]) == (4, 8, 128)
+    assert torch.equal(student.visual.rope.cos, build_model("tiny_pe").visual.rope.cos)
+    qat_state = torch.load(run_dir / "qat" / "model.pt", weights_only=True)["state_dict"]
+    assert any("attn_pool" in key for key in qat_state)
 
 
 def test_distillation_resumes_after_a_kill(tmp_path, teacher_file):

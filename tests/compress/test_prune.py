@@ -58,6 +58,8 @@ CASES = [
     ("tiny", {"kind": "clipped", "alpha": 4.0}, {"kind": "gated", "gate": "head"}),
     ("demo_teacher", None, {"kind": "gated"}),  # conv stem; token gates in the text tower
     ("mci_vit", None, None),
+    ("tiny_pe", None, None),  # rotary embeddings, an attention pool with its own heads
+    ("tiny_siglip", None, None),  # no class token, no image projection, last-token text pool
 ]
 
 
@@ -83,7 +85,8 @@ def test_pruned_model_computes_the_masked_model(name, image_attention, text_atte
     for tower in ("visual", "text"):  # something of every kind was pruned
         kept = report[tower]
         full = getattr(model, tower)
-        assert kept["hidden"][0] < kept["hidden"][1]
+        # a tower without a projection emits its width: that is not pruned
+        assert kept["hidden"][0] < kept["hidden"][1] or (name, tower) == ("tiny_siglip", "visual")
         assert 0 not in kept["layers"] and len(kept["layers"]) == len(full.blocks) - 1
         for i in kept["layers"]:
             assert 0 < kept["heads"][i] < full.blocks[i].attn.heads
@@ -106,7 +109,7 @@ def test_pruned_model_computes_the_masked_model(name, image_attention, text_atte
     assert inherit.expected_params("deterministic").item() == pytest.approx(after, rel=1e-9)
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo_teacher"])
+@pytest.mark.parametrize("name", ["tiny", "demo_teacher", "tiny_pe", "tiny_siglip"])
 def test_parameter_formula_at_all_ones_is_the_full_count(name):
     model = build_model(name, text_attention={"kind": "gated"})
     inherit = AutoInheritance(model, target=0.3, ramp_steps=10)
@@ -144,9 +147,10 @@ def test_only_some_towers_and_no_hidden_pruning():
     assert inherit.expected_params("deterministic").item() == report["params_after"]
 
 
-def test_training_mode_samples_masks_and_trains_every_one():
+@pytest.mark.parametrize("name", ["tiny", "tiny_pe"])
+def test_training_mode_samples_masks_and_trains_every_one(name):
     torch.manual_seed(0)
-    model = build_model("tiny", text_attention={"kind": "gated"})
+    model = build_model(name, text_attention={"kind": "gated"})
     model.requires_grad_(False)
     inherit = AutoInheritance(model, target=0.5, ramp_steps=10)
     with torch.no_grad():
@@ -163,6 +167,25 @@ def test_training_mode_samples_masks_and_trains_every_one():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     inherit.eval()
     assert torch.equal(model(images, tokens)[0], model(images, tokens)[0])
+
+
+def test_pruned_pe_core_layout_rebuilds_with_its_rotary_tables_and_pool():
+    """The pruned config names the rotary layout and the pool's own shapes: its heads keep their
+    width (the rotary tables' and the pool's), its MLP its neurons, on fewer hidden channels."""
+    torch.manual_seed(0)
+    model = build_model("tiny_pe").eval()
+    inherit = AutoInheritance(model, target=0.5, ramp_steps=10).eval()
+    _scramble(inherit)
+    pruned, config, _ = inherit.prune(model, SOFTMAX)
+    vision = config["vision"]
+    assert vision["rope"] == model_config("tiny_pe")["vision"]["rope"]
+    assert (vision["head_dim"], vision["pool"], vision["class_token"]) == (16, "map", True)
+    assert (vision["pool_heads"], vision["pool_head_dim"], vision["pool_mlp_hidden"]) == (4, 8, 128)
+    assert vision["width"] < 32 and vision["proj_bias"]
+    rebuilt = build_from_config(json.loads(json.dumps(config))).eval()
+    rebuilt.load_state_dict(pruned.state_dict())
+    for table in ("cos", "sin"):
+        assert torch.equal(getattr(rebuilt.visual.rope, table), getattr(model.visual.rope, table))
 
 
 def test_hard_concrete_deterministic_mask_keeps_the_expected_count():

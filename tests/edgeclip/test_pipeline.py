@@ -218,7 +218,10 @@ def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
         + f"distill: {{model: tiny_pe, inherit: {{method: none}}, loss: {sigmoid}, steps: 3,"
         + " batch_size: 16, warmup: 1}\n"
         + "qat: {steps: 2, batch_size: 16, warmup: 1, loss: {alpha: 0.5, base: sigmoid}}\n"
-        + "export: {targets: [onnx-int8, executorch-int8], batch_size: 2, samples: 8}\n"
+        # a 3-step student's captions are near-ties whose ranking flips at any rounding: the
+        # artifacts are held to their simulation by cosine and max-abs, not by agreement
+        + "export: {targets: [onnx-int8, executorch-int8], batch_size: 2, samples: 8,"
+        + " min_agreement: 0.0}\n"
     )
     run_dir = run_pipeline(load_recipe(recipe), STAGES).run_dir
     teacher, record = load_model(run_dir / "teacher" / "model.pt")

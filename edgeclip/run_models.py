@@ -75,8 +75,9 @@ def quant_plan(ctx: Context, quant: QuantConfig) -> dict:
         "sections": ctx.recipe.section_hash("quant", "eval"),
     }
     path = ctx.run_dir / PLAN_FILE
-    if path.is_file() and json.loads(path.read_text()).get("key") == key:
-        return json.loads(path.read_text())
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("key") == key:
+        return saved
     model, record = load_model(model_file)
     calibration = calibration_batches(ctx, record, quant)
     baseline = mean_top1(evaluate_model(ctx, model))

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.models.timm_vit import latent_pool_departure, timm_act, timm_trunk, trunk_departure
+from compress.models.timm_vit import (
+    latent_pool_departure,
+    timm_act,
+    timm_trunk,
+    trunk_config,
+    trunk_departure,
+)
 
 
 def is_eva(name: str) -> bool:
@@ -35,26 +41,14 @@ def eva_config(v: dict) -> dict | str:
     why = _eva_departure(trunk)
     if why:
         return f"timm image tower {name}: {why}"
-    block, pool, width = trunk.blocks[0], trunk.attn_pool, trunk.embed_dim
-    size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
-    if v.get("image_size", size[0]) not in (size[0], list(size), tuple(size)):
-        return f"image_size {v['image_size']} where timm's {name} takes {size[0]}"
-    config = {
-        "family": "vit",
-        "image_size": size[0],
-        "patch_size": patch[0],
-        "width": width,
-        "layers": len(trunk.blocks),
-        "heads": block.attn.num_heads,
-        "mlp_ratio": block.mlp.fc1.out_features / width,
-        "act": timm_act(block.mlp.act),
-        "ln_pre": not isinstance(trunk.norm_pre, nn.Identity),
-        "ln_eps": trunk.norm.eps,
+    config = trunk_config(trunk, v, name)
+    if isinstance(config, str):
+        return config
+    pool = trunk.attn_pool
+    config |= {
         "class_token": trunk.cls_token is not None,
-        "patch_bias": trunk.patch_embed.proj.bias is not None,
-        "pool": "map",
         "pool_heads": pool.num_heads,
-        "pool_mlp_ratio": pool.mlp.fc1.out_features / width,
+        "pool_mlp_ratio": pool.mlp.fc1.out_features / trunk.embed_dim,
         "proj_bias": True,  # timm's head: nn.Linear(width, embed_dim), biased
     }
     if trunk.rope is not None:

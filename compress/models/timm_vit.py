@@ -40,6 +40,14 @@ def map_vit_config(v: dict) -> dict | str:
     why = _map_vit_departure(trunk)
     if why:
         return f"timm image tower {name}: {why}"
+    config = trunk_config(trunk, v, name)
+    return config if isinstance(config, str) else {**config, "class_token": False, "proj": False}
+
+
+def trunk_config(trunk: nn.Module, v: dict, name: str) -> dict | str:
+    """The vision config keys a timm ViT-like trunk with attention pooling sets the same way for
+    SigLIP's towers and PE-Core's (shape, activation, norms, patch bias), or the reason ``v``'s
+    image size does not fit it."""
     block, width = trunk.blocks[0], trunk.embed_dim
     size, patch = trunk.patch_embed.img_size, trunk.patch_embed.patch_size
     if v.get("image_size", size[0]) not in (size[0], list(size), tuple(size)):
@@ -55,10 +63,8 @@ def map_vit_config(v: dict) -> dict | str:
         "act": timm_act(block.mlp.act),
         "ln_pre": not isinstance(trunk.norm_pre, nn.Identity),
         "ln_eps": trunk.norm.eps,
-        "class_token": False,
         "patch_bias": trunk.patch_embed.proj.bias is not None,
         "pool": "map",
-        "proj": False,
     }
 
 

@@ -26,6 +26,7 @@ from compress.compat import torch_export_quiet
 from compress.data.transforms import image_transform
 from compress.models import CLIP, reparameterize
 from compress.models.clip import NormalizedTower
+from compress.models.record import TOWERS
 from compress.quant.config import QuantConfig
 
 # the batch dimension stays free: the same graphs train (large batches) and export (batch 1)
@@ -232,7 +233,7 @@ def prepare(model: CLIP, config: QuantConfig, qat: bool = False) -> QuantizedCLI
     deployed = reparameterize(copy.deepcopy(model).float().eval())
     graphs = {
         name: prepare_graph(exported_tower(deployed, name), quantizer(config, qat, name), qat)
-        for name in ("image", "text")
+        for name in TOWERS
     }
     transform = image_transform(model.visual.image_size, **model.preprocess)
     tokenize = model.tokenize

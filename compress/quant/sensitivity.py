@@ -18,10 +18,9 @@ from torch import nn
 
 from compress.compat import torch_export_quiet
 from compress.models import CLIP, count_params, reparameterize
+from compress.models.record import TOWERS
 from compress.quant.config import QuantConfig
 from compress.quant.ptq import exported_tower, prepare_graph, quantizer
-
-TOWERS = ("image", "text")
 
 
 def quantizable_layers(deployed: CLIP, config: QuantConfig) -> list[str]:
@@ -63,10 +62,12 @@ def sensitivity(
     reference = {
         name: F.normalize(towers[name](heldout[name]), dim=-1) for name in TOWERS
     }  # (N, D) each
-    graphs = {name: exported_tower(deployed, name) for name in TOWERS}  # exported once each
+    graphs = {}  # each tower exported once, if any of its layers is measured
     rows = []
     for layer in layers or quantizable_layers(deployed, config):
         name, path = layer.split(".", 1)
+        if name not in graphs:
+            graphs[name] = exported_tower(deployed, name)
         only = quantizer(config, tower=name, only=path)
         prepared = prepare_graph(copy.deepcopy(graphs[name]), only)
         prepared.eval()(calibration[name])  # post-training observers record in either mode

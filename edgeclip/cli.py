@@ -179,9 +179,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
         from edgeclip.stages import STAGES
 
         for s in STAGES:
-            print(
-                f"{s.name:<10}{s.about}  (depends on: {', '.join(s.needs) or 'every earlier stage'})"
-            )
+            needs = ", ".join(s.needs) or "every earlier stage"
+            if s.more_needs is not None:  # e.g. quant_plan_sections: "+ quant plan sections"
+                needs += " + " + s.more_needs.__name__.replace("_", " ")
+            print(f"{s.name:<10}{s.about}  (depends on: {needs})")
     return 0
 
 

@@ -137,11 +137,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _sensitivity(model, record, ctx, samples: int | None) -> list[dict]:
     """Each layer's INT8 sensitivity, printed as a table: calibrated on training samples, as PTQ
-    is, and measured on held-out ones (a run's own, else rendered scenes)."""
+    is, and measured on held-out ones (a run's own, else rendered scenes). A run folder's is
+    also kept in the run, where its report shows it."""
     from compress.data.heldout import heldout_samples
     from compress.quant.config import QuantConfig
-    from compress.quant.sensitivity import sensitivity
-    from edgeclip.run_models import parity_samples
+    from compress.quant.sensitivity import sensitivity, sensitivity_table
+    from edgeclip.run_models import parity_samples, save_sensitivity
 
     quant = (ctx.recipe.quant if ctx else None) or QuantConfig()  # its calibration method
     n = DEFAULT_OUTLIER_SAMPLES if samples is None else samples
@@ -151,13 +152,10 @@ def _sensitivity(model, record, ctx, samples: int | None) -> list[dict]:
         model, quant, {"image": images, "text": tokens}, {"image": held[0], "text": held[1]}
     )
     print(f"INT8 sensitivity of `{record.name}`: each layer quantized alone, {n} held-out samples")
-    print("| layer | parameters | 1 − cos, mean | 1 − cos, worst |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| `{row['layer']}` | {row['params']:,} | {row['cosine_drop']:.2e} "
-            f"| {row['cosine_drop_max']:.2e} |"
-        )
+    print("\n".join(sensitivity_table(rows, quant.float_layers)))
+    if ctx is not None:
+        saved = save_sensitivity(ctx, rows, n)
+        print(f"kept in {saved}: `edgeclip report {ctx.run_dir}` shows it")
     return rows
 
 

@@ -36,6 +36,8 @@ class Stage:
         report: ``report(summary) -> markdown lines``: the stage's section of the run report.
         keeps_outputs: a rerun does not clear the stage's folder first: the stage replaces its
             outputs itself, atomically, so a failed rerun leaves the last good ones in place.
+        more_needs: ``more_needs(recipe) -> sections``: those it depends on in some recipes only
+            (the quant plan's, where ``quant.max_drop`` makes one), added to ``needs``.
     """
 
     name: str
@@ -47,6 +49,12 @@ class Stage:
     check: Callable[[Recipe], None] | None = None
     report: Callable[[dict], list[str]] | None = None
     keeps_outputs: bool = False
+    more_needs: Callable[[Recipe], tuple[str, ...]] | None = None
+
+    def sections(self, recipe: Recipe) -> tuple[str, ...]:
+        """The recipe sections this stage's output depends on in ``recipe``."""
+        more = self.more_needs(recipe) if self.more_needs is not None else ()
+        return tuple(dict.fromkeys(self.needs + more))
 
 
 @dataclass
@@ -83,7 +91,8 @@ class Context:
         stage = next((s for s in self.stages if s.name == name), None)
         if done is None or stage is None:
             return None
-        return done if done.get("hash") == self.recipe.section_hash(*stage.needs) else None
+        current = self.recipe.section_hash(*stage.sections(self.recipe))
+        return done if done.get("hash") == current else None
 
 
 def check_inputs(recipe: Recipe, stages: list[Stage]) -> None:
@@ -105,9 +114,9 @@ def run_pipeline(
     """Run the recipe's stages in order, skipping those already done with the same inputs.
 
     A stage reruns when its done marker is missing, when the recipe sections it depends on
-    changed, from ``from_stage`` on, or after an earlier stage reran. An unfinished stage with
-    unchanged inputs keeps its folder, so training resumes from its last checkpoint; otherwise
-    the folder is cleared first. ``stop_after`` stops each training run after that many steps as
+    (:meth:`Stage.sections`) changed, from ``from_stage`` on, or after an earlier stage reran.
+    An unfinished stage with unchanged inputs keeps its folder, so training resumes from its
+    last checkpoint; otherwise the folder is cleared first. ``stop_after`` stops each training run after that many steps as
     if interrupted (:class:`compress.train.Interrupted`); rerunning resumes.
     """
     names = [s.name for s in stages]
@@ -125,7 +134,7 @@ def run_pipeline(
         if not stage.enabled(recipe):
             continue
         out = ctx.stage_dir(stage.name)
-        digest = recipe.section_hash(*stage.needs)
+        digest = recipe.section_hash(*stage.sections(recipe))
         done = out / DONE
         if not forced and ctx.fresh(stage.name):
             _log(rank, f"[{stage.name}] done already (inputs {digest}); skipping")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from compress.data.batches import batch_stream
 from compress.data.heldout import heldout_samples
+from compress.errors import UserError
 from compress.evaluate import Encoder
 from compress.models import CLIP, ModelRecord
 from compress.quant.config import QuantConfig
@@ -18,10 +20,13 @@ from compress.quant.ptq import QuantizedCLIP, convert, quantize
 from compress.quant.qat import load_quantized
 from edgeclip.inputs import train_dataset
 from edgeclip.pipeline import Context
+from edgeclip.recipe import Recipe
 from edgeclip.run_folder import MODEL_FILE, task_csv
 
 PLAN_FILE = "quant_plan.json"  # quant.max_drop's plan, in the run folder
 PLAN_SAMPLES = 256  # held-out samples the plan's sensitivities are measured on
+PLAN_SECTIONS = ("quant", "eval")  # the recipe sections the plan is measured with
+SENSITIVITY_FILE = "quant_sensitivity.json"  # `edgeclip eval RUN --sensitivity`'s, in the run
 
 
 def evaluate_model(ctx: Context, model: CLIP | Encoder) -> dict:
@@ -70,12 +75,9 @@ def quant_plan(ctx: Context, quant: QuantConfig) -> dict:
     from edgeclip.run_folder import final_model
 
     model_file = final_model(ctx)
-    key = {
-        "model_sha256": sha256_file(model_file),
-        "sections": ctx.recipe.section_hash("quant", "eval"),
-    }
+    key = plan_key(ctx, sha256_file(model_file))
     path = ctx.run_dir / PLAN_FILE
-    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved = _saved(path) or {}
     if saved.get("key") == key:
         return saved
     model, record = load_model(model_file)
@@ -95,6 +97,80 @@ def quant_plan(ctx: Context, quant: QuantConfig) -> dict:
     if ctx.rank == 0:
         write_json(path, plan)
     return plan
+
+
+def quant_plan_sections(recipe: Recipe) -> tuple[str, ...]:
+    """The recipe sections behind its quant plan where it makes one (``quant.max_drop``): what a
+    stage that quantizes with the plan depends on besides its own sections."""
+    return PLAN_SECTIONS if recipe.quant is not None and recipe.quant.max_drop is not None else ()
+
+
+def plan_key(ctx: Context, model_sha256: str) -> dict:
+    """What a saved plan was made for: the final model (its file's sha256) and the sections."""
+    return {"model_sha256": model_sha256, "sections": ctx.recipe.section_hash(*PLAN_SECTIONS)}
+
+
+def save_sensitivity(ctx: Context, rows: list[dict], samples: int) -> Path:
+    """``edgeclip eval RUN --sensitivity``'s ranking of the run's final model, kept in the run
+    (``quant_sensitivity.json``, written atomically) for its report; the file's path."""
+    from compress.io import sha256_file, write_json
+    from edgeclip.run_folder import final_model
+
+    path = ctx.run_dir / SENSITIVITY_FILE
+    model_sha256 = sha256_file(final_model(ctx))
+    write_json(path, {"model_sha256": model_sha256, "samples": samples, "layers": rows})
+    return path
+
+
+def measured_sensitivity(ctx: Context) -> dict | None:
+    """The run's INT8 sensitivity of its final model as it stands, read back (nothing is
+    measured): the ranking of the quant plan (:func:`quant_plan`) where it is current and
+    measured one, else the one ``edgeclip eval RUN --sensitivity`` saved for this model file.
+
+    Returns:
+        None without either; else ``source`` (the file), ``samples`` (held-out samples),
+        ``layers`` (:func:`compress.quant.sensitivity.sensitivity`'s rows), ``float_layers``
+        (the plan's, else the recipe's) and, with a current plan, ``plan``: its ``max_drop``,
+        ``drop``, ``within_budget`` and ``steps``.
+    """
+    from compress.io import sha256_file
+    from edgeclip.run_folder import final_model
+
+    model_file = final_model(ctx)
+    plan, saved = _saved(ctx.run_dir / PLAN_FILE), _saved(ctx.run_dir / SENSITIVITY_FILE)
+    if (plan is None and saved is None) or not model_file.is_file():
+        return None
+    model_sha256 = sha256_file(model_file)
+    if plan is not None and plan.get("key") != plan_key(ctx, model_sha256):
+        plan = None  # made for another model or scheme: the next stage that quantizes remakes it
+    if saved is not None and saved.get("model_sha256") != model_sha256:
+        saved = None
+    if plan is not None and plan.get("sensitivity"):
+        source, samples, rows = PLAN_FILE, PLAN_SAMPLES, plan["sensitivity"]
+    elif saved is not None:
+        source, samples, rows = SENSITIVITY_FILE, saved["samples"], saved["layers"]
+    else:
+        return None
+    quant = ctx.recipe.quant or QuantConfig()
+    out = {
+        "source": source,
+        "samples": samples,
+        "layers": rows,
+        "float_layers": plan["float_layers"] if plan is not None else list(quant.float_layers),
+    }
+    if plan is not None:
+        out["plan"] = {k: plan[k] for k in ("max_drop", "drop", "within_budget", "steps")}
+    return out
+
+
+def _saved(path: Path) -> dict | None:
+    """A JSON file the run keeps (the plan, a sensitivity ranking), or None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err}); delete it to measure again") from err
 
 
 def calibration_batches(ctx: Context, record: ModelRecord, quant: QuantConfig) -> list[dict]:

@@ -21,7 +21,7 @@ class QuantConfig:
     samples: int = 512  # calibration images and captions (training data, never evaluation data)
     batch_size: int = 64  # calibration batch
     embeddings: bool = True  # the token table too, weight-only (8 bits per row)
-    # layers left in float, as "<tower>.<module path>" (`edgeclip quant-sensitivity` names them,
+    # layers left in float, as "<tower>.<module path>" (`edgeclip eval --sensitivity` names them,
     # e.g. image.blocks.3.mlp.fc2): PTQ, QAT and every target's int8 artifact skip them
     float_layers: tuple[str, ...] = ()
     # an accuracy budget: keep the fewest, most sensitive layers in float (added to float_layers)

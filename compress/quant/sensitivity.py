@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -125,3 +126,93 @@ def plan_float_layers(
         "steps": steps,
         "sensitivity": rows,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Presentation: a markdown table and a plot.
+
+
+def sensitivity_table(
+    rows: Sequence[dict], float_layers: Sequence[str] = (), limit: int | None = None
+) -> list[str]:
+    """Markdown rows of :func:`sensitivity`'s ranking, most sensitive first, each layer's
+    precision as quantized (``float`` where named in ``float_layers``, else ``int8``); with
+    ``limit``, the first ``limit`` rows and any float layer after them."""
+    floats = set(float_layers)
+    lines = [
+        "| layer | tower | parameters | 1 − cos, mean | 1 − cos, worst | runs in |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for i, row in enumerate(rows):
+        if limit is not None and i >= limit and row["layer"] not in floats:
+            continue
+        lines.append(
+            f"| `{row['layer']}` | {row['tower']} | {row['params']:,} | {row['cosine_drop']:.2e} "
+            f"| {row['cosine_drop_max']:.2e} | {'float' if row['layer'] in floats else 'int8'} |"
+        )
+    return lines
+
+
+def plot_sensitivity(
+    rows: Sequence[dict],
+    path: Path,
+    float_layers: Sequence[str] = (),
+    plan: dict | None = None,
+) -> None:
+    """A PNG of each layer's cost (mean 1 − cosine, log axis: a cost of 0 draws no bar), most
+    sensitive first, coloured by tower, the layers in ``float_layers`` hatched; with a ``plan`` (:func:`plan_float_layers`'
+    result), a second panel: the INT8 simulation's accuracy drop after each layer sent to float,
+    against its budget (the two are in different units: cosine per layer, top-1 points per
+    plan). Written atomically."""
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,
+    )  # lazy: `import compress` stays light
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    from compress.io import atomic_write
+
+    if not rows:
+        raise ValueError(f"plot_sensitivity: no layers to plot for {path}")
+    colours = {"image": "tab:blue", "text": "tab:orange"}
+    floats = set(float_layers)
+    fig = Figure(figsize=(8, 9 if plan else 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    costs, steps = fig.subplots(2, 1, height_ratios=(3, 2)) if plan else (fig.subplots(), None)
+    ranks = range(1, len(rows) + 1)
+    costs.bar(
+        ranks,
+        [row["cosine_drop"] for row in rows],
+        width=0.8,
+        color=[colours[row["tower"]] for row in rows],
+        edgecolor=["black" if row["layer"] in floats else "none" for row in rows],
+        hatch=["//" if row["layer"] in floats else "" for row in rows],
+    )
+    costs.set_yscale("log")
+    costs.set_title(f"INT8 cost of each layer quantized alone ({len(rows)} layers)")
+    costs.set_ylabel("1 − cos(float, int8) embedding, mean")
+    if len(rows) <= 40:  # few enough to name
+        costs.set_xticks(list(ranks), [row["layer"] for row in rows], rotation=90, fontsize=7)
+    else:
+        costs.set_xlabel("rank, most sensitive first")
+        costs.xaxis.set_major_locator(MaxNLocator(integer=True))
+    costs.grid(True, axis="y", which="both", alpha=0.3)
+    legend = [Patch(color=c, label=f"{t} tower") for t, c in colours.items()]
+    legend.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="kept in float"))
+    costs.legend(handles=legend, fontsize="small", loc="upper right")
+    if plan:
+        counts = [len(step["float_layers"]) for step in plan["steps"]]
+        drops = [100 * step["drop"] for step in plan["steps"]]
+        steps.plot(counts, drops, marker="o", color="0.2", label="INT8 simulation (PTQ)")
+        budget = 100 * plan["max_drop"]
+        steps.axhline(
+            budget, color="tab:red", linestyle="--", label=f"budget (quant.max_drop, {budget:g} pt)"
+        )
+        steps.set_title("The plan: layers sent to float, most sensitive first")
+        steps.set_xlabel("layers kept in float")
+        steps.set_ylabel("mean zero-shot top-1 drop (points)")
+        steps.set_xticks(counts)  # one per step (a locator puts fractions around a single one)
+        steps.grid(True, alpha=0.3)
+        steps.legend(fontsize="small", loc="best")
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -2,7 +2,9 @@
 
 It writes ``qat/model.pt``, the fake-quant model with its record (precision int8, the W8A8
 scheme of the recipe's ``quant`` section). The eval and export stages take their INT8 model
-from here (:func:`int8_model`); without a qat stage, from post-training quantization.
+from here (:func:`int8_model`); without a qat stage, from post-training quantization. With
+``quant.max_drop`` it trains with the layers the quant plan keeps in float, so it also depends on
+what the plan is measured with (the ``eval`` section: its tasks).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from edgeclip.figures import precision_lines
 from edgeclip.inputs import check_batch, check_train_data, train_dataset
 from edgeclip.pipeline import Context, Stage
 from edgeclip.run_folder import MODEL_FILE, final_model
-from edgeclip.run_models import quant_config
+from edgeclip.run_models import quant_config, quant_plan_sections
 
 
 def run(ctx: Context, out: Path) -> dict:
@@ -60,4 +62,5 @@ STAGE = Stage(
     distributed=True,
     check=lambda recipe: check_train_data(recipe),
     report=report,
+    more_needs=quant_plan_sections,  # with quant.max_drop: the plan, measured on the eval tasks
 )

@@ -132,3 +132,4 @@ def test_a_budget_the_run_meets_plans_nothing_and_says_so(tmp_path):
     assert plan["key"]["model_sha256"] and len(plan["steps"]) == 1
     manifest = json.loads((run_dir / "export/onnx-int8/image/manifest.json").read_text())
     assert manifest["float_layers"] == []
+    assert "INT8 sensitivity" not in (run_dir / "report.md").read_text()  # no ranking measured

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,13 @@ from compress.io import sha256_file
 from compress.models import load_model
 from edgeclip.pipeline import run_pipeline
 from edgeclip.recipe import load_recipe
-from edgeclip.stages import STAGES
-from tests.helpers import torchrun_edgeclip, write_sentencepiece_tokenizer, write_tiny_recipe
+from edgeclip.stages import STAGES, qat
+from tests.helpers import (
+    ROOT,
+    torchrun_edgeclip,
+    write_sentencepiece_tokenizer,
+    write_tiny_recipe,
+)
 
 EDGECLIP = [sys.executable, "-m", "edgeclip.cli"]
 
@@ -71,6 +77,28 @@ def test_rerun_skips_done_stages_and_from_reruns(tmp_path):
     run_pipeline(load_recipe(path, ["eval.templates=['a photo of a {}.']"]), STAGES)
     changed = _finished(run_dir)  # an eval-only change reruns eval (and what follows), not training
     assert changed["pretrain"] == first["pretrain"] and changed["eval"] != again["eval"]
+
+
+@pytest.mark.parametrize("budget", [None, 0.005])
+def test_an_eval_change_reruns_the_stages_that_use_the_quant_plan_only(tmp_path, budget):
+    """The qat stage trains with the layers quant.max_drop's plan keeps in float, and the plan
+    is measured on the eval tasks: with a budget, new tasks rerun it; without, they rerun only
+    eval and what follows it (the demo's training stays done)."""
+    base = [f"runs_dir={tmp_path / 'runs'}"] + ([f"quant.max_drop={budget}"] if budget else [])
+    before = load_recipe(ROOT / "recipes/demo.yaml", base)
+    after = load_recipe(ROOT / "recipes/demo.yaml", [*base, "eval.zeroshot=[zs_shape]"])
+    changed = {
+        s.name
+        for s in STAGES
+        if before.section_hash(*s.sections(before)) != after.section_hash(*s.sections(after))
+    }
+    uses_plan = {"qat"} if budget else set()
+    assert changed == {"eval", "export", "profile"} | uses_plan
+    runs = []  # the pipeline's own rerun rule, around the qat stage's dependencies
+    stage = replace(qat.STAGE, run=lambda ctx, out: runs.append(ctx.recipe.eval.zeroshot) or {})
+    for recipe in (before, after, after):
+        run_pipeline(recipe, [stage])
+    assert runs == [before.eval.zeroshot] + ([after.eval.zeroshot] if budget else [])
 
 
 @pytest.mark.slow

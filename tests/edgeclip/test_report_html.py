@@ -1,18 +1,28 @@
 """report.html: the Pareto front and plot, a page that is self-contained, and that a real browser
-shows the embedded plot; `edgeclip report` writes it for a real run folder."""
+shows the embedded plot; `edgeclip report` writes it for a real run folder, with the final
+model's INT8 sensitivity where the run measured it."""
 
+import json
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from compress.io import sha256_file, write_json
+from compress.models import ModelRecord, load_model, reparameterize, save_model
+from compress.quant.config import QuantConfig
+from compress.quant.sensitivity import plan_float_layers, quantizable_layers
 from edgeclip.cli import main
-from edgeclip.pipeline import run_pipeline
+from edgeclip.pipeline import Context, run_pipeline
 from edgeclip.recipe import load_recipe
 from edgeclip.report_html import render_html
+from edgeclip.run_folder import final_model
+from edgeclip.run_models import PLAN_FILE, plan_key, save_sensitivity
 from edgeclip.stages import STAGES
+from edgeclip.stages.report import write_report
 from export.profile.pareto import pareto_front, plot_pareto
 from tests.helpers import write_tiny_recipe
 
@@ -148,3 +158,85 @@ def test_report_command_writes_html_for_a_run(tmp_path, capsys):
     assert "<h2>Activation outliers</h2>" in page and "image missing" not in page
     assert page.count('<img src="data:image/png;base64,') == 1
     assert 'alt="activation outliers per layer"' in page
+
+
+def _model_only_run(tmp_path, quant: str, seed: int = 0) -> Context:
+    """A run folder of the tiny recipe with ``quant`` whose only output is its final model
+    (random init): what a saved sensitivity measurement is checked against."""
+    recipe = write_tiny_recipe(tmp_path)
+    recipe.write_text(recipe.read_text().replace("export:\n", f"quant: {quant}\nexport:\n"))
+    ctx = Context(load_recipe(recipe), tmp_path / "runs" / "tiny", STAGES)
+    torch.manual_seed(seed)
+    record = ModelRecord.named("tiny")
+    save_model(record.build(), record, final_model(ctx))
+    shutil.copy(recipe, ctx.run_dir / "recipe.yaml")  # a run folder for `edgeclip report`
+    return ctx
+
+
+def _ranking(ctx: Context) -> list[dict]:
+    """The final model's layers as a sensitivity ranking, costs falling tenfold every four ranks
+    (measuring them takes a minute; the report draws whatever was measured)."""
+    layers = quantizable_layers(reparameterize(load_model(final_model(ctx))[0]), QuantConfig())
+    return [
+        {
+            "layer": name,
+            "tower": name.split(".")[0],
+            "params": 100 * (i + 1),
+            "cosine_drop": 10 ** (-2 - i / 4),
+            "cosine_drop_max": 2 * 10 ** (-2 - i / 4),
+        }
+        for i, name in enumerate(layers)
+    ]
+
+
+def _runs_in(report: str) -> dict[str, str]:
+    """The sensitivity table of report.md: each layer's last column (float or int8)."""
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| `")]
+    return {cells[0].strip("|` "): cells[-1].strip("| ") for cells in rows if len(cells) == 6}
+
+
+def test_the_report_shows_a_current_quant_plans_sensitivity(tmp_path):
+    ctx = _model_only_run(tmp_path, "{max_drop: 0.005}")
+    run_dir = ctx.run_dir
+    write_report(ctx)
+    assert "INT8 sensitivity" not in (run_dir / "report.md").read_text()  # nothing measured
+    assert not (run_dir / "quant_sensitivity.png").exists()
+    rows = _ranking(ctx)
+    plan = plan_float_layers(lambda: rows, lambda floats: 0.02 - 0.008 * len(floats), 0.005)
+    assert plan["float_layers"] == [rows[0]["layer"], rows[1]["layer"]]  # 0.4 pt fits 0.5
+    write_json(run_dir / PLAN_FILE, {"key": plan_key(ctx, sha256_file(final_model(ctx))), **plan})
+    write_report(ctx)
+    report = (run_dir / "report.md").read_text()
+    assert "## INT8 sensitivity" in report and f"[{PLAN_FILE}]({PLAN_FILE})" in report
+    floats = set(plan["float_layers"])
+    assert _runs_in(report) == {
+        r["layer"]: "float" if r["layer"] in floats else "int8" for r in rows
+    }  # every layer (tiny has 20), the plan's in float
+    assert f"| + `{rows[1]['layer']}` | 0.40 pt |" in report  # the plan's last step
+    assert (run_dir / "quant_sensitivity.png").read_bytes().startswith(PNG)
+    page = (run_dir / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == 1 and "image missing" not in page
+    assert 'alt="INT8 sensitivity per layer"' in page
+    saved = json.loads((run_dir / "report.json").read_text())["int8_sensitivity"]
+    assert saved["layers"] == rows and saved["plan"]["steps"] == plan["steps"]
+    _model_only_run(tmp_path, "{max_drop: 0.005}", seed=1)  # a new final model: the plan is stale
+    write_report(ctx)
+    assert "INT8 sensitivity" not in (run_dir / "report.md").read_text()
+
+
+def test_the_report_shows_what_eval_sensitivity_kept_in_the_run(tmp_path, capsys):
+    """`edgeclip eval RUN --sensitivity` without a budget keeps its ranking in the run; the
+    report marks the layers the recipe lists in float."""
+    ctx = _model_only_run(tmp_path, "{float_layers: [image.blocks.1.mlp.fc]}")
+    rows = _ranking(ctx)
+    save_sensitivity(ctx, rows, 32)
+    assert main(["report", str(ctx.run_dir)]) == 0
+    report = (ctx.run_dir / "report.md").read_text()
+    assert "on 32 held-out samples" in report and "[quant_sensitivity.json]" in report
+    runs_in = _runs_in(report)
+    assert (
+        set(runs_in) == {r["layer"] for r in rows}
+        and runs_in.pop("image.blocks.1.mlp.fc") == "float"
+    )
+    assert set(runs_in.values()) == {"int8"} and "The plan" not in report
+    assert (ctx.run_dir / "quant_sensitivity.png").read_bytes().startswith(PNG)

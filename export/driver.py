@@ -20,6 +20,8 @@ import torch
 from compress.data.transforms import ImageTransform
 from compress.models import CLIP, ModelRecord, read_record, reparameterize
 from compress.models.clip import NormalizedTower
+from compress.quant.weight_only import GROUP_SIZE, quantize_tower
+from compress.quant.weight_only import PRECISIONS as WEIGHT_ONLY
 from compress.tokenizer import SOT_ID, Tokenizer
 from export.golden import GOLDEN_NAME, write_golden
 from export.manifest import (
@@ -173,7 +175,7 @@ def export_model(
     was_training = model.training
     model.eval()
     try:
-        graphs = _graphs(model, quantized)
+        graphs = _graphs(model, quantized, precision)
         with atomic_dir(out_dir) as root:
             towers = {
                 tower: _export_tower(
@@ -205,6 +207,7 @@ def export_model(
                     parity=parity[tower],
                     provenance=origin,
                     float_layers=float_layers(quantized, tower) if precision == "int8" else None,
+                    weight_only=weight_only(graphs.deployed[tower], precision),
                 )
                 write_manifest(root / tower, manifest)
             write_golden(
@@ -245,13 +248,23 @@ class _Graphs:
     name: str  # the reference, in words, for the manifests and golden files
 
 
-def _graphs(model: CLIP, quantized: Any) -> _Graphs:
-    """The INT8 graphs and their simulation, or a folded copy and the unfolded eager model (so
-    the check covers the folding too)."""
+def _graphs(model: CLIP, quantized: Any, precision: str) -> _Graphs:
+    """The INT8 graphs and their simulation; the weight-only simulation of a folded copy
+    (:func:`compress.quant.weight_only.quantize_tower`), which is both what is lowered and the
+    reference; or a folded copy and the unfolded eager model (so the check covers the folding
+    too)."""
     if quantized is not None:
         graphs = {tower: quantized.graph(tower) for tower in TOWERS}
         return _Graphs(graphs, graphs, "INT8 simulation in PyTorch (quantize/dequantize in fp32)")
     folded = reparameterize(copy.deepcopy(model))
+    if precision in WEIGHT_ONLY:
+        towers = {
+            tower: quantize_tower(NormalizedTower(_tower(folded, tower)), precision)
+            for tower in TOWERS
+        }
+        return _Graphs(
+            towers, towers, f"{precision} weight-only simulation in PyTorch (fp32 activations)"
+        )
     return _Graphs(
         {tower: NormalizedTower(_tower(folded, tower)) for tower in TOWERS},
         {tower: NormalizedTower(_tower(model, tower)) for tower in TOWERS},
@@ -340,6 +353,21 @@ def float_layers(quantized: Any, tower: str) -> list[str]:
     """The layers of ``tower`` an INT8 model's scheme left in float, as module paths in it."""
     names = quantized.float_layers
     return [name.split(".", 1)[1] for name in names if name.startswith(f"{tower}.")]
+
+
+def weight_only(deployed: Any, precision: str) -> dict[str, Any] | None:
+    """A weight-only tower's scheme for its manifest: bits, group size and each quantized
+    layer's scheme by its module path in the tower (None at other precisions)."""
+    if precision not in WEIGHT_ONLY:
+        return None
+    prefix = "tower."  # the simulation quantizes the tower inside its NormalizedTower
+    return {
+        "scheme": precision,
+        "weights": "symmetric, int8 per output channel; w4: int4 per group of input channels",
+        "group_size": GROUP_SIZE if precision == "w4" else None,
+        "activations": "float",
+        "layers": {path.removeprefix(prefix): kind for path, kind in deployed.layers().items()},
+    }
 
 
 def _manifest_fields(

@@ -155,6 +155,7 @@ def tower_manifest(
     flops: int | None = None,
     provenance: dict[str, Any] | None = None,
     float_layers: list[str] | None = None,
+    weight_only: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one exported tower; every backend's exporter builds it here so all agree.
 
@@ -167,7 +168,8 @@ def tower_manifest(
     folder (``edgeclip verify`` checks them all);
     ``flops`` the tower's floating-point operations per call at its fixed input shape, counted
     on the fp32 model (:func:`export.profile.flops.count_flops`; profiles divide it by latency);
-    ``float_layers`` an int8 tower's layers its scheme left in float (module paths).
+    ``float_layers`` an int8 tower's layers its scheme left in float (module paths);
+    ``weight_only`` a ``w8``/``w4`` tower's scheme (bits, group size, each quantized layer's).
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
@@ -203,6 +205,8 @@ def tower_manifest(
         manifest["provenance"] = provenance
     if float_layers is not None:
         manifest["float_layers"] = float_layers
+    if weight_only is not None:
+        manifest["weight_only"] = weight_only
     manifest["format"] = format_details or {}
     manifest["parity"] = parity
     return manifest

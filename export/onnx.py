@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -26,11 +27,17 @@ class OnnxTarget:
     the token table 8-bit per row; onnxruntime fuses the pairs into integer kernels. The weights
     are stored unsigned (see :func:`unsigned_weights`), so those kernels compute the simulation's
     integers exactly on every x86 CPU.
+
+    w8 and w4 (weight-only) models are the float graph with the simulation's integers in place
+    of its weights (:func:`low_bit_weights`): linear layers as onnxruntime's ``MatMulNBits``
+    (4 or 8 bits, float activations), a w4 token table as ``GatherBlockQuantized``, a w8 one as
+    a standard int8 ``Gather`` scaled per row, convolutions behind a standard per-channel
+    ``DequantizeLinear``.
     """
 
     name = "onnx"
     file_name = "model.onnx"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "w8", "w4")
 
     def __init__(self, opset: int = 18) -> None:
         self.opset = opset
@@ -46,6 +53,9 @@ class OnnxTarget:
         if precision == "fp16":
             module = _explicit_biases(at_precision(module, precision))
         export_tower(module, example, path, input_name=input_name, opset=self.opset)
+        if precision in ("w8", "w4"):
+            _rewrite(path, lambda model: low_bit_weights(model, module.weights))
+            return {"opset": self.opset, **op_types(path), "weight_kernels": WEIGHT_KERNELS}
         if precision != "int8":
             return {"opset": self.opset, **op_types(path)}
         _rewrite(path, unsigned_weights)
@@ -185,6 +195,179 @@ def unsigned_weights(model: Any) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return changed
+
+
+# What the weight-only artifacts need of the runtime, in the manifest (format.weight_kernels)
+WEIGHT_KERNELS = (
+    "onnxruntime's contrib ops (com.microsoft, in every onnxruntime build): MatMulNBits for "
+    "linear layers (float activations), GatherBlockQuantized for a 4-bit token table"
+)
+CONTRIB = "com.microsoft"
+MATMUL_BLOCKS = (16, 32, 64, 128, 256)  # the block sizes MatMulNBits takes (onnxruntime 1.31)
+
+
+def low_bit_weights(model: Any, weights: dict[str, Any]) -> int:
+    """Put the integers of ``weights`` (:class:`compress.quant.weight_only.QuantizedWeight`
+    by layer) in place of the float weights of an exported weight-only simulation; returns how
+    many weights were replaced.
+
+    The exporter names the initializers it folds (a linear layer's transposed weight), so a
+    weight is found by its values: the simulation's float weight is exactly its integers times
+    its scales, and quantizing is a function of the values, so two equal weights have equal
+    integers too. A linear layer (``MatMul`` by its transposed weight, or ``Gemm``) becomes
+    ``MatMulNBits``: 4-bit weights in groups of 32, or 8-bit with the row's scale repeated per
+    block (its blocks are at most 256 wide); the token table's ``Gather`` becomes
+    ``GatherBlockQuantized`` (4-bit) or a standard int8 ``Gather`` times the gathered row
+    scales; a convolution's weight comes from a per-channel ``DequantizeLinear``. Every weight
+    of ``weights`` must be found: a missing one means the exporter changed how it writes layers.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    by_value: dict[tuple, tuple[str, Any, bool]] = {}
+    for path, weight in weights.items():
+        dense = weight.dequantize().numpy()
+        by_value[_key(dense)] = (path, weight, False)
+        if dense.ndim == 2:
+            by_value[_key(np.ascontiguousarray(dense.T))] = (path, weight, True)
+    arrays: dict[str, np.ndarray] = {}
+
+    def find(name: str) -> tuple[str, Any, bool] | None:
+        if name not in initializers:
+            return None
+        if name not in arrays:
+            arrays[name] = numpy_helper.to_array(initializers[name])
+        return by_value.get(_key(arrays[name]))
+
+    def constant(array: np.ndarray, name: str) -> str:
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    found: set[str] = set()
+    nodes = []
+    for node in graph.node:
+        kind = node.op_type
+        match = find(node.input[1]) if kind in ("MatMul", "Gemm", "Conv") else None
+        if kind == "Gather":
+            match = find(node.input[0])
+        if match is None:
+            nodes.append(node)
+            continue
+        path, weight, transposed = match
+        values, scales = weight.values.numpy(), weight.scales.numpy().astype(np.float32)
+        name = f"{path}.{weight.bits}bit"
+        if kind == "Conv":
+            dequantized = f"{name}.dequantized"
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [constant(values, name), constant(scales[:, 0], f"{name}.scales")],
+                    [dequantized],
+                    axis=0,
+                )
+            )
+            node.input[1] = dequantized
+            nodes.append(node)
+        elif kind == "Gather":
+            nodes.extend(_gather(node, values, scales, weight, name, constant))
+        else:
+            gemm = kind == "Gemm"
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if gemm != (not transposed) or attributes.get("transA", 0):
+                raise ValueError(f"{path}: unexpected {kind} layout {attributes}")
+            product = (
+                f"{node.output[0]}.product" if gemm and len(node.input) > 2 else node.output[0]
+            )
+            packed, block, block_scales = _matmul_blocks(values, scales, weight)
+            nodes.append(
+                helper.make_node(
+                    "MatMulNBits",
+                    [
+                        node.input[0],
+                        constant(packed, name),
+                        constant(block_scales, f"{name}.scales"),
+                    ],
+                    [product],
+                    domain=CONTRIB,
+                    K=values.shape[1],
+                    N=values.shape[0],
+                    bits=weight.bits,
+                    block_size=block,
+                )
+            )
+            if product != node.output[0]:  # Gemm's bias
+                nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]]))
+        found.add(path)
+    missing = sorted(set(weights) - found)
+    if missing:
+        raise ValueError(f"weights not found in the exported graph: {', '.join(missing)}")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if not any(o.domain == CONTRIB for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(found)
+
+
+def _key(array: np.ndarray) -> tuple:
+    return array.shape, str(array.dtype), hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def _matmul_blocks(
+    values: np.ndarray, scales: np.ndarray, weight: Any
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """A linear weight (N, K) as ``MatMulNBits`` stores it: (N, blocks, block bytes) unsigned
+    (zero point 2**(bits-1), the default) and packed two per byte at 4 bits, low nibble first,
+    K padded to whole blocks; with its (N × blocks) scales. A per-channel weight repeats its
+    row's scale in every block."""
+    n, k = values.shape
+    block = weight.group or min(b for b in MATMUL_BLOCKS if b >= min(k, MATMUL_BLOCKS[-1]))
+    blocks = -(-k // block)
+    unsigned = (values.astype(np.int16) + 2 ** (weight.bits - 1)).astype(np.uint8)
+    unsigned = np.pad(
+        unsigned, ((0, 0), (0, blocks * block - k)), constant_values=2 ** (weight.bits - 1)
+    )
+    unsigned = unsigned.reshape(n, blocks, block)
+    if weight.bits == 4:
+        unsigned = unsigned[..., 0::2] | (unsigned[..., 1::2] << 4)
+    block_scales = scales if weight.group else np.repeat(scales, blocks, axis=1)
+    return np.ascontiguousarray(unsigned), block, np.ascontiguousarray(block_scales).reshape(-1)
+
+
+def _gather(node: Any, values: np.ndarray, scales: np.ndarray, weight: Any, name: str, constant):
+    """The token table's lookup from its integers: ``GatherBlockQuantized`` at 4 bits (the
+    table unsigned, zero point 8, two values a byte, low nibble first), else the int8 rows
+    gathered, cast to float and scaled by their gathered per-row scales."""
+    from onnx import TensorProto, helper
+
+    table, ids = node.input
+    out = node.output[0]
+    if weight.bits == 4:
+        unsigned = (values.astype(np.int16) + 8).astype(np.uint8)
+        packed = unsigned[:, 0::2] | (unsigned[:, 1::2] << 4)
+        return [
+            helper.make_node(
+                "GatherBlockQuantized",
+                [constant(packed, name), ids, constant(scales, f"{name}.scales")],
+                [out],
+                domain=CONTRIB,
+                bits=4,
+                block_size=weight.group,
+                gather_axis=0,
+                quantize_axis=1,
+            )
+        ]
+    rows, row_scales = f"{out}.int8", f"{out}.scales"
+    return [
+        helper.make_node("Gather", [constant(values, name), ids], [rows]),
+        helper.make_node("Gather", [constant(scales, f"{name}.scales"), ids], [row_scales]),
+        helper.make_node("Cast", [rows], [f"{rows}.float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{rows}.float", row_scales], [out]),
+    ]
 
 
 def _rewrite(path: Path, change: Any) -> None:

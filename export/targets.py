@@ -30,7 +30,7 @@ class Target(Protocol):
 
     name: str  # the recipe's name for it (export.targets: "<name>-<precision>")
     file_name: str  # the model file (or bundle folder) in each tower folder
-    precisions: tuple[str, ...]  # what it writes: "fp32", "fp16", "int8"
+    precisions: tuple[str, ...]  # what it writes: "fp32", "fp16", "int8", "w8", "w4"
 
     def export(
         self,
@@ -44,7 +44,10 @@ class Target(Protocol):
         of ``example``; inputs and outputs stay as the fp32 module has them (float32 images,
         int64 tokens, float32 embeddings), whatever the precision inside. ``module`` is fp32,
         or for int8 a converted PT2E graph (:func:`compress.quant.ptq.convert`: int8 weights,
-        quantize/dequantize around the activations) that the target lowers to its int8 ops.
+        quantize/dequantize around the activations) that the target lowers to its int8 ops,
+        or for w8/w4 the weight-only simulation (:class:`compress.quant.weight_only.WeightOnlyTower`:
+        float weights holding their quantized values, the integers and scales beside them)
+        that the target writes with its low-bit weight formats.
         Returns what the manifest should add about this format (e.g. ops left outside a
         delegate)."""
 
@@ -95,10 +98,10 @@ class Float32(nn.Module):
 def at_precision(
     module: nn.Module, precision: str, keep_fp32: tuple[type[nn.Module], ...] = ()
 ) -> nn.Module:
-    """``module`` as it should be traced for ``precision`` (a copy for fp16; the fp32 one, and
-    the quantized graph of an int8 export, as they are)."""
-    if precision in ("fp32", "int8"):
+    """``module`` as it should be traced for ``precision`` (a copy for fp16; the fp32 one, the
+    quantized graph of an int8 export and the weight-only simulation, as they are)."""
+    if precision in ("fp32", "int8", "w8", "w4"):
         return module
     if precision == "fp16":
         return Half(copy.deepcopy(module), keep_fp32).eval()
-    raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
+    raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16, int8, w8 or w4")

@@ -4,6 +4,7 @@ ExecuTorch runtime (what Android apps ship), with the ETRecord that per-op profi
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 import tempfile
@@ -43,11 +44,17 @@ class ExecuTorchTarget:
     int8 programs come from the quantized PT2E graph: XNNPACK runs its quantized linear and
     convolution kernels; the 8-bit token table becomes ExecuTorch's ``embedding_byte`` op (the
     quantized kernel library, which apps link beside the XNNPACK delegate).
+
+    w8 and w4 programs carry the weight-only simulation's integers (:func:`low_bit_tower`):
+    linear layers as XNNPACK's dynamically quantized kernels (int8 or 4-bit weights per
+    channel or per group, activations quantized to int8 per token at run time: XNNPACK's only
+    low-bit linear kernels), the token table as ``embedding_byte`` or ``embedding_4bit`` (the
+    quantized kernel library). Convolutions keep the simulation's weights as float values.
     """
 
     name = "executorch"
     file_name = "model.pte"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "w8", "w4")
 
     def export(
         self,
@@ -64,7 +71,10 @@ class ExecuTorchTarget:
             from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
             from executorch.exir.passes.quant_fusion_pass import QuantFusionPass
 
-            traced = at_precision(module.eval(), precision, keep_fp32=FP32_LAYERS)
+            if precision in ("w8", "w4"):
+                traced = low_bit_tower(module)
+            else:
+                traced = at_precision(module.eval(), precision, keep_fp32=FP32_LAYERS)
             program = torch.export.export(traced, (example,))
             edge = to_edge_transform_and_lower(
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
@@ -105,6 +115,67 @@ class ExecuTorchTarget:
             return tensor_spec(name, list(tensor.sizes()), dtype, **extra)
 
         return [spec(input_name, tensor_in)], [spec(OUTPUT, tensor_out, l2_normalized=True)]
+
+
+def low_bit_tower(tower: Any) -> nn.Module:
+    """A copy of a weight-only simulation (:class:`compress.quant.weight_only.WeightOnlyTower`)
+    that torch.export traces to the ops ExecuTorch lowers: each linear layer's weight a torchao
+    ``IntxUnpackedToInt8Tensor`` of the simulation's integers and scales with int8 per-token
+    activation quantization (the pattern XNNPACK's partitioner takes, as torchao's
+    ``Int8DynamicActivationIntxWeightConfig`` writes it, but with our values rather than
+    torchao's own rounding), the token table a :class:`LowBitEmbedding`."""
+    with torch_export_quiet():
+        from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+            IntxUnpackedToInt8Tensor,
+            IntxUnpackedToInt8TensorActivationQuantization,
+        )
+        from torchao.utils import unwrap_tensor_subclass
+
+    module = copy.deepcopy(tower.module).eval()
+    for path, weight in tower.weights.items():
+        layer = module.get_submodule(path)
+        if isinstance(layer, nn.Linear):
+            data = IntxUnpackedToInt8Tensor(
+                weight.values,
+                weight.scales,
+                torch.zeros_like(weight.scales, dtype=torch.int8),
+                torch.int4 if weight.bits == 4 else torch.int8,
+                (1, weight.group or layer.in_features),
+                torch.float32,
+                IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN,
+            )
+            layer.weight = nn.Parameter(data, requires_grad=False)
+        elif isinstance(layer, nn.Embedding):
+            module.set_submodule(path, LowBitEmbedding(weight))
+    return unwrap_tensor_subclass(module)
+
+
+class LowBitEmbedding(nn.Module):
+    """A token table looked up from its integers by ExecuTorch's quantized kernels:
+    ``embedding_byte`` (8 bits, a scale per row) or ``embedding_4bit`` (two values a byte, the
+    first in the high nibble, stored + 8; a scale per group)."""
+
+    def __init__(self, weight: Any) -> None:
+        super().__init__()
+        from executorch.exir.passes import _quant_patterns_and_replacements  # noqa: F401 (the ops)
+
+        self.bits = weight.bits
+        values = weight.values
+        if weight.bits == 4:
+            unsigned = (values.to(torch.int16) + 8).to(torch.uint8)
+            values = (unsigned[:, 0::2] << 4) | unsigned[:, 1::2]
+        self.register_buffer("values", values.contiguous())
+        self.register_buffer("scales", weight.scales.float().contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ops = torch.ops.quantized_decomposed
+        if self.bits == 4:
+            return ops.embedding_4bit.dtype(
+                self.values, self.scales, None, -8, 7, ids, dtype=torch.float32
+            )
+        return ops.embedding_byte.dtype(
+            self.values, self.scales[:, 0], None, -127, 127, ids, dtype=torch.float32
+        )
 
 
 def links(program: Any) -> dict[str, Any]:

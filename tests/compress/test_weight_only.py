@@ -89,7 +89,7 @@ def tiny():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["w8", "w4"])
-@pytest.mark.parametrize("target", ["onnx"])
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
 def test_weight_only_artifact_matches_its_simulation(tiny, tmp_path, target, precision):
     model, record, images, tokens = tiny
     folder = tmp_path / f"{target}-{precision}"
@@ -121,6 +121,11 @@ def test_weight_only_artifact_matches_its_simulation(tiny, tmp_path, target, pre
         assert ops["com.microsoft::MatMulNBits"] > 0 and "MatMul" in ops  # attention stays float
         assert ("com.microsoft::GatherBlockQuantized" in ops) == (precision == "w4")
         assert summary["text"]["parity"]["max_abs"] < 1e-5
+    if target == "executorch":  # the token table by the quantized kernels, linears by XNNPACK
+        table = "embedding_4bit" if precision == "w4" else "embedding_byte"
+        kernels = text["format"]["kernels"]
+        assert kernels["quantized_ops_lib"] == [f"quantized_decomposed::{table}.dtype_out"]
+        assert not any("linear" in op or "mm" in op for op in kernels["portable_ops_lib"])
     # the tiny text tower is mostly its token table: 8 bits, or 4 with a scale per 32
     table = model.text.token_embed.weight.numel() * 4
     assert summary["text"]["bytes"] < table * (0.3 if precision == "w8" else 0.17)

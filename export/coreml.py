@@ -25,9 +25,19 @@ from export.targets import OUTPUT, Runner, exporters
 from export.verify import ParityError
 
 DEPLOYMENT_TARGET = "iOS17"  # ML Program opset CoreML7 (iOS 17, macOS 14)
+# w4's 4-bit blocks are iOS 18's constexpr_blockwise_shift_scale (iOS 17 has per-channel int8
+# and lookup tables only, and a lookup table per tensor cannot hold a scale per group)
+DEPLOYMENT_TARGETS = {"w4": "iOS18"}
 # precision → the dtype every floating-point weight must have in the saved program (int8
-# programs keep biases and norms in fp16, and compute in fp16 between quantized ops)
-WEIGHT_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "float16"}
+# programs keep biases and norms in fp16, and compute in fp16 between quantized ops; so do the
+# weight-only ones)
+WEIGHT_DTYPES = {
+    "fp32": "float32",
+    "fp16": "float16",
+    "int8": "float16",
+    "w8": "float16",
+    "w4": "float16",
+}
 
 
 @exporters.register("coreml")
@@ -41,11 +51,17 @@ class CoreMLTarget:
     and its ``scale`` is one number for all channels, so CLIP's per-channel std (0.269, 0.261,
     0.276) would not fold in exactly. Core ML has no int64 tensors, so token ids go in as int32
     (ids are < 50k); images and embeddings stay float32 at fp16 too (the casts are inside).
+
+    w8 and w4 programs are the weight-only simulation converted at fp16 with each of its
+    quantized weights compressed by coremltools (:func:`compress_weights`) to the same integers
+    (the scheme is idempotent: coremltools' symmetric scales are ours), int8 per channel (iOS
+    17's ``constexpr_affine_dequantize``), or at w4 int4 per block of 32 (iOS 18's
+    ``constexpr_blockwise_shift_scale``); Core ML computes in fp16 from the dequantized weights.
     """
 
     name = "coreml"
     file_name = "model.mlpackage"  # a bundle folder
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "w8", "w4")
 
     def export(
         self,
@@ -56,7 +72,9 @@ class CoreMLTarget:
         precision: str,
     ) -> dict[str, Any]:
         if precision not in self.precisions:
-            raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
+            raise ValueError(
+                f"unknown precision {precision!r}; expected {', '.join(self.precisions)}"
+            )
         ct = _coremltools()
         module = module.eval()
         with torch.no_grad():
@@ -77,19 +95,23 @@ class CoreMLTarget:
                     # (and token ids would round to the nearest fp16 above 2048)
                     outputs=[ct.TensorType(name=OUTPUT, dtype=np.float32)],
                     convert_to="mlprogram",
-                    minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-                    compute_precision={
-                        "fp32": ct.precision.FLOAT32,
-                        "fp16": ct.precision.FLOAT16,
-                        "int8": ct.precision.FLOAT16,
-                    }[precision],
+                    minimum_deployment_target=getattr(ct.target, deployment_target(precision)),
+                    compute_precision=(
+                        ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+                    ),
+                    pass_pipeline=_pipeline(precision),
                 )
+                quantized = None
+                if precision in ("w8", "w4"):
+                    mlmodel = compress_weights(mlmodel, module.weights)
+                    quantized = sum(w.values.numel() for w in module.weights.values())
         mlmodel.save(str(path))
         return check_spec(
             path,
             inputs=[tensor_spec(input_name, example.shape, in_dtype)],
             outputs=[tensor_spec(OUTPUT, out_shape, "float32")],
             precision=precision,
+            quantized_values=quantized,
         )
 
     def runs_here(self) -> str | None:
@@ -116,19 +138,121 @@ class CoreMLTarget:
         return inputs, [{**spec, "l2_normalized": True} for spec in outputs]
 
 
+# Passes that fold a following scale into a convolution's weight (a MobileCLIP block's layer
+# scale): a weight-only program must keep the simulation's weights as they are, to compress
+# them to its integers; the scale then stays a multiply of its own
+WEIGHT_CHANGING_PASSES = ("common::fuse_conv_scale", "common::fuse_conv_batchnorm")
+
+
+def _pipeline(precision: str) -> Any:
+    """coremltools' default passes, less those that change weights at w8 and w4."""
+    ct = _coremltools()
+    pipeline = ct.PassPipeline.DEFAULT
+    if precision in ("w8", "w4"):
+        pipeline.remove_passes(WEIGHT_CHANGING_PASSES)
+    return pipeline
+
+
+def deployment_target(precision: str) -> str:
+    """The oldest OS a program at ``precision`` runs on (coremltools' target name)."""
+    return DEPLOYMENT_TARGETS.get(precision, DEPLOYMENT_TARGET)
+
+
+def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> Any:
+    """``mlmodel`` (converted from a weight-only simulation at fp16) with the constants that
+    hold the simulation's quantized weights compressed to their integers.
+
+    Each constant is found by its values (the simulation's weight cast to fp16, as the
+    conversion casts it, or its transpose), and gets its own config: int8 symmetric per channel,
+    or int4 symmetric per block of the weight's group along its last axis. coremltools then
+    recomputes ``scale = max|w| / qmax`` per channel or block from the fp16 values, which are
+    the simulation's ``q * scale`` rounded to fp16, and rounds back to the same integers (an
+    error below half a step: fp16's relative error times at most 127). Every weight must be
+    found, and no other constant is touched.
+    """
+    from coremltools.optimize.coreml import (
+        OpLinearQuantizerConfig,
+        OptimizationConfig,
+        linear_quantize_weights,
+    )
+
+    by_value = {}
+    for path, weight in weights.items():
+        dense = weight.dequantize().numpy().astype(np.float16)
+        config = OpLinearQuantizerConfig(
+            mode="linear_symmetric",
+            dtype=f"int{weight.bits}",
+            granularity="per_channel" if weight.group is None else "per_block",
+            block_size=0 if weight.group is None else [1, weight.group],
+            weight_threshold=0,
+        )
+        values = weight.values.numpy()
+        by_value[_key(dense)] = (path, config, values)
+        if dense.ndim == 2:
+            by_value[_key(np.ascontiguousarray(dense.T))] = (path, config, values.T)
+    matches = {}
+    for function in mlmodel._mil_program.functions.values():
+        for op in _mil_operations(function):
+            value = op.outputs[0].val if op.op_type == "const" else None
+            if isinstance(value, np.ndarray) and value.dtype == np.float16:
+                match = by_value.get(_key(value))
+                if match is not None:
+                    matches[op.name] = match
+    missing = sorted(set(weights) - {path for path, *_ in matches.values()})
+    if missing:
+        raise ParityError(f"weights not found in the converted program: {', '.join(missing)}")
+    configs = {name: config for name, (_, config, _) in matches.items()}
+    compressed = linear_quantize_weights(mlmodel, OptimizationConfig(op_name_configs=configs))
+    _check_integers(
+        compressed, {name: (path, values) for name, (path, _, values) in matches.items()}
+    )
+    return compressed
+
+
+def _check_integers(mlmodel: Any, expected: dict[str, tuple[str, np.ndarray]]) -> None:
+    """Raise unless each compressed constant (by its original name) holds exactly the
+    simulation's integers: iOS 17's ``constexpr_affine_dequantize`` (zero point 0) or iOS
+    18's ``constexpr_blockwise_shift_scale`` (no offset)."""
+    found = {}
+    for function in mlmodel._mil_program.functions.values():
+        for op in _mil_operations(function):
+            if op.op_type in ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"):
+                data = op.inputs.get("quantized_data", op.inputs.get("data"))
+                found[op.name.removesuffix("_quantized")] = data.val
+    for name, (path, values) in expected.items():
+        data = found.get(name)
+        if data is None or not np.array_equal(data.astype(np.int16), values.astype(np.int16)):
+            raise ParityError(f"{path}: coremltools did not write the simulation's integers")
+
+
+def _key(array: np.ndarray) -> tuple:
+    return array.shape, array.tobytes()
+
+
+def _mil_operations(block: Any) -> Iterator[Any]:
+    """Every operation of a MIL block (a function), including those of nested blocks."""
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _mil_operations(inner)
+
+
 def check_spec(
     path: Path,
     *,
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
     precision: str,
+    quantized_values: int | None = None,
 ) -> dict[str, Any]:
     """Check a saved ``.mlpackage`` by reading its spec, without compiling or running it.
 
     Checks that the inputs and outputs are ``inputs`` and ``outputs`` (name, fixed shape,
     dtype), that it is an ML Program for iOS 17 or later, that every floating-point constant has
-    the dtype of ``precision`` (small integer and bool constants are allowed), and that every op
-    exists in the iOS 17 opset as coremltools defines it.
+    the dtype of ``precision`` (small integer and bool constants are allowed), that every op
+    exists in the opset of the precision's deployment target (iOS 17, w4 iOS 18) as coremltools
+    defines it, and for a weight-only program that it holds exactly ``quantized_values`` 8- and
+    4-bit weight values.
 
     Returns:
         The manifest's format details: deployment target, spec version, opset, precision, the
@@ -153,9 +277,10 @@ def check_spec(
     spec = _load_spec(path)
     if spec.WhichOneof("Type") != "mlProgram":
         fail(f"is a {spec.WhichOneof('Type')}, expected an mlProgram")
-    target = getattr(ct.target, DEPLOYMENT_TARGET)
+    name = deployment_target(precision)
+    target = getattr(ct.target, name)
     if spec.specificationVersion < target.value:
-        fail(f"specification version {spec.specificationVersion} is older than {DEPLOYMENT_TARGET}")
+        fail(f"specification version {spec.specificationVersion} is older than {name}")
     declared_inputs, declared_outputs = _io(spec)
     for kind, features, declared, expected in (
         ("inputs", spec.description.input, declared_inputs, inputs),
@@ -174,17 +299,32 @@ def check_spec(
     ops = Counter(op.type for op in operations)
     unknown = sorted(t for t in ops if target not in SSAOpRegistry.core_ops.get(t, {}))
     if unknown:
-        fail(f"ops {unknown} are not in the {DEPLOYMENT_TARGET} opset")
+        fail(f"ops {unknown} are not in the {name} opset")
 
     weights: Counter[str] = Counter()
-    for op in operations:  # constants, and the int8 data of constexpr (dequantized) weights
+    low_bit = 0  # the values of the integer data of weight-only (dequantized) constants
+    for op in operations:  # constants, and the integer data of constexpr (dequantized) weights
         if op.type == "const" or op.type.startswith("constexpr_"):
-            for name, value in op.attributes.items():
-                if op.type == "const" and name != "val" or value.WhichOneof("value") is None:
+            values = [
+                (name, v)
+                for name, v in op.attributes.items()
+                if op.type != "const" or name == "val"
+            ]
+            # iOS 18's constexpr ops take their data and scales as inline input values
+            values += [
+                (name, a.value)
+                for name, v in op.inputs.items()
+                for a in v.arguments
+                if a.HasField("value")
+            ]
+            for name, value in values:
+                if value.WhichOneof("value") is None:
                     continue
                 tensor = value.type.tensorType
                 size = math.prod(d.constant.size for d in tensor.dimensions)
                 weights[MIL_pb2.DataType.Name(tensor.dataType).lower()] += size
+                if name in ("quantized_data", "data"):
+                    low_bit += size
     want = WEIGHT_DTYPES[precision]
     stray = sorted(d for d in weights if d.startswith(("float", "bfloat")) and d != want)
     if stray:
@@ -196,6 +336,8 @@ def check_spec(
             f"has {weights[want]} float16 weight values and only "
             f"{weights['int8'] + weights['uint8']} 8-bit ones, expected mostly 8-bit"
         )
+    if quantized_values is not None and low_bit != quantized_values:
+        fail(f"has {low_bit} 8- and 4-bit weight values, expected {quantized_values}")
 
     return {
         "minimum_deployment_target": ct.target(spec.specificationVersion).name,

@@ -89,7 +89,7 @@ def tiny():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["w8", "w4"])
-@pytest.mark.parametrize("target", ["onnx", "executorch"])
+@pytest.mark.parametrize("target", ["onnx", "executorch", "coreml"])
 def test_weight_only_artifact_matches_its_simulation(tiny, tmp_path, target, precision):
     model, record, images, tokens = tiny
     folder = tmp_path / f"{target}-{precision}"
@@ -126,6 +126,18 @@ def test_weight_only_artifact_matches_its_simulation(tiny, tmp_path, target, pre
         kernels = text["format"]["kernels"]
         assert kernels["quantized_ops_lib"] == [f"quantized_decomposed::{table}.dtype_out"]
         assert not any("linear" in op or "mm" in op for op in kernels["portable_ops_lib"])
+    if target == "coreml":  # spec checks (Core ML runs on macOS only)
+        details = text["format"]
+        assert details["spec_checks"] == "passed"  # with exactly the simulation's weight values
+        assert details["minimum_deployment_target"] == ("iOS18" if precision == "w4" else "iOS17")
+        compressed = "blockwise_shift_scale" if precision == "w4" else "affine_dequantize"
+        assert details["op_types"][f"constexpr_{compressed}"] == len(layers)
+        int4 = sum(
+            model.text.get_submodule(path).weight.numel()
+            for path, kind in layers.items()
+            if kind.startswith("int4")
+        )
+        assert details["weight_dtypes"].get("int4", 0) == int4
     # the tiny text tower is mostly its token table: 8 bits, or 4 with a scale per 32
     table = model.text.token_embed.weight.numel() * 4
     assert summary["text"]["bytes"] < table * (0.3 if precision == "w8" else 0.17)

@@ -99,8 +99,12 @@ def _tiny(family="tiny", spec=None):
     return record.build(), record
 
 
-# float artifacts against eager fp32; int8 ones against their simulation: compress/test_quant.py
-ARTIFACTS = [(t, p) for t in exporters.names() for p in exporters.get(t).precisions if p != "int8"]
+# float artifacts against eager fp32; int8 ones against their simulation: compress/test_quant.py;
+# weight-only ones (w8, w4) against theirs: compress/test_weight_only.py
+QUANTIZED = ("int8", "w8", "w4")
+ARTIFACTS = [
+    (t, p) for t in exporters.names() for p in exporters.get(t).precisions if p not in QUANTIZED
+]
 
 
 # Each attention variant through each target's converter (fp32, the ViT family), each artifact
@@ -293,7 +297,9 @@ def test_mobileclip_block_types_export_with_parity(tower, target, precision, sam
 
 def test_unsupported_precision_is_refused(samples, tmp_path):
     model, record = _tiny()
-    with pytest.raises(ValueError, match=r"the onnx target exports fp32, fp16, int8, not 'int4'"):
+    with pytest.raises(
+        ValueError, match=r"the onnx target exports fp32, fp16, int8, w8, w4, not 'int4'"
+    ):
         _export(model, record, tmp_path / "x", samples, precision="int4")
     assert not (tmp_path / "x").exists()
 

@@ -41,7 +41,10 @@ def _towers(model, tokens):
 def test_registered():
     assert exporters.get("coreml") is CoreMLTarget
     target = CoreMLTarget()
-    assert (target.file_name, target.precisions) == ("model.mlpackage", ("fp32", "fp16", "int8"))
+    assert (target.file_name, target.precisions) == (
+        "model.mlpackage",
+        ("fp32", "fp16", "int8", "w8", "w4"),
+    )
     assert target.runtime().startswith("coremltools 9.0")
 
 

@@ -19,11 +19,17 @@ not depend on them. An int8 row's parity is to the INT8 simulation in PyTorch (w
 must reproduce), and ``vs_fp32`` is its cosine to the fp32 eager output (random weights: a
 check that the graph is the model, not an accuracy).
 
-Prints JSON: a header (CPU, threads, library versions), the results, the fp16/fp32 p50 ratio and
-the int8 size and p50 against fp32 per model, tower and target. Everything is measured in one
+w8 and w4 are the weight-only simulation of the tower (:func:`compress.quant.weight_only.quantize_tower`,
+no calibration), each row's parity to that simulation and ``vs_fp32`` its cosine to fp32. The
+issue-28 goal for them: w4 files ≤ 0.16× fp32 for the real-size text towers.
+
+Prints JSON: a header (CPU, threads, library versions), the results, the fp16/fp32 p50 ratio,
+the int8 size and p50 against fp32, and the w8/w4 size, parity and p50 against fp32, per model,
+tower and target. Everything is measured in one
 run, because timings on a shared CPU drift by ±20% between runs; progress goes to stderr.
 
-Run: python benchmarks/export_targets.py [--models mobileclip_s0] [--targets onnx] [--runs 50] [--out FILE]
+Run: python benchmarks/export_targets.py [--models mobileclip_s0] [--targets onnx] [--towers text]
+     [--precisions fp32 w8 w4] [--runs 50] [--out FILE]
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from compress.models import CLIP, ModelRecord, build_model, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.precision import machine
 from compress.quant.ptq import QuantizedCLIP, quantize
+from compress.quant.weight_only import PRECISIONS as WEIGHT_ONLY
+from compress.quant.weight_only import quantize_tower
 from compress.tokenizer import EOT_ID
 from edgeclip.recipe import QuantConfig, load_recipe
 from export import exporters
@@ -188,9 +196,11 @@ def bench_tower(
     input_name: str,
     targets: list[str],
     measure: Measure,
+    precisions: list[str],
 ) -> dict:
     """The eager fp32 reference and every target × precision for one tower; int8 exports
-    ``int8`` (the tower's converted PT2E graph), checked against its simulation in PyTorch."""
+    ``int8`` (the tower's converted PT2E graph), checked against its simulation in PyTorch,
+    and w8/w4 the tower's weight-only simulation, checked against it."""
     with torch.inference_mode():
         reference = module(x).numpy()
         simulated = int8(x).numpy() if int8 is not None else None
@@ -198,15 +208,22 @@ def bench_tower(
             "input_shape": list(x.shape),
             "eager_fp32": measure(lambda: module(x)),
         }
+        weight_only = {p: quantize_tower(module, p) for p in WEIGHT_ONLY if p in precisions}
+        weight_only_out = {p: sim(x).numpy() for p, sim in weight_only.items()}
     for target in targets:
         for precision in exporters.get(target).precisions:
-            if precision == "int8" and int8 is None:
+            if precision not in precisions or precision == "int8" and int8 is None:
                 continue
             print(f"{label} {target}-{precision}", file=sys.stderr, flush=True)  # progress
             try:
                 if precision == "int8":
                     row = bench_target(
                         target, precision, int8, x, input_name, simulated, measure, reference
+                    )
+                elif precision in WEIGHT_ONLY:
+                    sim, out = weight_only[precision], weight_only_out[precision]
+                    row = bench_target(
+                        target, precision, sim, x, input_name, out, measure, reference
                     )
                 else:
                     row = bench_target(target, precision, module, x, input_name, reference, measure)
@@ -216,12 +233,19 @@ def bench_tower(
     return entry
 
 
-def bench_model(name: str, targets: list[str], measure: Measure, calibration_batches: int) -> dict:
+def bench_model(
+    name: str,
+    targets: list[str],
+    measure: Measure,
+    calibration_batches: int,
+    towers: list[str],
+    precisions: list[str],
+) -> dict:
     model = build(name)
     inputs = examples(model)
-    towers = {"image": model.visual, "text": model.text}
+    modules = {"image": model.visual, "text": model.text}
     quantized: QuantizedCLIP | None = None
-    if calibration_batches > 0:
+    if calibration_batches > 0 and "int8" in precisions:
         print(f"{name} quantize", file=sys.stderr, flush=True)  # progress
         with torch_export_quiet():
             quantized, quantize_s = timed(
@@ -236,8 +260,10 @@ def bench_model(name: str, targets: list[str], measure: Measure, calibration_bat
             INPUT_NAMES[tower],
             targets,
             measure,
+            precisions,
         )
-        for tower, module in towers.items()
+        for tower, module in modules.items()
+        if tower in towers
     }
     if quantized is not None:
         results["quantize_s"] = round(quantize_s, 2)  # prepare + calibrate + convert, both towers
@@ -289,6 +315,37 @@ def int8_vs_fp32(results: dict, targets: list[str]) -> dict:
     return table
 
 
+def weight_only_vs_fp32(results: dict, targets: list[str]) -> dict:
+    """Per model, tower, target and weight-only precision: the file's size over the fp32 one's
+    (goal for w4 ≤ 0.16 on the real-size text towers), its parity to the simulation (min
+    cosine, max-abs) and its cosine to fp32, and the p50 speed-up over fp32 where both ran."""
+    table = {}
+    for model, towers in results.items():
+        for tower, entry in _towers(towers):
+            for target in targets:
+                full = entry.get(f"{target}-fp32", {})
+                for precision in WEIGHT_ONLY:
+                    low = entry.get(f"{target}-{precision}")
+                    if low is None:
+                        continue
+                    row = {k: low[k] for k in ("error", "cosine_min", "max_abs_diff") if k in low}
+                    if "bytes" in full and "bytes" in low:
+                        row["size_ratio"] = round(low["bytes"] / full["bytes"], 3)
+                        row["bytes"] = {"fp32": full["bytes"], precision: low["bytes"]}
+                    if "vs_fp32" in low:
+                        row["vs_fp32_cosine_min"] = low["vs_fp32"]["cosine_min"]
+                    slow, fast = full.get("latency"), low.get("latency")
+                    if isinstance(slow, dict) and isinstance(fast, dict):
+                        row["speedup_p50"] = round(slow["p50_ms"] / fast["p50_ms"], 2)
+                        row["p50_ms"] = {"fp32": slow["p50_ms"], precision: fast["p50_ms"]}
+                    elif isinstance(fast, str):
+                        row["latency"] = fast
+                    table.setdefault(model, {}).setdefault(tower, {}).setdefault(target, {})[
+                        precision
+                    ] = row
+    return table
+
+
 def _towers(entries: dict) -> list[tuple[str, dict]]:
     """A model's tower entries (its other keys are numbers such as ``quantize_s``)."""
     return [(tower, entry) for tower, entry in entries.items() if isinstance(entry, dict)]
@@ -299,6 +356,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument(
         "--targets", nargs="+", choices=exporters.names(), default=exporters.names()
+    )
+    parser.add_argument("--towers", nargs="+", choices=["image", "text"], default=["image", "text"])
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "fp16", "int8", *WEIGHT_ONLY],
+        default=["fp32", "fp16", "int8", *WEIGHT_ONLY],
+        help="fp32 is the reference of every ratio",
     )
     parser.add_argument("--runs", type=int, default=50, help="timed runs per case")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")
@@ -320,7 +385,9 @@ def main() -> None:
         latency, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds
     )
     results = {
-        name: bench_model(name, args.targets, measure, args.calibration_batches)
+        name: bench_model(
+            name, args.targets, measure, args.calibration_batches, args.towers, args.precisions
+        )
         for name in args.models
     }
     summary = {
@@ -338,6 +405,9 @@ def main() -> None:
         "models": results,
         "fp16_vs_fp32": fp16_vs_fp32(results, args.targets),
         "int8_vs_fp32": int8_vs_fp32(results, args.targets),
+        "weight_only": "w8: int8 weights per output channel, w4: int4 per group of 32 (convolutions "
+        "and layers not in whole groups 8-bit); parity to the weight-only simulation",
+        "weight_only_vs_fp32": weight_only_vs_fp32(results, args.targets),
         "total_s": round(time.perf_counter() - start, 1),
     }
     if args.out is not None:

@@ -225,7 +225,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="a run folder (its final model) or a model.pt")
     p.add_argument("--target", required=True, help="onnx, executorch or coreml")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default fp32)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16, int8, w8 or w4 (default fp32)")
     p.add_argument(
         "--out",
         help="export folder (default: <run>/export/<target>-<precision>, or "

@@ -201,6 +201,8 @@ def bench_tower(
     """The eager fp32 reference and every target × precision for one tower; int8 exports
     ``int8`` (the tower's converted PT2E graph), checked against its simulation in PyTorch,
     and w8/w4 the tower's weight-only simulation, checked against it."""
+    # built outside inference mode: exporters trace it, and inference tensors refuse tracing
+    weight_only = {p: quantize_tower(module, p) for p in WEIGHT_ONLY if p in precisions}
     with torch.inference_mode():
         reference = module(x).numpy()
         simulated = int8(x).numpy() if int8 is not None else None
@@ -208,7 +210,6 @@ def bench_tower(
             "input_shape": list(x.shape),
             "eager_fp32": measure(lambda: module(x)),
         }
-        weight_only = {p: quantize_tower(module, p) for p in WEIGHT_ONLY if p in precisions}
         weight_only_out = {p: sim(x).numpy() for p, sim in weight_only.items()}
     for target in targets:
         for precision in exporters.get(target).precisions:

@@ -68,10 +68,15 @@ def read_vocab(path: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]
     return dict(zip(tokens, range(len(tokens)), strict=True)), merges
 
 
-def _clean(text: str) -> str:
+def plain(text: str) -> bool:
+    """Whether open_clip's ftfy and HTML unescaping would leave ``text`` as it is (above)."""
+    # the string methods first: quicker than the pattern, which only tabs and newlines need
+    return text.isascii() and "&" not in text and (text.isprintable() or not _NOT_PLAIN(text))
+
+
+def clean(text: str) -> str:
     """open_clip's ``lower`` cleaning: ftfy, HTML entities, whitespace runs → one space, lower case."""
-    # ftfy and html.unescape would change nothing (above); the string methods are the quick test
-    if text.isascii() and "&" not in text and (text.isprintable() or not _NOT_PLAIN(text)):
+    if plain(text):
         return " ".join(text.split()).lower()
     from compress.compat import open_clip
 
@@ -116,7 +121,7 @@ class ClipBpe:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's BPE ids, without the start/end tokens (open_clip's ``encode``)."""
-        cleaned = [_clean(t) for t in texts]
+        cleaned = [clean(t) for t in texts]
         chunks = self._chunks
         out: list[list[int] | None] = []
         missed = []

@@ -121,13 +121,18 @@ class ClipBpe:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's BPE ids, without the start/end tokens (open_clip's ``encode``)."""
-        cleaned = [clean(t) for t in texts]
+        split = [
+            t.lower().split() if plain(t) else clean(t).split(" ")  # plain: the same, quicker
+            for t in texts
+        ]
         chunks = self._chunks
+        if len(chunks) >= CACHE_SIZE:  # now, not between looking chunks up and reading them
+            chunks.clear()
         out: list[list[int] | None] = []
         missed = []
-        for i, text in enumerate(cleaned):
+        for i, parts in enumerate(split):
             ids = []
-            for chunk in text.split(" "):
+            for chunk in parts:
                 got = chunks.get(chunk)
                 if got is None:  # a new chunk, or a special token's
                     out.append(None)
@@ -137,9 +142,9 @@ class ClipBpe:
             else:
                 out.append(ids)
         if missed:
-            self._learn({c for i in missed for c in cleaned[i].split(" ") if c not in chunks})
+            self._learn({c for i in missed for c in split[i] if c not in chunks})
             for i in missed:
-                parts = [chunks[c] for c in cleaned[i].split(" ")]
+                parts = [chunks[c] for c in split[i]]
                 if any(p is None for p in parts):
                     out[i] = self.reference.encode(texts[i])
                 else:
@@ -161,8 +166,6 @@ class ClipBpe:
             for token, word in zip(encoding.ids, encoding.word_ids, strict=True):
                 ids[word].append(token)
             known.update(zip(new, ids, strict=True))
-        if len(self._chunks) + len(words) > CACHE_SIZE:
-            self._chunks.clear()
         for chunk, ws in words.items():
             special = any(w[0] == "<" and self._special(w) for w in ws)
             self._chunks[chunk] = None if special else [t for w in ws for t in known[w]]
@@ -203,32 +206,31 @@ class Tokenizer:
         """The BPE merges file, shipped beside exported text towers."""
         return Path(self.vocab or default_vocab())
 
-    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
-        cache = self._cache
-        rows = [cache.get(t) for t in texts]
-        missing = [i for i, ids in enumerate(rows) if ids is None]
-        if missing:
-            new = list(dict.fromkeys(texts[i] for i in missing))
-            if len(cache) + len(new) > CACHE_SIZE:
-                cache.clear()
-            for text, ids in zip(new, self.bpe.encode(new), strict=True):
-                ids = [SOT_ID, *ids, EOT_ID]
-                if len(ids) > self.context_length:  # truncate, keeping EOT last
-                    ids = ids[: self.context_length]
-                    ids[-1] = EOT_ID
-                cache[text] = ids
-            for i in missing:
-                rows[i] = cache[texts[i]]
-        return rows
+    def _remember(self, texts: Sequence[str]) -> None:
+        """Encode texts not seen before, and remember each one's ids: SOT, its BPE ids, EOT, cut
+        to the context length with EOT kept last (open_clip's truncation)."""
+        for text, ids in zip(texts, self.bpe.encode(texts), strict=True):
+            ids = [SOT_ID, *ids, EOT_ID]
+            if len(ids) > self.context_length:
+                ids = ids[: self.context_length]
+                ids[-1] = EOT_ID
+            self._cache[text] = ids
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        pad = [0] * self.context_length
+        cache, pad = self._cache, [0] * self.context_length
+        if len(cache) >= CACHE_SIZE:  # now, not between encoding texts and reading them
+            cache.clear()
         if isinstance(texts, str):  # datasets tokenize one caption a call: keep it short
-            ids = self._cache.get(texts) or self._ids([texts])[0]
+            if texts not in cache:
+                self._remember([texts])
+            ids = cache[texts]
             return torch.from_numpy(np.array(ids + pad[len(ids) :], np.int64))
-        rows = self._ids(texts)
-        tokens = np.zeros((len(rows), self.context_length), np.int64)  # (B, context_length)
-        for row, ids in zip(tokens, rows, strict=True):  # fresh: callers may write into it
+        new = [t for t in texts if t not in cache]
+        if new:
+            self._remember(list(dict.fromkeys(new)))
+        tokens = np.zeros((len(texts), self.context_length), np.int64)  # (B, context_length)
+        for row, text in zip(tokens, texts, strict=True):  # fresh: callers may write into it
+            ids = cache[text]
             row[: len(ids)] = ids
         return torch.from_numpy(tokens)
 

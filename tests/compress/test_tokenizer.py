@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from compress import tokenizer
 from compress.compat import open_clip
 from compress.data import scenes
 from compress.tokenizer import (
@@ -418,6 +419,20 @@ def test_a_shipped_copy_of_the_merges_file(tmp_path, reference):
     assert tokenize.bpe is not Tokenizer(77).bpe  # its own encoder, read from the copy
     texts = ADVERSARIAL + scenes_captions(200)
     assert_same_ids(texts, tokenize(texts), reference(texts))
+
+
+def test_full_caches_start_afresh(monkeypatch, reference):
+    """Batches of seen and new texts, while the caption, chunk and word caches fill up."""
+    monkeypatch.setattr(tokenizer, "CACHE_SIZE", 8)
+    monkeypatch.setattr(tokenizer, "_load_bpe", functools.cache(ClipBpe))  # its own caches
+    tokenize = Tokenizer(77)
+    texts = scenes_captions(200)[:40] + CAPTIONS[:40]
+    rng = random.Random(0)
+    for _ in range(30):
+        batch = rng.sample(texts, 6)
+        assert_same_ids(batch, tokenize(batch), reference(batch))
+        assert torch.equal(tokenize(batch[0]), reference(batch[0])[0])
+    assert len(tokenize._cache) <= 8 + 6 and len(tokenize.bpe._chunks) <= 8 + 6 * 30
 
 
 def test_pickled_tokenizers_start_afresh():

@@ -24,7 +24,15 @@ from compress.tokenizer import Tokenizer
 from export.golden import GOLDEN_NAME, pixels_sha256
 from export.manifest import MANIFEST_NAME, MANIFEST_VERSION, read_manifest, sha256_file
 from export.targets import Target, exporters
-from export.verify import TOWERS, Thresholds, check, load_samples, measure, run_batched
+from export.verify import (
+    TOWERS,
+    Thresholds,
+    artifact_precision,
+    check,
+    load_samples,
+    measure,
+    run_batched,
+)
 
 
 class IntegrityError(RuntimeError):
@@ -105,7 +113,7 @@ def verify_export(folder: str | os.PathLike) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "dir": str(folder),
         "target": target.name,
-        "precision": manifests["image"]["precision"],
+        "precision": artifact_precision({t: manifests[t]["precision"] for t in TOWERS}),
         "files": files,
     }
     unrunnable = target.runs_here()

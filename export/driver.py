@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.data.transforms import ImageTransform
+from compress.data.transforms import ImageTransform, image_transform
 from compress.models import CLIP, ModelRecord, read_record, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.quant.weight_only import GROUP_SIZE, quantize_tower
@@ -38,14 +39,15 @@ from export.manifest import (
 from export.profile.flops import count_flops
 from export.targets import Target, exporters
 from export.verify import (
-    PARITY,
     TOWERS,
     Thresholds,
     check,
     measure,
+    parity_thresholds,
     run_batched,
     run_torch,
     save_samples,
+    tower_precisions,
 )
 
 IMAGE_INPUT, TEXT_INPUT = "image", "tokens"
@@ -97,10 +99,10 @@ def export_model(
     sample_tokens: torch.Tensor,
     batch_size: int = 1,
     recipe_hash: str | None = None,
-    thresholds: Thresholds | None = None,
+    thresholds: Thresholds | Mapping[str, Thresholds] | None = None,
     vocab_path: str | os.PathLike | None = None,
     quantized: Any = None,
-    source: str | os.PathLike | None = None,
+    source: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Export the image and text towers to ``out_dir/image`` and ``out_dir/text``, verified.
 
@@ -123,26 +125,28 @@ def export_model(
         record: its record: name, image normalisation and attention for the manifests.
         out_dir: the export's folder (``<target>-<precision>`` in a run), holding the two towers.
         target: a registered target name (``export.exporters``) or a target object.
-        precision: one of the target's ``precisions`` ("fp32", "fp16").
+        precision: one of the target's ``precisions`` ("fp32", "fp16", "int8", "w8", "w4") for
+            both towers, or one per tower as ``"<image>+<text>"`` (``"int8+w4"``): each tower is
+            exported, checked and described at its own.
         sample_images: (N, 3, S, S) float images, already preprocessed, for the parity check;
             held-out images, not training ones.
         sample_tokens: (M, context_length) token ids, for the parity check.
         batch_size: the fixed batch dimension of both exported models.
         recipe_hash: hash of the recipe that produced the model, recorded in the manifests.
-        thresholds: the parity the export must keep; :data:`export.verify.PARITY` of the
-            precision by default.
+        thresholds: the parity the export must keep, for both towers or by tower;
+            :func:`export.verify.parity_thresholds` of the precision by default.
         vocab_path: BPE vocabulary to ship; the tokenizer's own by default.
-        quantized: for ``precision="int8"``, the model's converted INT8 graphs
+        quantized: where a tower is int8, the model's converted INT8 graphs
             (:class:`compress.quant.ptq.QuantizedCLIP` from :func:`compress.quant.ptq.convert`):
             they are what is exported, and the parity reference is their INT8 simulation in
             PyTorch, not the fp32 model.
         source: the model file exported (an int8 export's: the INT8 model file, or the float one
-            it was quantized from); the manifests' ``provenance`` names it, its sha256 and how
-            it was made (its record's provenance).
+            it was quantized from), or one by tower; the manifests' ``provenance`` names it, its
+            sha256 and how it was made (its record's provenance).
 
     Returns:
         ``{"image": {...}, "text": {...}, "zero_shot_agreement": float | None, "dir", "target",
-        "precision", "golden"}``, each tower with its ``dir``, ``model``, ``manifest`` paths,
+        "precision", "golden"}``, each tower with its ``precision`` with its ``dir``, ``model``, ``manifest`` paths,
         ``bytes`` (model size) and ``parity``; the text tower also with ``vocab``.
 
     Raises:
@@ -158,10 +162,15 @@ def export_model(
         >>> summary["image"]["parity"]["cosine_min"]  # doctest: +SKIP
         0.9999993
     """
-    backend = _target(target, precision, quantized)
+    precisions = tower_precisions(precision)
+    backend = _target(target, precisions, quantized)
     _check_inputs(model, sample_images, sample_tokens, batch_size)
-    thresholds = thresholds or PARITY[precision]
-    origin = provenance(source)  # before the long part: the file as it is now
+    if thresholds is None:
+        thresholds = parity_thresholds(precision)
+    elif isinstance(thresholds, Thresholds):
+        thresholds = dict.fromkeys(TOWERS, thresholds)
+    sources = source if isinstance(source, Mapping) else dict.fromkeys(TOWERS, source)
+    origin = {t: provenance(sources[t]) for t in TOWERS}  # before the long part: as it is now
     context = model.text.context_length
     vocab = Path(vocab_path) if vocab_path is not None else Tokenizer(context).vocab_path
     samples = {
@@ -175,29 +184,29 @@ def export_model(
     was_training = model.training
     model.eval()
     try:
-        graphs = _graphs(model, quantized, precision)
+        graphs = {t: _graphs(model, quantized, precisions[t], t) for t in TOWERS}
         with atomic_dir(out_dir) as root:
             towers = {
                 tower: _export_tower(
                     backend,
                     model,
-                    graphs,
+                    graphs[tower],
                     tower,
                     root / tower,
                     samples[tower],
-                    precision,
+                    precisions[tower],
                     batch_size,
                     runs=unrunnable is None,
                 )
                 for tower in TOWERS
             }
             parity = _parity(
-                backend, towers, graphs.name, thresholds, unrunnable, record.name, Path(out_dir)
+                backend, towers, graphs, thresholds, unrunnable, record.name, Path(out_dir)
             )
             shutil.copyfile(vocab, root / "text" / vocab.name)
             for tower in TOWERS:
                 fields = _manifest_fields(
-                    backend, model, record, tower, root / tower, towers, precision, vocab.name
+                    backend, model, record, tower, root / tower, towers, precisions, vocab.name
                 )
                 manifest = tower_manifest(
                     **fields,
@@ -205,34 +214,39 @@ def export_model(
                     logit_bias=logit_bias,
                     recipe_hash=recipe_hash,
                     parity=parity[tower],
-                    provenance=origin,
-                    float_layers=float_layers(quantized, tower) if precision == "int8" else None,
-                    weight_only=weight_only(graphs.deployed[tower], precision),
+                    provenance=origin[tower],
+                    float_layers=(
+                        float_layers(quantized, tower) if precisions[tower] == "int8" else None
+                    ),
+                    weight_only=weight_only(graphs[tower].deployed, precisions[tower]),
                 )
                 write_manifest(root / tower, manifest)
             write_golden(
                 root,
                 model_name=record.name,
-                reference_name=graphs.name,
-                embed_image=lambda x: run_torch(graphs.references["image"], x, batch_size),
-                embed_text=lambda ids: run_torch(graphs.references["text"], ids, batch_size),
+                reference_name=_reference_name(graphs),
+                embed_image=lambda x: run_torch(graphs["image"].reference, x, batch_size),
+                embed_text=lambda ids: run_torch(graphs["text"].reference, ids, batch_size),
                 transform=ImageTransform(model.visual.image_size, **record.normalization),
                 tokenizer=Tokenizer(context, vocab),
                 logit_scale=logit_scale,
             )
     finally:
         model.train(was_training)
-    return _summary(Path(out_dir), backend, precision, parity, vocab.name)
+    return _summary(Path(out_dir), backend, precision, precisions, parity, vocab.name)
 
 
-def _target(target: str | Target, precision: str, quantized: Any) -> Target:
-    """The target, checked to export ``precision`` (int8 from a converted model, and only int8)."""
+def _target(target: str | Target, precisions: dict[str, str], quantized: Any) -> Target:
+    """The target, checked to export each tower's precision (int8 from a converted model,
+    which only an artifact with an int8 tower takes)."""
     backend = exporters.get(target)() if isinstance(target, str) else target
-    if precision not in backend.precisions:
-        raise ValueError(
-            f"the {backend.name} target exports {', '.join(backend.precisions)}, not {precision!r}"
-        )
-    if (precision == "int8") != (quantized is not None):
+    for tower, precision in precisions.items():
+        if precision not in backend.precisions:
+            raise ValueError(
+                f"the {backend.name} target exports {', '.join(backend.precisions)}, not "
+                f"{precision!r} (the {tower} tower's)"
+            )
+    if ("int8" in precisions.values()) != (quantized is not None):
         raise ValueError(
             "int8 exports take the converted model as quantized=, other precisions none"
         )
@@ -241,35 +255,67 @@ def _target(target: str | Target, precision: str, quantized: Any) -> Target:
 
 @dataclass
 class _Graphs:
-    """What each tower exports and what its parity is measured against, by tower name."""
+    """What one tower exports and what its parity is measured against."""
 
-    deployed: dict[str, Any]
-    references: dict[str, Any]
+    deployed: Any
+    reference: Any
     name: str  # the reference, in words, for the manifests and golden files
 
 
-def _graphs(model: CLIP, quantized: Any, precision: str) -> _Graphs:
-    """The INT8 graphs and their simulation; the weight-only simulation of a folded copy
+def _graphs(model: CLIP, quantized: Any, precision: str, tower: str) -> _Graphs:
+    """The tower's INT8 graph and its simulation; the weight-only simulation of a folded copy
     (:func:`compress.quant.weight_only.quantize_tower`), which is both what is lowered and the
     reference; or a folded copy and the unfolded eager model (so the check covers the folding
     too)."""
-    if quantized is not None:
-        graphs = {tower: quantized.graph(tower) for tower in TOWERS}
-        return _Graphs(graphs, graphs, "INT8 simulation in PyTorch (quantize/dequantize in fp32)")
-    folded = reparameterize(copy.deepcopy(model))
+    if precision == "int8":
+        graph = quantized.graph(tower)
+        return _Graphs(graph, graph, "INT8 simulation in PyTorch (quantize/dequantize in fp32)")
+    folded = reparameterize(NormalizedTower(copy.deepcopy(_tower(model, tower))).eval())
     if precision in WEIGHT_ONLY:
-        towers = {
-            tower: quantize_tower(NormalizedTower(_tower(folded, tower)), precision)
-            for tower in TOWERS
-        }
+        simulation = quantize_tower(folded, precision)
         return _Graphs(
-            towers, towers, f"{precision} weight-only simulation in PyTorch (fp32 activations)"
+            simulation,
+            simulation,
+            f"{precision} weight-only simulation in PyTorch (fp32 activations)",
         )
-    return _Graphs(
-        {tower: NormalizedTower(_tower(folded, tower)) for tower in TOWERS},
-        {tower: NormalizedTower(_tower(model, tower)) for tower in TOWERS},
-        "eager PyTorch fp32 on CPU",
-    )
+    return _Graphs(folded, NormalizedTower(_tower(model, tower)), "eager PyTorch fp32 on CPU")
+
+
+def _reference_name(graphs: dict[str, _Graphs]) -> str:
+    names = {tower: graphs[tower].name for tower in TOWERS}
+    if len(set(names.values())) == 1:
+        return names["image"]
+    return "; ".join(f"{tower} tower: {name}" for tower, name in names.items())
+
+
+class Simulation:
+    """What an artifact at ``precision`` is checked against, as a model evaluation runs
+    (:class:`compress.evaluate.Encoder`): each tower's reference in PyTorch (the INT8
+    simulation of an int8 tower, the weight-only simulation of a w8/w4 one, the eager model
+    otherwise), so its accuracy can be set beside the artifact's through its runtime.
+
+    Example:
+        >>> record = ModelRecord.named("tiny")
+        >>> sim = Simulation(record.build(), "fp32+w4")
+        >>> sim.encode_text(Tokenizer(record.context_length)(["a red circle"])).shape[0]
+        1
+    """
+
+    def __init__(self, model: CLIP, precision: str, quantized: Any = None) -> None:
+        precisions = tower_precisions(precision)
+        graphs = {t: _graphs(model.eval(), quantized, precisions[t], t) for t in TOWERS}
+        self.references = {t: graphs[t].reference for t in TOWERS}
+        # fed as the model is: its preprocessing and tokenizer
+        self.transform = image_transform(model.visual.image_size, **model.preprocess)
+        self.tokenize = model.tokenize
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.references["image"].eval()(images)
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.references["text"].eval()(tokens)
 
 
 @dataclass
@@ -300,8 +346,8 @@ def _export_tower(
     path = folder / backend.file_name
     example = _first_batch(samples, batch_size)
     flops = count_flops(NormalizedTower(_tower(model, tower)), example)
-    details = backend.export(graphs.deployed[tower], example, path, INPUTS[tower], precision)
-    reference = run_torch(graphs.references[tower], samples, batch_size)
+    details = backend.export(graphs.deployed, example, path, INPUTS[tower], precision)
+    reference = run_torch(graphs.reference, samples, batch_size)
     outputs = run_batched(backend.load(path), samples.numpy(), batch_size) if runs else None
     save_samples(folder, samples.numpy(), reference)
     return _Exported(details, flops, reference, outputs)
@@ -310,8 +356,8 @@ def _export_tower(
 def _parity(
     backend: Target,
     towers: dict[str, _Exported],
-    reference_name: str,
-    thresholds: Thresholds,
+    graphs: dict[str, _Graphs],
+    thresholds: Mapping[str, Thresholds],
     unrunnable: str | None,
     model_name: str,
     out_dir: Path,
@@ -319,20 +365,23 @@ def _parity(
     """Each tower's parity record; :class:`export.verify.ParityError` where one misses a
     threshold. A target that cannot run here records why instead."""
     about = {
-        "reference": reference_name,
-        "runtime": backend.runtime(),
-        "thresholds": vars(thresholds),
+        tower: {
+            "reference": graphs[tower].name,
+            "runtime": backend.runtime(),
+            "thresholds": vars(thresholds[tower]),
+        }
+        for tower in TOWERS
     }
     if unrunnable is not None:
-        return {tower: {"status": unrunnable, **about} for tower in TOWERS}
+        return {tower: {"status": unrunnable, **about[tower]} for tower in TOWERS}
     measured = measure(
         {tower: towers[tower].reference for tower in TOWERS},
         {tower: towers[tower].outputs for tower in TOWERS},
     )
-    parity = {tower: {"status": "passed", **measured[tower], **about} for tower in TOWERS}
+    parity = {tower: {"status": "passed", **measured[tower], **about[tower]} for tower in TOWERS}
     for tower in TOWERS:
         where = out_dir / tower / backend.file_name
-        check(parity[tower], thresholds, f"{model_name} {tower} tower ({where})")
+        check(parity[tower], thresholds[tower], f"{model_name} {tower} tower ({where})")
     return parity
 
 
@@ -377,7 +426,7 @@ def _manifest_fields(
     tower: str,
     folder: Path,
     towers: dict[str, _Exported],
-    precision: str,
+    precisions: dict[str, str],
     vocab_name: str,
 ) -> dict[str, Any]:
     """The fields of a tower's manifest that come from the model, the target and the files."""
@@ -393,7 +442,7 @@ def _manifest_fields(
         "model_name": record.name,
         "tower": tower,
         "target": backend.name,
-        "precision": precision,
+        "precision": precisions[tower],
         "runtime": backend.runtime(),
         "file_name": backend.file_name,
         "sha256": sha256_path(path),
@@ -409,7 +458,12 @@ def _manifest_fields(
 
 
 def _summary(
-    out_dir: Path, backend: Target, precision: str, parity: dict, vocab_name: str
+    out_dir: Path,
+    backend: Target,
+    precision: str,
+    precisions: dict[str, str],
+    parity: dict,
+    vocab_name: str,
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "dir": str(out_dir),
@@ -421,6 +475,7 @@ def _summary(
         folder = out_dir / tower
         summary[tower] = {
             "dir": str(folder),
+            "precision": precisions[tower],
             "model": str(folder / backend.file_name),
             "manifest": str(folder / MANIFEST_NAME),
             "bytes": path_bytes(folder / backend.file_name),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,36 @@ FP32_PARITY = PARITY["fp32"]
 
 
 TOWERS = ("image", "text")
+
+
+def tower_precisions(precision: str) -> dict[str, str]:
+    """Each tower's precision in an artifact's: ``"int8+w4"`` is an int8 image tower and a w4
+    text tower; a single precision (``"w4"``) is both towers'.
+
+    Example:
+        >>> tower_precisions("int8+w4")
+        {'image': 'int8', 'text': 'w4'}
+    """
+    image, plus, text = precision.partition("+")
+    return {"image": image, "text": text if plus else image}
+
+
+def artifact_precision(precisions: Mapping[str, str]) -> str:
+    """The artifact's precision from its towers': ``"w4"`` where both are w4, else
+    ``"<image>+<text>"`` (the inverse of :func:`tower_precisions`)."""
+    image, text = (precisions[tower] for tower in TOWERS)
+    return image if image == text else f"{image}+{text}"
+
+
+def parity_thresholds(precision: str) -> dict[str, Thresholds]:
+    """Each tower's :data:`PARITY` in an artifact at ``precision`` (mixed ones too: the
+    zero-shot agreement ranks the image tower's embeddings against the text tower's, so both
+    towers' records hold the looser of their precisions' agreement bounds)."""
+    towers = {tower: PARITY[p] for tower, p in tower_precisions(precision).items()}
+    agreement = min(t.min_zero_shot_agreement for t in towers.values())
+    return {t: replace(th, min_zero_shot_agreement=agreement) for t, th in towers.items()}
+
+
 SAMPLES_FILE = "parity.npz"  # in each tower folder: inputs and eager outputs that verify reruns
 SAMPLES_KEPT = 16  # rows of each stored: enough to rerun the check, small beside the model
 

@@ -22,7 +22,7 @@ from compress.quant.config import QatConfig, QuantConfig
 from compress.train import TrainConfig
 from export.profile.adb import AdbOptions
 from export.profile.ssh import SshOptions
-from export.verify import PARITY, Thresholds
+from export.verify import Thresholds, parity_thresholds
 
 # The algorithms' own configs (training, distillation, quantization, attention, given models,
 # devices) live beside them; the recipe assembles them with the sections below.
@@ -241,19 +241,23 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Exported artifacts, ``<target>-<precision>`` each, and the parity they must keep with
-    PyTorch (each precision's own by default: :data:`export.verify.PARITY`)."""
+    """Exported artifacts, ``<target>-<precision>`` each (or ``<target>-<image>+<text>``, a
+    precision per tower), and the parity they must keep with PyTorch (each precision's own by
+    default: :data:`export.verify.PARITY`)."""
 
-    # onnx, executorch, coreml (registry export.exporters) × fp32, fp16: e.g. [onnx-fp16]
+    # onnx, executorch, coreml (registry export.exporters) × fp32, fp16, int8, w8, w4: e.g.
+    # [onnx-fp16]; one precision per tower as <image>+<text>: e.g. [executorch-int8+w4]
     targets: tuple[str, ...] = ("onnx-fp32",)
     batch_size: int = 1  # fixed input batch of the exported towers
     samples: int = 64  # held-out images and captions the parity check runs
     tolerance: float | None = None  # max-abs difference of the embeddings vs PyTorch
     min_cosine: float | None = None  # smallest per-row cosine vs PyTorch
     min_agreement: float | None = None  # fraction of images with the same best text as PyTorch
-    # how far an int8 artifact's mean zero-shot top-1 (through its runtime) may fall below the
-    # INT8 simulation it was lowered from
+    # how far an artifact's mean zero-shot top-1 (through its runtime) may fall below the
+    # simulation it was lowered from: with an int8 tower, the INT8 simulation's; with a w8/w4
+    # tower (and no int8 one), the weight-only simulation's
     max_int8_drop: float = 0.01
+    max_weight_only_drop: float = 0.01
 
     def __post_init__(self) -> None:
         from export import exporters
@@ -264,14 +268,30 @@ class ExportConfig:
             require(
                 name in exporters,
                 f"targets[{i}]",
-                f"expected <target>-<precision> with a target among {', '.join(exporters.names())}"
-                f", got {artifact!r}",
+                f"expected <target>-<precision> or <target>-<image precision>+<text precision> "
+                f"with a target among {', '.join(exporters.names())}, got {artifact!r}",
             )
             precisions = exporters.get(name).precisions
+            towers = precision.split("+")
             require(
-                precision in precisions,
+                len(towers) <= 2,
                 f"targets[{i}]",
-                f"the {name} target exports {', '.join(precisions)}, not {precision!r}",
+                f"expected one precision, or two as <image precision>+<text precision>, got "
+                f"{artifact!r}",
+            )
+            for tower, got in zip(
+                ("image", "text") if len(towers) == 2 else ("",), towers, strict=True
+            ):
+                require(
+                    got in precisions,
+                    f"targets[{i}]",
+                    f"the {name} target exports {', '.join(precisions)}, not {got!r}"
+                    + (f" (the {tower} tower's, in {artifact!r})" if tower else ""),
+                )
+            require(
+                len(towers) == 1 or towers[0] != towers[1],
+                f"targets[{i}]",
+                f"both towers at {towers[0]}: write {name}-{towers[0]}, got {artifact!r}",
             )
         duplicates = sorted({t for t in self.targets if self.targets.count(t) > 1})
         require(not duplicates, "targets", f"lists {', '.join(duplicates)} twice")
@@ -297,21 +317,31 @@ class ExportConfig:
             "max_int8_drop",
             f"must be in [0, 1], got {self.max_int8_drop}",
         )
+        require(
+            0 <= self.max_weight_only_drop <= 1,
+            "max_weight_only_drop",
+            f"must be in [0, 1], got {self.max_weight_only_drop}",
+        )
 
     def artifacts(self) -> list[tuple[str, str]]:
-        """(target, precision) of each listed artifact, in order."""
+        """(target, precision) of each listed artifact, in order; a precision per tower is
+        ``"<image>+<text>"`` (:func:`export.verify.tower_precisions` splits it)."""
         return [tuple(t.rsplit("-", 1)) for t in self.targets]
 
-    def thresholds(self, precision: str) -> Thresholds:
-        """The precision's parity, with the recipe's overrides."""
-        base = PARITY[precision]
-        return Thresholds(
-            min_cosine=base.min_cosine if self.min_cosine is None else self.min_cosine,
-            max_abs=base.max_abs if self.tolerance is None else self.tolerance,
-            min_zero_shot_agreement=(
-                base.min_zero_shot_agreement if self.min_agreement is None else self.min_agreement
-            ),
-        )
+    def thresholds(self, precision: str) -> dict[str, Thresholds]:
+        """Each tower's parity at the artifact's precision, with the recipe's overrides."""
+        return {
+            tower: Thresholds(
+                min_cosine=base.min_cosine if self.min_cosine is None else self.min_cosine,
+                max_abs=base.max_abs if self.tolerance is None else self.tolerance,
+                min_zero_shot_agreement=(
+                    base.min_zero_shot_agreement
+                    if self.min_agreement is None
+                    else self.min_agreement
+                ),
+            )
+            for tower, base in parity_thresholds(precision).items()
+        }
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from edgeclip.run_models import evaluate_model, int8_model, parity_samples
 def run(ctx: Context, out: Path) -> dict:
     cfg = ctx.recipe.export
     listed = [f"{target}-{precision}" for target, precision in cfg.artifacts()]
-    # The int8 artifacts share one converted INT8 model; the float ones need only the model.
-    # Exporting is mostly single-threaded Python (graph capture, lowering passes), so the two
-    # groups run side by side where there are two cores: about 40% off the stage.
-    groups = [[a for a in cfg.artifacts() if (a[1] == "int8") == int8] for int8 in (False, True)]
+    # The artifacts with an int8 tower share one converted INT8 model; the others need only the
+    # model. Exporting is mostly single-threaded Python (graph capture, lowering passes), so the
+    # two groups run side by side where there are two cores: about 40% off the stage.
+    groups = [[a for a in cfg.artifacts() if _has_int8(a[1]) == int8] for int8 in (False, True)]
     exported, simulated = {}, None
     for artifacts, int8_simulation in _in_workers(ctx, [g for g in groups if g]):
         exported.update(artifacts)
@@ -41,6 +41,12 @@ def run(ctx: Context, out: Path) -> dict:
         )
     artifacts = {name: exported[name] for name in listed}
     return {"artifacts": artifacts, "pytorch": pytorch, "int8_simulation": simulated}
+
+
+def _has_int8(precision: str) -> bool:
+    from export.verify import tower_precisions
+
+    return "int8" in tower_precisions(precision).values()
 
 
 def _in_workers(
@@ -74,22 +80,25 @@ def _export(ctx: Context, group: list[tuple[str, str]]) -> tuple[dict, dict | No
     """Export, check and evaluate one group of ``(target, precision)`` artifacts; their
     summaries by name, and the INT8 simulation's accuracy where the group has int8 ones."""
     from export.artifact import ArtifactModel
-    from export.driver import export_model
+    from export.driver import Simulation, export_model
     from export.targets import exporters
+    from export.verify import tower_precisions
 
     cfg = ctx.recipe.export
     model, record = load_model(final_model(ctx))
     images, tokens = parity_samples(ctx, record, cfg.samples)
     evaluate = ctx.recipe.eval is not None and bool(ctx.recipe.eval.tasks())
     quantized = method = simulated = None
-    if any(precision == "int8" for _, precision in group):
+    if any(_has_int8(precision) for _, precision in group):
         quantized, method = int8_model(ctx, model, record)
         if evaluate:  # the simulation the eval stage measured, or measured here
             evaluated = evaluation(ctx)
             earlier = evaluated.int8.get(method) if evaluated else None
             simulated = earlier or evaluate_model(ctx, quantized)
-    artifacts = {}
+    artifacts, simulations = {}, {}  # weight-only simulations' accuracy, by precision
     for target, precision in group:
+        towers = tower_precisions(precision)
+        int8, weight_only = "int8" in towers.values(), bool({"w8", "w4"} & {*towers.values()})
         folder = export_dir(ctx, target, precision)
         summary = export_model(
             model,
@@ -102,33 +111,49 @@ def _export(ctx: Context, group: list[tuple[str, str]]) -> tuple[dict, dict | No
             batch_size=cfg.batch_size,
             recipe_hash=ctx.recipe.hash,
             thresholds=cfg.thresholds(precision),
-            quantized=quantized if precision == "int8" else None,
-            source=exported_model(ctx, precision),
+            quantized=quantized if int8 else None,
+            source={tower: exported_model(ctx, p) for tower, p in towers.items()},
         )
         if evaluate:  # the accuracy an app will see: through the artifact's own runtime
             unrunnable = exporters.get(target)().runs_here()
             summary["eval"] = unrunnable or evaluate_model(ctx, ArtifactModel(summary["dir"]))
-            if precision == "int8" and not unrunnable:
-                _check_int8_accuracy(summary["eval"], simulated, folder, cfg.max_int8_drop)
-        if precision == "int8":
+            if weight_only and not unrunnable:  # its simulation: each tower's, in PyTorch
+                if precision not in simulations:
+                    simulation = Simulation(model, precision, quantized if int8 else None)
+                    simulations[precision] = evaluate_model(ctx, simulation)
+                summary["simulation"] = simulations[precision]
+            if not unrunnable and (int8 or weight_only):
+                fields = {"max_int8_drop": int8, "max_weight_only_drop": weight_only}
+                _check_accuracy(
+                    summary["eval"],
+                    summary["simulation"] if weight_only else simulated,
+                    folder,
+                    {field: getattr(cfg, field) for field, used in fields.items() if used},
+                )
+        if int8:
             summary["quantization"] = method
         artifacts[f"{target}-{precision}"] = summary
     return artifacts, simulated
 
 
-def _check_int8_accuracy(artifact: dict, simulated: dict, folder: Path, max_drop: float) -> None:
-    """An int8 artifact keeps its simulation's mean zero-shot top-1 within ``max_drop`` (the
-    recipe's ``export.max_int8_drop``, a point by default); one that does not is removed (it
-    is not a good artifact) and the stage fails."""
+def _check_accuracy(
+    artifact: dict, simulated: dict, folder: Path, max_drops: dict[str, float]
+) -> None:
+    """A quantized artifact keeps the mean zero-shot top-1 of the simulation it was lowered
+    from (each tower's in PyTorch) within the recipe's allowance (``export.max_int8_drop`` for
+    an int8 tower, ``export.max_weight_only_drop`` for a w8/w4 one, a point each by default;
+    the larger where it has both); one that does not is removed (it is not a good artifact)
+    and the stage fails."""
     from export.verify import ParityError
 
     got, want = mean_top1(artifact), mean_top1(simulated)
+    max_drop = max(max_drops.values())
     if got is not None and want is not None and not got >= want - max_drop:
         shutil.rmtree(folder, ignore_errors=True)
         raise ParityError(
             f"{folder}: zero-shot top-1 {pct(got)} through the runtime, {pct(want)} in the "
-            f"INT8 simulation it came from: more than {100 * max_drop:.1f} points below "
-            "(export.max_int8_drop)"
+            f"simulation it came from: more than {100 * max_drop:.1f} points below "
+            f"(export.{' / export.'.join(max_drops)})"
         )
 
 
@@ -173,6 +198,13 @@ def report(summary: dict) -> list[str]:
                 f"| INT8 simulation ({method}) | torch, quantize/dequantize | "
                 f"{top1_pct(simulated)} | {recall_pct(simulated)} |"
             )
+        weight_only = {r["precision"]: r.get("simulation") for r in summary["artifacts"].values()}
+        for precision, ev in weight_only.items():
+            if ev is not None:
+                lines.append(
+                    f"| {_simulation_name(precision)} | torch, weight-only weights | "
+                    f"{top1_pct(ev)} | {recall_pct(ev)} |"
+                )
         for name, result in summary["artifacts"].items():
             ev, runtime = result["eval"], result["image"]["parity"]["runtime"]
             if isinstance(ev, str):
@@ -180,6 +212,16 @@ def report(summary: dict) -> list[str]:
             else:
                 lines.append(f"| `{name}` | {runtime} | {top1_pct(ev)} | {recall_pct(ev)} |")
     return lines
+
+
+def _simulation_name(precision: str) -> str:
+    """The simulation of an artifact with a w8/w4 tower, in the report's words."""
+    from export.verify import tower_precisions
+
+    towers = tower_precisions(precision)
+    if towers["image"] == towers["text"]:
+        return f"{precision} weight-only simulation"
+    return f"simulation (image {towers['image']}, text {towers['text']})"
 
 
 STAGE = Stage(

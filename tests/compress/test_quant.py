@@ -25,9 +25,10 @@ from edgeclip.cli import main
 from edgeclip.pipeline import run_pipeline
 from edgeclip.recipe import QatConfig, QuantConfig, load_recipe
 from edgeclip.stages import STAGES
-from edgeclip.stages.export import _check_int8_accuracy
+from edgeclip.stages.export import _check_accuracy
 from export import exporters
-from export.driver import export_model
+from export.artifact import verify_export
+from export.driver import Simulation, export_model
 from export.manifest import sha256_path
 from export.verify import PARITY, ParityError
 from tests.helpers import ROOT, write_tiny_recipe
@@ -335,17 +336,80 @@ def test_qat_stage_killed_mid_training_resumes(tmp_path):
     assert "INT8 simulation, quantization-aware training" in (run_dir / "report.md").read_text()
 
 
-def test_an_int8_artifact_that_loses_more_than_a_point_fails(tmp_path):
+def test_a_quantized_artifact_that_loses_more_than_its_allowance_fails(tmp_path):
     def results(*top1):
         return {"zeroshot": {f"task{i}": {"top1": t} for i, t in enumerate(top1)}}
 
     folder = tmp_path / "onnx-int8"
     folder.mkdir()
-    _check_int8_accuracy(results(0.80, 0.70), results(0.80, 0.715), folder, 0.01)  # -0.75 pt
+    int8 = {"max_int8_drop": 0.01}
+    _check_accuracy(results(0.80, 0.70), results(0.80, 0.715), folder, int8)  # -0.75 pt
     assert folder.exists()
-    with pytest.raises(ParityError, match="75.0% through the runtime, 76.5% in the INT8"):
-        _check_int8_accuracy(results(0.80, 0.70), results(0.80, 0.73), folder, 0.01)
+    with pytest.raises(ParityError, match=r"75.0% through the runtime, 76.5% in the simulation"):
+        _check_accuracy(results(0.80, 0.70), results(0.80, 0.73), folder, int8)
     assert not folder.exists()  # not a good artifact: removed
+    # an int8 tower beside a w4 one: the larger allowance, both fields named
+    folder.mkdir()
+    both = {"max_int8_drop": 0.02, "max_weight_only_drop": 0.005}
+    _check_accuracy(results(0.70), results(0.715), folder, both)
+    with pytest.raises(ParityError, match=r"export.max_int8_drop / export.max_weight_only_drop"):
+        _check_accuracy(results(0.70), results(0.73), folder, both)
+
+
+@pytest.mark.slow
+def test_an_int8_image_tower_beside_a_w4_text_tower(tiny, tiny_int8, tmp_path):
+    """A precision per tower (export.targets ``onnx-int8+w4``): each tower lowered, checked
+    against its own reference and described at its own precision; its simulation (what the
+    export stage evaluates it against) is each tower's reference."""
+    model, record, images, tokens, _ = tiny
+    folder = tmp_path / "onnx-int8+w4"
+    summary = export_model(
+        model,
+        record,
+        folder,
+        target="onnx",
+        precision="int8+w4",
+        sample_images=images[:8],
+        sample_tokens=tokens[:8],
+        quantized=tiny_int8,
+    )
+    assert summary["precision"] == "int8+w4"
+    image, text = (
+        json.loads((folder / t / "manifest.json").read_text()) for t in ("image", "text")
+    )
+    assert (image["precision"], text["precision"]) == ("int8", "w4")
+    assert "weight_only" not in image and "float_layers" in image
+    assert text["weight_only"]["layers"]["token_embed"] == "int4 per 32"
+    assert "float_layers" not in text
+    assert "DequantizeLinear" in image["format"]["op_types"]
+    assert "com.microsoft::GatherBlockQuantized" in text["format"]["op_types"]
+    assert image["parity"]["reference"].startswith("INT8 simulation")
+    assert text["parity"]["reference"].startswith("w4 weight-only simulation")
+    # each tower's own bounds, one agreement for the pair (the looser of the two)
+    assert image["parity"]["thresholds"] == vars(PARITY["int8"])
+    assert text["parity"]["thresholds"] == vars(PARITY["w4"])
+    golden = json.loads((folder / "golden.json").read_text())
+    assert "image tower: INT8 simulation" in golden["reference"]
+    assert "text tower: w4 weight-only simulation" in golden["reference"]
+    checked = verify_export(folder)
+    assert checked["precision"] == "int8+w4"
+    simulation = Simulation(model, "int8+w4", tiny_int8)
+    assert simulation.tokenize is model.tokenize  # evaluated as the model is
+    with torch.no_grad():
+        assert torch.equal(simulation.encode_image(images), tiny_int8.encode_image(images))
+        w4_text, float_text = simulation.encode_text(tokens), model.encode_text(tokens)
+    assert 0.9 < _cosine(w4_text, float_text) < 1 - 1e-6  # the w4 weights, not the float ones
+    with pytest.raises(ValueError, match="not 'w2' \\(the text tower's\\)"):
+        export_model(
+            model,
+            record,
+            tmp_path / "x",
+            target="onnx",
+            precision="int8+w2",
+            sample_images=images,
+            sample_tokens=tokens,
+            quantized=tiny_int8,
+        )
 
 
 @pytest.mark.slow

@@ -118,6 +118,7 @@ def test_a_budget_the_run_meets_plans_nothing_and_says_so(tmp_path):
     sections it measures with) and the int8 manifests list the layers it keeps in float."""
     import json
 
+    from edgeclip.figures import mean_top1
     from edgeclip.pipeline import run_pipeline
     from edgeclip.recipe import load_recipe
     from edgeclip.stages import STAGES
@@ -125,11 +126,22 @@ def test_a_budget_the_run_meets_plans_nothing_and_says_so(tmp_path):
 
     recipe = write_tiny_recipe(tmp_path, steps=2)
     text = recipe.read_text().replace("export:\n", "quant: {max_drop: 0.9}\nexport:\n")
-    recipe.write_text(text + "  targets: [onnx-int8]\n")
+    # an int8 image tower beside a w4 text tower: the stage's path for a precision per tower
+    recipe.write_text(text + "  targets: [onnx-int8+w4]\n")
     run_dir = run_pipeline(load_recipe(recipe), STAGES).run_dir
     plan = json.loads((run_dir / "quant_plan.json").read_text())
     assert plan["within_budget"] and plan["float_layers"] == [] and plan["sensitivity"] is None
     assert plan["key"]["model_sha256"] and len(plan["steps"]) == 1
-    manifest = json.loads((run_dir / "export/onnx-int8/image/manifest.json").read_text())
-    assert manifest["float_layers"] == []
-    assert "INT8 sensitivity" not in (run_dir / "report.md").read_text()  # no ranking measured
+    manifest = json.loads((run_dir / "export/onnx-int8+w4/image/manifest.json").read_text())
+    assert manifest["float_layers"] == [] and manifest["precision"] == "int8"
+    text = json.loads((run_dir / "export/onnx-int8+w4/text/manifest.json").read_text())
+    assert text["precision"] == "w4" and "float_layers" not in text
+    report = (run_dir / "report.md").read_text()
+    assert "INT8 sensitivity" not in report  # no ranking measured
+    # evaluated through onnxruntime beside its simulation (each tower's, in PyTorch), and
+    # held to it (export.max_weight_only_drop / max_int8_drop)
+    done = json.loads((run_dir / "export" / "done.json").read_text())["summary"]
+    mixed = done["artifacts"]["onnx-int8+w4"]
+    assert mixed["precision"] == "int8+w4" and mixed["quantization"] == "ptq"
+    assert abs(mean_top1(mixed["eval"]) - mean_top1(mixed["simulation"])) <= 0.01
+    assert "| simulation (image int8, text w4) | torch, weight-only weights |" in report

@@ -248,7 +248,8 @@ def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
         + "qat: {steps: 2, batch_size: 16, warmup: 1, loss: {alpha: 0.5, base: sigmoid}}\n"
         # a 3-step student's captions are near-ties whose ranking flips at any rounding: the
         # artifacts are held to their simulation by cosine and max-abs, not by agreement
-        + "export: {targets: [onnx-int8, executorch-int8], batch_size: 2, samples: 8,"
+        # an int8 image tower beside a w4 text tower (a precision per tower) in one of them
+        + "export: {targets: [onnx-int8+w4, executorch-int8], batch_size: 2, samples: 8,"
         + " min_agreement: 0.0}\n"
     )
     run_dir = run_pipeline(load_recipe(recipe), STAGES).run_dir
@@ -262,13 +263,18 @@ def test_a_sigmoid_teacher_to_verified_int8_students(tmp_path):
     np.testing.assert_allclose(first["text_emb"][0], own, atol=2e-3)  # stored in fp16
     student = torch.load(run_dir / "distill" / "model.pt", weights_only=True)["state_dict"]
     assert student["logit_bias"].item() != -10.0  # learned from SigLIP's start
-    for target in ("onnx-int8", "executorch-int8"):
+    for target in ("onnx-int8+w4", "executorch-int8"):
         for tower in ("image", "text"):
             manifest = json.loads(
                 (run_dir / "export" / target / tower / "manifest.json").read_text()
             )
             assert manifest["parity"]["cosine_min"] >= 0.99, (target, tower)  # its simulation's
             assert "logit_bias" in manifest  # the sigmoid-trained student's, for apps
+            expected = "w4" if (target, tower) == ("onnx-int8+w4", "text") else "int8"
+            assert manifest["precision"] == expected
+            # the int8 tower from the qat stage's model, the w4 one from the distilled model
+            made = "qat" if expected == "int8" else "distill"
+            assert manifest["provenance"]["model_file"] == str(run_dir / made / "model.pt")
         text_manifest = json.loads(
             (run_dir / "export" / target / "text" / "manifest.json").read_text()
         )

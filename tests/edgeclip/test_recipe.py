@@ -127,14 +127,16 @@ BAD = [
         "unknown-export-target",
         BASE + "export: {targets: [onnx-fp32, tflite-fp32]}\n",
         [],
-        r"bad\.yaml:4: export\.targets\[1\]: expected <target>-<precision> with a target among "
-        r"coreml, executorch, onnx, got 'tflite-fp32'",
+        r"bad\.yaml:4: export\.targets\[1\]: expected <target>-<precision> or "
+        r"<target>-<image precision>\+<text precision> with a target among coreml, executorch, "
+        r"onnx, got 'tflite-fp32'",
     ),
     (
         "unsupported-export-precision",
         BASE + "export: {targets: [executorch-int4]}\n",
         [],
-        r"bad\.yaml:4: export\.targets\[0\]: the executorch target exports fp32, fp16, int8, not 'int4'",
+        r"bad\.yaml:4: export\.targets\[0\]: the executorch target exports fp32, fp16, int8, w8, "
+        r"w4, not 'int4'",
     ),
     (
         "bad-override",
@@ -150,8 +152,48 @@ BAD = [
     ),
 ]
 
+# A precision per tower in export.targets (checked in process only: the command line's one-line
+# error is the same path as the cases above)
+BAD_TOWERS = [
+    (
+        "unsupported-tower-precision",
+        BASE + "export: {targets: [onnx-fp32, executorch-int8+w2]}\n",
+        [],
+        r"bad\.yaml:4: export\.targets\[1\]: the executorch target exports fp32, fp16, int8, w8, "
+        r"w4, not 'w2' \(the text tower's, in 'executorch-int8\+w2'\)",
+    ),
+    (
+        "three-tower-precisions",
+        BASE + "export: {targets: [onnx-int8+w4+w8]}\n",
+        [],
+        r"bad\.yaml:4: export\.targets\[0\]: expected one precision, or two as "
+        r"<image precision>\+<text precision>, got 'onnx-int8\+w4\+w8'",
+    ),
+    (
+        "one-precision-twice",
+        BASE + "export: {targets: [onnx-w4+w4]}\n",
+        [],
+        r"bad\.yaml:4: export\.targets\[0\]: both towers at w4: write onnx-w4, got 'onnx-w4\+w4'",
+    ),
+    (
+        "empty-tower-precision",
+        BASE + "export: {targets: [coreml-+w4]}\n",
+        [],
+        r"bad\.yaml:4: export\.targets\[0\]: the coreml target exports .*, not '' \(the image "
+        r"tower's",
+    ),
+    (
+        "bad-weight-only-drop",
+        BASE + "export: {max_weight_only_drop: 2}\n",
+        [],
+        r"bad\.yaml:4: export\.max_weight_only_drop: must be in \[0, 1\], got 2",
+    ),
+]
 
-@pytest.mark.parametrize("case,text,overrides,message", BAD, ids=[b[0] for b in BAD])
+
+@pytest.mark.parametrize(
+    "case,text,overrides,message", BAD + BAD_TOWERS, ids=[b[0] for b in BAD + BAD_TOWERS]
+)
 def test_bad_recipe_raises_one_line(tmp_path, case, text, overrides, message):
     path = tmp_path / ("nope.yaml" if text is None else "bad.yaml")
     if text is not None:
@@ -159,6 +201,18 @@ def test_bad_recipe_raises_one_line(tmp_path, case, text, overrides, message):
     with pytest.raises(RecipeError, match=message) as err:
         load_recipe(path, overrides)
     assert "\n" not in str(err.value)
+
+
+def test_a_precision_per_tower(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(BASE + "export: {targets: [executorch-int8+w4, onnx-w8, onnx-fp32+int8]}\n")
+    export = load_recipe(path).export
+    assert export.artifacts() == [("executorch", "int8+w4"), ("onnx", "w8"), ("onnx", "fp32+int8")]
+    mixed = export.thresholds("fp32+int8")
+    assert mixed["image"].max_abs == 1e-4 and mixed["text"].max_abs == 0.05  # each tower's own
+    # one agreement for the pair, the looser precision's: it ranks images against texts
+    assert mixed["image"].min_zero_shot_agreement == mixed["text"].min_zero_shot_agreement == 0.95
+    assert export.thresholds("w8")["text"].min_cosine == 0.995
 
 
 @pytest.mark.slow

@@ -53,9 +53,12 @@ class InheritConfig:
     ``none``: random init; ``leading``: teacher layers every k-th (or listed) and the leading
     slice of every width; ``importance``: the heads, neurons and channels that score highest on
     a calibration batch; ``auto``: learned L0 masks pruned to a ``sparsity`` target.
+    ``towers`` names the towers that inherit; a tower left out keeps its random initialisation
+    (a text tower whose teacher reads another tokenizer, an image tower of another patch size).
     """
 
     method: Literal["none", "leading", "importance", "auto"] = "leading"
+    towers: tuple[Literal["image", "text"], ...] = ("image", "text")
     image_layers: tuple[int, ...] | None = None  # teacher blocks the student's blocks take
     text_layers: tuple[int, ...] | None = None
     score: Literal["magnitude", "taylor"] = "magnitude"  # importance: how units are scored
@@ -64,6 +67,12 @@ class InheritConfig:
     ramp: float = 0.5  # auto: fraction of the steps over which the sparsity target ramps up
 
     def __post_init__(self) -> None:
+        require(
+            len(self.towers) > 0 and len(set(self.towers)) == len(self.towers),
+            "towers",
+            f"expected image, text or both, each once, got {list(self.towers)} "
+            "(method: none inherits nothing)",
+        )
         require(self.calibration >= 2, "calibration", f"must be >= 2, got {self.calibration}")
         require(0 < self.sparsity < 1, "sparsity", f"must be in (0, 1), got {self.sparsity}")
         require(0 < self.ramp <= 1, "ramp", f"must be in (0, 1], got {self.ramp}")

@@ -13,6 +13,9 @@ PE-Core's) takes its leading heads, each head's leading channels and its leading
 the kept hidden channels. Rotary position embeddings (PE-Core's) turn each head's channels in
 pairs by angles that depend on the head width, so a student with them keeps its teacher's
 head width (and rotary layout): it may have fewer heads, neurons, layers and hidden channels.
+A text tower inherits only from a teacher that reads text by the same tokenizer (a token id
+names a different piece in CLIP's BPE and in a SigLIP SentencePiece model); ``towers`` leaves
+a tower out, keeping its own initialisation.
 
 Example:
     >>> report = inherit(teacher, student, method="importance", calibration=batch)  # doctest: +SKIP
@@ -35,6 +38,7 @@ from compress.models.towers import AttentionPool, ConvStem, TextTransformer, Vis
 
 METHODS = ("leading", "importance")
 SCORES = ("magnitude", "taylor")
+TOWERS = ("image", "text")  # what ``inherit`` may initialise, by the recipe's names
 
 
 class InheritError(UserError):
@@ -105,6 +109,28 @@ def _check_rope(teacher: VisionTransformer, student: VisionTransformer, tower: s
         "rotary embeddings need one head width",
     )
     _check(ss == st, tower, f"the rotary embeddings differ: student {ss}, teacher {st}")
+
+
+def _reads(model: CLIP) -> tuple[str, str | None]:
+    """How a model turns text into token ids: (description, sha256 of its tokenizer file), or
+    CLIP's BPE (no file); a model's own tokenizer comes from its record's ``text.tokenizer``."""
+    own = model.own_tokenizer
+    if own is None:
+        return "CLIP's BPE", None
+    spec = own.spec()
+    return f"its own tokenizer file {spec['file']}", spec["sha256"]
+
+
+def _check_tokenizers(teacher: CLIP, student: CLIP) -> None:
+    """A token table, and every text layer behind it, means something only under the tokenizer
+    it was trained with: a text tower inherits from a teacher that reads text alike."""
+    (s_desc, s_sha), (t_desc, t_sha) = _reads(student), _reads(teacher)
+    _check(
+        s_sha == t_sha,
+        "text",
+        f"the teacher reads text by {t_desc}, the student by {s_desc}: their token ids name "
+        "different pieces; inherit the image tower alone (towers: [image])",
+    )
 
 
 def _top(scores: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -443,6 +469,7 @@ def inherit(
     student: CLIP,
     *,
     method: str = "leading",
+    towers: tuple[str, ...] = TOWERS,
     image_layers: list[int] | None = None,
     text_layers: list[int] | None = None,
     calibration: dict | None = None,
@@ -452,6 +479,8 @@ def inherit(
 
     Args:
         method: ``"leading"`` (TinyCLIP's slices) or ``"importance"`` (needs ``calibration``).
+        towers: which towers inherit (``"image"``, ``"text"``); the others keep the student's
+            own initialisation, and their entry in the report is None.
         image_layers, text_layers: teacher blocks for the student's blocks; every k-th if None.
         calibration: a batch (``image``, ``text``) to score importance on.
         score: ``"magnitude"`` or ``"taylor"``.
@@ -460,12 +489,18 @@ def inherit(
     sigmoid (a bias); a sigmoid student of a softmax teacher keeps its own start.
 
     Raises:
-        InheritError: a student wider or deeper than its teacher, or towers of different families.
+        InheritError: a student wider or deeper than its teacher, towers of different families,
+            or a text tower whose teacher reads text by another tokenizer.
     """
     if method not in METHODS:
         raise ValueError(
             f"unknown inheritance method {method!r}; expected one of: {', '.join(METHODS)}"
         )
+    unknown = sorted(set(towers) - set(TOWERS))
+    if unknown:
+        raise ValueError(f"unknown towers {unknown}; expected some of: {', '.join(TOWERS)}")
+    if "text" in towers:  # before importance scoring runs the teacher
+        _check_tokenizers(teacher, student)
     scores = {}
     if method == "importance":
         if calibration is None:
@@ -476,6 +511,9 @@ def inherit(
     for name in ("visual", "text"):
         t_tower, s_tower = getattr(teacher, name), getattr(student, name)
         label = "image" if name == "visual" else "text"
+        if label not in towers:
+            report[name] = None  # its own initialisation
+            continue
         if isinstance(s_tower, HybridVisionTower) or isinstance(t_tower, HybridVisionTower):
             _check(
                 type(s_tower) is type(t_tower),

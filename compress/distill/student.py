@@ -170,6 +170,7 @@ def run_stage(
                 parent.model,
                 student.model,
                 method="importance" if method == "importance" else "leading",
+                towers=step.inherit.towers,
                 image_layers=step.inherit.image_layers,
                 text_layers=step.inherit.text_layers,
                 calibration=calibration,

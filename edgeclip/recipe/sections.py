@@ -439,6 +439,7 @@ class Recipe:
             "quant.max_drop",
             "is measured on the zero-shot tasks: add an eval section with zeroshot tasks",
         )
+        self._check_text_inheritance()
         require(
             self.export is None
             or self.distill is not None
@@ -447,6 +448,26 @@ class Recipe:
             "export",
             "the run's model is its teacher, which reads text by its own tokenizer "
             "(teacher.tokenizer); exports ship CLIP's BPE tokenizer: add a distill section",
+        )
+
+    def _check_text_inheritance(self) -> None:
+        """The first student's text tower cannot inherit from a teacher with its own tokenizer
+        (registry students read CLIP's BPE): said at validation, not after reinforcing. The
+        distill stage checks it again on the models (``InheritError``), for teachers whose
+        tokenizer only their model file names."""
+        if self.distill is None or self.teacher is None or self.teacher.tokenizer is None:
+            return
+        first = self.distill.plan()[0]
+        if first.model is None or first.inherit.method == "none":
+            return  # auto pruning of the teacher itself keeps its tokenizer
+        key = (
+            "distill.stages[0].inherit.towers" if self.distill.stages else "distill.inherit.towers"
+        )
+        require(
+            "text" not in first.inherit.towers,
+            key,
+            f"the teacher reads text by its own tokenizer (teacher.tokenizer), the student "
+            f"{first.model} by CLIP's BPE: its text tower cannot inherit; expected [image]",
         )
 
     def to_dict(self) -> dict:

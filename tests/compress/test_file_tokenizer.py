@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from compress.distill.inherit import InheritError, inherit
 from compress.distill.reinforce import text_embeddings
 from compress.distill.teacher_inputs import TeacherInputs
-from compress.models import ModelRecord, load_model, save_model
+from compress.models import ModelRecord, build_model, load_model, save_model
 from compress.models.given import load_given
 from compress.models.loaders import LoaderError
 from compress.tokenizer import FileTokenizer, TokenizerFileError, tokenizer_from_spec
@@ -124,3 +125,40 @@ def test_a_teacher_that_reads_its_own_tokens_is_not_exported_as_the_runs_model(t
     text = f"name: t\nteacher: {{model: tiny_siglip, tokenizer: {tokenizer_dir}}}\nexport: {{}}\n"
     with pytest.raises(RecipeError, match="export: the run's model is its teacher"):
         parse_recipe(text, "t.yaml")
+
+
+def test_a_text_tower_inherits_only_from_a_teacher_reading_the_same_tokens(tokenizer_dir):
+    """A CLIP-BPE student cannot take the token table (and the layers behind it) of a teacher
+    reading a SentencePiece file: one line, before anything is copied; the image tower alone
+    inherits; a student reading the teacher's own file inherits both."""
+    torch.manual_seed(0)
+    teacher, _ = load_given("tiny_siglip", tokenizer=tokenizer_dir)
+    student = build_model("tiny_siglip")  # a registry student: CLIP's BPE
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with pytest.raises(InheritError) as err:
+        inherit(teacher, student)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cannot inherit the text tower: ")
+    assert "tokenizer.json" in message and "CLIP's BPE" in message and "towers: [image]" in message
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
+
+    report = inherit(teacher, student, towers=("image",))
+    assert report["text"] is None and report["visual"]["layers"] == [0, 1]
+    for key, value in student.state_dict().items():
+        source = teacher.state_dict()[key]
+        same = torch.equal(value, before[key] if key.startswith("text.") else source)
+        assert same, key
+
+    alike, _ = load_given("tiny_siglip", tokenizer=tokenizer_dir)
+    assert inherit(teacher, alike)["text"]["layers"] == [0, 1]
+
+
+def test_a_recipe_whose_student_would_inherit_another_tokenizers_text_is_refused(tokenizer_dir):
+    teacher = f"teacher: {{model: tiny_siglip, tokenizer: {tokenizer_dir}}}\n"
+    text = f"name: t\n{teacher}distill:\n  model: tiny_siglip\n  inherit: {{method: leading}}\n"
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(text, "t.yaml")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("t.yaml:")
+    assert "distill.inherit.towers: the teacher reads text by its own tokenizer" in str(err.value)
+    parse_recipe(text.replace("leading}", "leading, towers: [image]}"), "t.yaml")

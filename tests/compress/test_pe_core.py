@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from compress.compat import open_clip
+from compress.distill.inherit import InheritError, inherit
 from compress.models import (
     build_from_config,
     build_model,
@@ -208,6 +209,21 @@ def test_registered_pe_core_students_are_shaped_as_open_clip_builds_them(name):
     counts = tower_params(model_config(name))
     assert (counts["image"], counts["text"]) == (image, text)
     assert model_config(name)["published"]["image"] == image
+
+
+def test_pe_core_s_student_takes_pe_core_ls_text_tower_not_its_image_tower():
+    """recipes/pe_core_distill.yaml's inheritance, on the meta device (shapes, no memory):
+    PE-Core-L's 14-pixel patches do not fit the student's 16-pixel ones (one line); its text
+    tower (CLIP's BPE, context 32, 64-channel heads) gives every second block."""
+    with torch.device("meta"):
+        teacher = build_from_config(openclip_config("PE-Core-L-14-336"))
+        student = build_model("pe_core_s16_384")
+    with pytest.raises(InheritError, match=r"^cannot inherit the image tower: patch sizes differ$"):
+        inherit(teacher, student)
+    report = inherit(teacher, student, towers=("text",))
+    assert report["visual"] is None and report["text"]["layers"] == list(range(0, 24, 2))
+    assert all(heads == list(range(8)) for heads in report["text"]["heads"])
+    assert report["text"]["hidden"] == list(range(512))
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from compress.models import ModelRecord, load_model, save_model
 from edgeclip.pipeline import check_inputs, run_pipeline
 from edgeclip.recipe import RecipeError, load_recipe, parse_recipe
 from edgeclip.stages import STAGES
-from tests.helpers import teacher_recipe
+from tests.helpers import ROOT, teacher_recipe
 
 
 @pytest.mark.slow
@@ -128,6 +128,24 @@ def test_bad_teacher_sections(teacher, message):
         check_inputs(parse_recipe(text, "t.yaml"), STAGES)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(err.value).startswith("t.yaml:")
+
+
+def test_the_pe_core_recipe_checks_its_models_and_files_without_the_hub(tmp_path, monkeypatch):
+    """recipes/pe_core_distill.yaml as written passes every stage's input check once the files
+    it names exist (empty stand-ins): PE-Core-L and SigLIP2 architectures and their open_clip
+    tags, SigLIP2's tokenizer folder, the shards and the evaluation CSVs; nothing downloads."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_data/shards").mkdir(parents=True)
+    (tmp_path / "my_data/shards/train-000000.tar").touch()
+    (tmp_path / "my_data/ViT-SO400M-16-SigLIP2-384").mkdir()
+    for csv in ("imagenet_val.csv", "coco_val.csv"):
+        (tmp_path / "my_data" / csv).touch()
+    recipe = load_recipe(ROOT / "recipes/pe_core_distill.yaml")
+    check_inputs(recipe, STAGES)
+    assert recipe.distill.inherit.towers == ("text",)
+    (tmp_path / "my_data/ViT-SO400M-16-SigLIP2-384").rmdir()
+    with pytest.raises(RecipeError, match=r"reinforce\.ensemble\[0\]\.tokenizer: no such file"):
+        check_inputs(recipe, STAGES)
 
 
 def test_pretrain_and_teacher_together_is_an_error():

@@ -3,14 +3,19 @@
 Goal: INT8 ≥ 2× faster than fp32 on at least one runtime for the real-size image towers; files
 ≤ 0.3× fp32.
 
-For each model (the demo recipe's student, MobileCLIP-S0, TinyCLIP ViT-8M/16; random weights:
-latency does not depend on them) and each tower, times the folded fp32 tower in eager PyTorch as
+For each model (the demo recipe's student, MobileCLIP-S0, TinyCLIP ViT-8M/16 and, on request,
+the PE-Core-S/16-shaped ``pe_core_s16_384`` at 384 px; random weights: latency does not depend
+on them) it counts the parameters per tower (beside open_clip's model of the same architecture,
+built on the meta device, and the figures its authors publish where the script knows them), and
+for each tower times the folded fp32 tower in eager PyTorch as
 the reference, then exports it with every registered target (``export.exporters``) at each of its
 precisions into a temporary folder and records the model's size in bytes, the export time, the
 load time, the first inference, p50/p90/mean/min latency over ``--runs`` timed runs (more if they
 take less than ``--min-seconds``) after ``--warmup`` untimed ones, and the max-abs difference and
 cosine to the eager output on the same input. A target whose runtime cannot run here (Core ML off
-macOS) gets size and export time, and its reason in place of the latency.
+macOS) gets size, export time and what its exporter checks without running it (Core ML: the
+saved spec read back: inputs, outputs, precision, weight dtypes), and its reason in place of the
+latency.
 
 int8 is the W8A8 PT2E graph (:func:`compress.quant.ptq.quantize`, min-max calibration on
 ``--calibration-batches`` batches of 8 random images and random token rows, so that no range is
@@ -28,8 +33,8 @@ the int8 size and p50 against fp32, and the w8/w4 size, parity and p50 against f
 tower and target. Everything is measured in one
 run, because timings on a shared CPU drift by ±20% between runs; progress goes to stderr.
 
-Run: python benchmarks/export_targets.py [--models mobileclip_s0] [--targets onnx] [--towers text]
-     [--precisions fp32 w8 w4] [--runs 50] [--out FILE]
+Run: python benchmarks/export_targets.py [--models mobileclip_s0 pe_core_s16_384] [--targets onnx]
+     [--towers text] [--precisions fp32 w8 w4] [--runs 50] [--out FILE]
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import torch
 
 from compress.compat import torch_export_quiet
 from compress.io import write_json
-from compress.models import CLIP, ModelRecord, build_model, reparameterize
+from compress.models import CLIP, ModelRecord, build_model, count_params, reparameterize
 from compress.models.clip import NormalizedTower
 from compress.precision import machine
 from compress.quant.ptq import QuantizedCLIP, quantize
@@ -62,7 +67,13 @@ from export import exporters
 from export.manifest import library_versions
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
-MODELS = ("demo_student", "mobileclip_s0", "tinyclip_vit_8m_16")
+MODELS = ("demo_student", "mobileclip_s0", "tinyclip_vit_8m_16", "pe_core_s16_384")
+DEFAULT_MODELS = MODELS[:3]  # PE-Core-S's 384 px image tower takes minutes more: on request
+# open_clip's architecture of the same shape, counted beside ours
+OPEN_CLIP = {"pe_core_s16_384": "PE-Core-S-16-384"}
+# the authors' own figures (rounded): Meta's PE model table (facebookresearch/perception_models,
+# apps/pe/README.md) gives PE-Core S/16 as 0.02B vision and 0.04B text parameters
+PUBLISHED = {"pe_core_s16_384": {"image": "0.02B", "text": "0.04B"}}
 INPUT_NAMES = {"image": "image", "text": "tokens"}
 
 Measure = Callable[[Callable[[], object]], dict]  # times a call: latency() with its settings
@@ -79,6 +90,32 @@ def build(name: str) -> CLIP:
     else:
         model = build_model(name)
     return reparameterize(copy.deepcopy(model.eval()))
+
+
+def parameters(name: str, model: CLIP) -> dict:
+    """Parameter counts per tower and in all; the text tower also without its token table (the
+    convention of some published figures); open_clip's and the published ones where known."""
+    text = count_params(model.text)
+    counts = {
+        "image": count_params(model.visual),
+        "text": text,
+        "text_without_token_table": text - model.text.token_embed.weight.numel(),
+        "total": count_params(model),
+    }
+    if name in OPEN_CLIP:
+        from compress.compat import open_clip
+
+        with torch.device("meta"):  # shapes only: no memory, no time
+            theirs = open_clip().create_model(OPEN_CLIP[name], pretrained=None, device="meta")
+        counts["open_clip"] = {
+            "architecture": OPEN_CLIP[name],
+            "image": count_params(theirs.visual),
+            "text": count_params(theirs.text),
+            "total": count_params(theirs),
+        }
+    if name in PUBLISHED:
+        counts["published"] = PUBLISHED[name]
+    return counts
 
 
 def examples(model: CLIP) -> dict[str, torch.Tensor]:
@@ -170,6 +207,9 @@ def bench_target(
         row = {"bytes": size_bytes(path), "export_s": round(export_s, 2)}
         if details.get("kernels"):  # ExecuTorch: the operators no delegate took, by library
             row["kernels"] = details["kernels"]
+        if "spec_checks" in details:  # Core ML: its saved spec read back (a failure raises)
+            keys = ("spec_checks", "compute_precision", "weight_dtypes")
+            row |= {key: details[key] for key in keys}
         unrunnable = target.runs_here()
         if unrunnable is not None:
             return row | {"latency": unrunnable}
@@ -252,7 +292,8 @@ def bench_model(
             quantized, quantize_s = timed(
                 lambda: quantize(model, QuantConfig(), calibration(model, calibration_batches))
             )
-    results = {
+    results = {"parameters": parameters(name, model)}
+    results |= {
         tower: bench_tower(
             f"{name} {tower}",
             NormalizedTower(module).eval(),
@@ -348,13 +389,14 @@ def weight_only_vs_fp32(results: dict, targets: list[str]) -> dict:
 
 
 def _towers(entries: dict) -> list[tuple[str, dict]]:
-    """A model's tower entries (its other keys are numbers such as ``quantize_s``)."""
-    return [(tower, entry) for tower, entry in entries.items() if isinstance(entry, dict)]
+    """A model's tower entries (its other keys are ``parameters`` and numbers such as
+    ``quantize_s``)."""
+    return [(tower, entries[tower]) for tower in INPUT_NAMES if tower in entries]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS))
     parser.add_argument(
         "--targets", nargs="+", choices=exporters.names(), default=exporters.names()
     )

@@ -36,10 +36,25 @@ The peer baseline, on the softmax model only: NNCF's own best post-training quan
 the same training samples, evaluated in onnxruntime. ``goals`` compares its drop with the
 outlier-free variants' deployed INT8 files.
 
+Beside them, on the softmax model too: the mixed-precision plan for a budget (``--max-drop``, 1
+point of headline top-1 by default): :func:`compress.quant.sensitivity.plan_float_layers` over
+this script's PTQ, the most sensitive layers (:func:`compress.quant.sensitivity.sensitivity`)
+kept in float one at a time until the INT8 simulation is within the budget, as the run layer's
+``quant.max_drop`` does; its ONNX and ExecuTorch int8 files with those layers in float,
+evaluated in their runtimes; and each tower's file size and batch-1 latency in this process
+(p50 of ``--runs``) for fp32, global W8A8, the plan and NNCF's file. ``summary.mixed_plan`` puts
+the drops of global W8A8, the plan and NNCF side by side.
+
+To measure again without training, ``--save-models DIR`` keeps each trained model
+(``DIR/<variant>/model.pt``) and ``--model-file [VARIANT=]PATH`` reads one (or any run's float
+model) in place of training that variant, e.g. the ``outliers`` setting's softmax model:
+``--model-file runs/outliers/models/softmax/model.pt --qat-steps 0``.
+
 Needs the ``bench`` extra for NNCF (``pip install -e .[bench]``; ``--no-nncf`` skips it).
 Run: python benchmarks/outliers.py [--setting plain|outliers] [--data DIR]
     [--steps N] [--model NAME] [--config vision.patch_size=8] [--device cuda] [--no-quant]
     [--variants softmax clipped gated] [--targets onnx executorch] [--out FILE]
+    [--save-models DIR] [--model-file [VARIANT=]PATH ...] [--max-drop POINTS] [--no-plan]
 Without ``--data`` the scenes dataset is written to runs/outliers/scenes (once; ~1 minute).
 Prints JSON (a header with CPU, threads, load and library versions); progress goes to stderr.
 """
@@ -69,7 +84,7 @@ from compress.data.scenes import ZEROSHOT_TASKS
 from compress.data.transforms import image_transform
 from compress.evaluate import evaluate_csvs, zeroshot
 from compress.io import write_json
-from compress.models import CLIP, ModelRecord, count_params
+from compress.models import CLIP, ModelRecord, count_params, load_model, read_record, save_model
 from compress.precision import machine
 from compress.quant.outliers import (
     hidden_last,
@@ -80,11 +95,13 @@ from compress.quant.outliers import (
 )
 from compress.quant.ptq import QuantizedCLIP, convert, quantize
 from compress.quant.qat import train_qat
+from compress.quant.sensitivity import plan_float_layers, sensitivity
 from compress.tokenizer import Tokenizer
 from compress.train import Interrupted, train
 from edgeclip.recipe import PretrainConfig, QatConfig, QuantConfig, load_recipe
 from export.driver import IMAGE_INPUT, TEXT_INPUT, export_model
-from export.manifest import library_versions
+from export.manifest import library_versions, path_bytes
+from export.targets import exporters
 from export.verify import PARITY, ParityError, Thresholds, check
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
@@ -391,6 +408,121 @@ def nncf_top1(
     return row | data.zero_shot(encoder)
 
 
+def mixed_plan(
+    model: CLIP,
+    record: ModelRecord,
+    samples: tuple[torch.Tensor, torch.Tensor],
+    data: Data,
+    folder: Path,
+    args: argparse.Namespace,
+    everything: QuantizedCLIP,
+    everything_top1: dict,
+    fp: dict,
+) -> dict:
+    """The mixed-precision plan within ``--max-drop`` points of headline top-1 (what the run
+    layer's ``quant.max_drop`` makes, :func:`compress.quant.sensitivity.plan_float_layers`,
+    here on the benchmark's metric): global W8A8 first (``everything``, already measured),
+    then the layers :func:`compress.quant.sensitivity.sensitivity` ranks most sensitive, on the
+    held-out ``samples``, sent to float one at a time until the INT8 simulation's drop fits.
+    The plan's INT8 model is then exported to every target and evaluated in its runtime."""
+    quant = QuantConfig(calibration=args.export_calibration)
+    calibration = data.calibration(quant)
+    measured = {(): (everything, everything_top1)}  # float layers → (INT8 model, zero-shot)
+
+    def drop(floats: tuple[str, ...]) -> float:  # points of headline top-1, as drops() counts
+        if floats not in measured:
+            int8 = quantize(model, replace(quant, float_layers=floats), calibration)
+            measured[floats] = (int8, data.zero_shot(int8))
+            log(f"plan: {len(floats)} in float, top-1 {measured[floats][1]['top1']:.3f}")
+        return round(100 * (fp["top1"] - measured[floats][1]["top1"]), 2)
+
+    def ranking() -> list[dict]:
+        log("plan: global W8A8 misses the budget; measuring each layer's sensitivity")
+        inputs = {k: torch.cat([batch[k] for batch in calibration]) for k in ("image", "text")}
+        return sensitivity(model, quant, inputs, {"image": samples[0], "text": samples[1]})
+
+    plan, seconds = timed(lambda: plan_float_layers(ranking, drop, args.max_drop))
+    floats = tuple(plan["float_layers"])
+    int8, accuracy = measured[floats]
+    rows = plan["sensitivity"] or []
+    params = {row["layer"]: row["params"] for row in rows}
+    row = {
+        "max_drop_points": args.max_drop,
+        "calibration": args.export_calibration,
+        "float_layers": list(floats),
+        "float_params": sum(params[layer] for layer in floats),
+        "params": count_params(model),
+        "drop_points": plan["drop"],
+        "within_budget": plan["within_budget"],
+        "steps": [
+            {"float_layers": s["float_layers"], "drop_points": s["drop"]} for s in plan["steps"]
+        ],
+        "sensitivity_top": [
+            {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in r.items()}
+            for r in rows[:10]
+        ],
+        "plan_s": seconds,
+        "sim": accuracy,
+        "artifacts": {},
+    }
+    for target in args.targets:
+        log(f"plan: {target} int8 export with {len(floats)} layers in float")
+        row["artifacts"][target] = artifact_top1(
+            target, model, record, int8, samples, data, folder / "plan"
+        )
+    return row
+
+
+def host_latency(
+    model: CLIP,
+    record: ModelRecord,
+    samples: tuple[torch.Tensor, torch.Tensor],
+    folder: Path,
+    args: argparse.Namespace,
+) -> dict:
+    """Each tower's file size and batch-1 latency on this machine, in this process, one file
+    after another: fp32 (exported here), global W8A8 (``folder/export``), the plan's
+    (``folder/plan``) and, for ONNX, NNCF's (``folder/nncf``), each through its target's runtime
+    after ``--warmup`` runs, p50/p90/mean/min over at least ``--runs`` runs."""
+    measure = sibling("export_targets").latency
+    inputs = {"image": samples[0][:1].numpy(), "text": samples[1][:1].numpy()}
+    out = {}
+    for target in args.targets:
+        backend = exporters.get(target)()
+        with torch_export_quiet():
+            export_model(
+                model,
+                record,
+                folder / "fp32" / target,
+                target=target,
+                precision="fp32",
+                sample_images=samples[0][:64],
+                sample_tokens=samples[1][:64],
+            )
+        files = {
+            "fp32": folder / "fp32" / target / "{tower}" / backend.file_name,
+            "int8": folder / "export" / target / "{tower}" / backend.file_name,
+            "int8_plan": folder / "plan" / target / "{tower}" / backend.file_name,
+        }
+        if target == "onnx":
+            files["nncf_int8"] = folder / "nncf" / "{tower}-int8.onnx"
+        out[target] = {}
+        for tower in ("image", "text"):
+            out[target][tower] = {}
+            for label, pattern in files.items():
+                path = Path(str(pattern).format(tower=tower))
+                if not path.exists():  # an export or the baseline failed: its row says why
+                    continue
+                log(f"latency: {target} {tower} {label}")
+                run = backend.load(path)
+                with torch_export_quiet():
+                    timing = measure(
+                        lambda r=run, x=inputs[tower]: r(x), args.runs, args.warmup, 1.0
+                    )
+                out[target][tower][label] = {"bytes": path_bytes(path), **timing}
+    return out
+
+
 def on(device: torch.device, stream):
     """Batches moved to ``device``."""
     for batch in stream:
@@ -448,11 +580,17 @@ def train_variant(
     return summary, curve
 
 
-def run_variant(
+def trained(
     name: str, setting: Setting, data: Data, samples, work: Path, args: argparse.Namespace
-) -> dict:
-    attention = VARIANTS[name]
-    record = record_for(setting, attention)
+) -> tuple[CLIP, ModelRecord, dict]:
+    """The variant's float model (eval mode) and its ``train`` row: read from its
+    ``--model-file``, else trained from scratch (and saved where ``--save-models`` says)."""
+    if name in args.model_files:
+        path = args.model_files[name]
+        log(f"{name}: reading {path}")
+        model, record = load_model(path)
+        return model.float().eval(), record, {"model_file": str(path)}
+    record = record_for(setting, VARIANTS[name])
     torch.manual_seed(args.seed)
     model = record.build()
     log(f"{name}: training {setting.steps} steps")
@@ -460,15 +598,26 @@ def run_variant(
         lambda: train_variant(model, name, setting, data, samples, work, args)
     )
     model = model.float().eval()
+    if args.save_models is not None:  # to measure again without training (--model-file)
+        save_model(model, record, args.save_models / name / "model.pt")
     row = {
-        "attention": attention,
+        "steps": setting.steps,
+        "final_loss": round(summary["final_loss"], 4),
+        "samples_per_s": round(summary["samples_per_s"], 1),
+        "seconds": train_s,
+    }
+    return model, record, row | ({"curve": curve} if curve else {})
+
+
+def run_variant(
+    name: str, setting: Setting, data: Data, samples, work: Path, args: argparse.Namespace
+) -> dict:
+    model, record, train_row = trained(name, setting, data, samples, work, args)
+    curve = train_row.pop("curve", None)
+    row = {
+        "attention": record.attention,
         "params": count_params(model),
-        "train": {
-            "steps": setting.steps,
-            "final_loss": round(summary["final_loss"], 4),
-            "samples_per_s": round(summary["samples_per_s"], 1),
-            "seconds": train_s,
-        },
+        "train": train_row,
         "fp": data.zero_shot(model),
     }
     log(f"{name}: fp top-1 {row['fp']['top1']:.3f}; outliers")
@@ -496,6 +645,20 @@ def run_variant(
     if name == "softmax" and args.nncf:
         log(f"{name}: NNCF baseline")
         row["nncf"] = nncf_top1(model, record, samples, data, work / name / "nncf")
+    if name == "softmax" and args.plan:
+        log(f"{name}: the mixed-precision plan within {args.max_drop} points")
+        row["plan"] = mixed_plan(
+            model,
+            record,
+            samples,
+            data,
+            work / name,
+            args,
+            exported,
+            ptq[args.export_calibration],
+            row["fp"],
+        )
+        row["plan"]["host"] = host_latency(model, record, samples, work / name, args)
     if setting.qat_steps:
         qat_cfg = QatConfig(
             steps=setting.qat_steps,
@@ -539,7 +702,46 @@ def drops(row: dict) -> dict:
         out["qat"] = round(100 * (fp - row["qat"]["top1"]), 2)
     if "top1" in row.get("nncf", {}):
         out["nncf_onnx"] = round(100 * (fp - row["nncf"]["top1"]), 2)
+    if "plan" in row:
+        out["plan_sim"] = row["plan"]["drop_points"]
+        for target, r in row["plan"]["artifacts"].items():
+            out[f"plan_{target}"] = round(100 * (fp - r["top1"]), 2) if "top1" in r else None
     return out
+
+
+def side_by_side(row: dict, drop: dict) -> dict:
+    """The softmax model's INT8 options on one line each: global W8A8, the mixed-precision plan
+    and NNCF's SmoothQuant PTQ; drops in points of headline top-1, and per target and tower the
+    files' bytes and p50 latency (ms, batch 1) beside fp32's."""
+    plan = row["plan"]
+    calibration = plan["calibration"]
+    names = {
+        f"ptq_sim_{calibration}": "global_w8a8_sim",
+        **{f"ptq_{t}": f"global_w8a8_{t}" for t in TARGETS},
+        "plan_sim": "plan_sim",
+        **{f"plan_{t}": f"plan_{t}" for t in TARGETS},
+        "nncf_onnx": "nncf_smoothquant_onnx",
+    }
+    host = plan.get("host", {})
+    return {
+        "max_drop_points": plan["max_drop_points"],
+        "float_layers": plan["float_layers"],
+        "float_params": f"{plan['float_params']:,} of {plan['params']:,}",
+        "within_budget": plan["within_budget"],
+        "drop_points": {new: drop[old] for old, new in names.items() if old in drop},
+        "bytes": {
+            target: {
+                tower: {k: r["bytes"] for k, r in files.items()} for tower, files in towers.items()
+            }
+            for target, towers in host.items()
+        },
+        "p50_ms": {
+            target: {
+                tower: {k: r["p50_ms"] for k, r in files.items()} for tower, files in towers.items()
+            }
+            for target, towers in host.items()
+        },
+    }
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -596,6 +798,8 @@ def summarize(rows: dict) -> dict:
             entry["nncf_onnx_top1"] = row["nncf"].get("top1", row["nncf"].get("error"))
         table[name] = entry
     summary["table"] = table
+    if base is not None and "plan" in base:
+        summary["mixed_plan"] = side_by_side(base, summary["drop_points"]["softmax"])
     return summary
 
 
@@ -616,6 +820,16 @@ def goals(summary: dict) -> dict:
                 "met": drop[name]["qat"] <= 1,
                 "drop_points": drop[name]["qat"],
             }
+    plan = summary.get("mixed_plan")
+    if plan is not None:
+        budget, drops_ = plan["max_drop_points"], plan["drop_points"]
+        everything = drops_.get("global_w8a8_sim")
+        out["plan_within_budget_where_global_w8a8_is_not"] = {
+            "met": plan["within_budget"] and everything is not None and everything > budget,
+            "max_drop_points": budget,
+            "drop_points": drops_,
+            "float_layers": plan["float_layers"],
+        }
     nncf = drop.get("softmax", {}).get("nncf_onnx")
     if nncf is not None:
         ours = {  # the deployed INT8 files of the outlier-free variants
@@ -643,6 +857,27 @@ def goals(summary: dict) -> dict:
     return out
 
 
+def model_file(spec: str, parser: argparse.ArgumentParser) -> tuple[str, Path]:
+    """``--model-file``'s ``[VARIANT=]PATH``: the variant it stands for and the file; without a
+    name, the variant its attention (the same in both towers) is."""
+    name, _, path = spec.rpartition("=")
+    if not name:
+        kinds = {(a or {}).get("kind", "softmax") for a in read_record(path).attention.values()}
+        name = kinds.pop() if len(kinds) == 1 else ""
+    if name not in VARIANTS:
+        parser.error(f"--model-file {spec}: name its variant ({', '.join(VARIANTS)})=PATH")
+    return name, Path(path)
+
+
+def same_inputs(records: list[ModelRecord], parser: argparse.ArgumentParser) -> ModelRecord | None:
+    """The first of the ``--model-file`` records, checked to read the same images and captions
+    as the others (the data is decoded once, for all)."""
+    inputs = {(r.image_size, str(r.normalization), r.context_length) for r in records}
+    if len(inputs) > 1:
+        parser.error(f"--model-file: the models read different inputs {sorted(inputs)}")
+    return records[0] if records else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=SETTINGS, default="plain")
@@ -660,7 +895,20 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="architecture changes on top of the setting's, e.g. vision.patch_size=8",
     )
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        help="which to measure (default: all three, or those of --model-file)",
+    )
+    parser.add_argument(
+        "--model-file",
+        nargs="+",
+        default=[],
+        metavar="[VARIANT=]PATH",
+        help="measure this float model.pt instead of training the variant (named by its "
+        "attention unless given): --save-models' files, or any run's model",
+    )
     parser.add_argument("--targets", nargs="*", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--export-calibration", choices=CALIBRATIONS, default="minmax")
     parser.add_argument("--no-quant", action="store_true", help="float and outliers only")
@@ -677,6 +925,22 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=256, help="held-out samples for outliers")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--save-models",
+        type=Path,
+        metavar="DIR",
+        help="write each trained model to DIR/<variant>/model.pt",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="the mixed-precision plan's budget: points of headline top-1 (softmax model)",
+    )
+    parser.add_argument("--no-plan", dest="plan", action="store_false", help="skip the plan")
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per file (host latency)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs before them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -698,7 +962,11 @@ def main() -> None:
     setting = replace(setting, **{k: v for k, v in overrides.items() if v is not None})
     start, load = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
     root = scenes(args.data)
-    probe = record_for(setting, VARIANTS["softmax"])
+    args.model_files = dict(model_file(spec, parser) for spec in args.model_file)
+    args.variants = args.variants or list(args.model_files or VARIANTS)
+    probe = same_inputs([read_record(p) for p in args.model_files.values()], parser) or record_for(
+        setting, VARIANTS["softmax"]
+    )
     data = Data(root, probe, list(load_recipe(DEMO_RECIPE).eval.templates))
     samples = heldout_samples(probe, args.heldout, root / "retrieval.csv")
     rows = {}

@@ -68,6 +68,7 @@ def test_the_injected_outlier_is_where_quantization_hurts_most():
     budget = (everything + outlier_float) / 2
     plan = plan_float_layers(lambda: rows, drop, budget)
     assert plan["within_budget"] and plan["drop"] <= budget < everything
+    assert plan["float_layers"]  # where global W8A8 misses the budget: the outlier's, in float
     assert set(plan["float_layers"]) <= {OUTLIER, "image.blocks.1.mlp.proj"}
     assert [s["float_layers"] for s in plan["steps"]][0] == []  # all W8A8 first
     spared = plan_float_layers(lambda: 1 / 0, drop, everything)  # fits: nothing is measured

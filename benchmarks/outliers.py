@@ -89,6 +89,7 @@ from compress.precision import machine
 from compress.quant.outliers import (
     hidden_last,
     hooked_layers,
+    inject_outlier,
     kurtosis,
     measure_outliers,
     sample_batches,
@@ -465,7 +466,7 @@ def mixed_plan(
         "sim": accuracy,
         "artifacts": {},
     }
-    for target in args.targets:
+    for target in args.targets if floats else ():  # none: its files are global W8A8's
         log(f"plan: {target} int8 export with {len(floats)} layers in float")
         row["artifacts"][target] = artifact_top1(
             target, model, record, int8, samples, data, folder / "plan"
@@ -478,11 +479,12 @@ def host_latency(
     record: ModelRecord,
     samples: tuple[torch.Tensor, torch.Tensor],
     folder: Path,
+    plan: str,
     args: argparse.Namespace,
 ) -> dict:
     """Each tower's file size and batch-1 latency on this machine, in this process, one file
     after another: fp32 (exported here), global W8A8 (``folder/export``), the plan's
-    (``folder/plan``) and, for ONNX, NNCF's (``folder/nncf``), each through its target's runtime
+    (``folder/<plan>``) and, for ONNX, NNCF's (``folder/nncf``), each through its target's runtime
     after ``--warmup`` runs, p50/p90/mean/min over at least ``--runs`` runs."""
     measure = sibling("export_targets").latency
     inputs = {"image": samples[0][:1].numpy(), "text": samples[1][:1].numpy()}
@@ -502,7 +504,7 @@ def host_latency(
         files = {
             "fp32": folder / "fp32" / target / "{tower}" / backend.file_name,
             "int8": folder / "export" / target / "{tower}" / backend.file_name,
-            "int8_plan": folder / "plan" / target / "{tower}" / backend.file_name,
+            "int8_plan": folder / plan / target / "{tower}" / backend.file_name,
         }
         if target == "onnx":
             files["nncf_int8"] = folder / "nncf" / "{tower}-int8.onnx"
@@ -580,6 +582,16 @@ def train_variant(
     return summary, curve
 
 
+def injected(model: CLIP, spec: str) -> dict:
+    """``--inject-outlier``'s ``<tower>.<MLP path>=SCALE`` done to ``model`` (in place): its
+    first hidden channel scaled (:func:`compress.quant.outliers.inject_outlier`)."""
+    where, _, scale = spec.partition("=")
+    tower, path = where.split(".", 1)
+    mlp = {"image": model.visual, "text": model.text}[tower].get_submodule(path)
+    inject_outlier(mlp, float(scale))
+    return {"mlp": where, "channel": 0, "scale": float(scale)}
+
+
 def trained(
     name: str, setting: Setting, data: Data, samples, work: Path, args: argparse.Namespace
 ) -> tuple[CLIP, ModelRecord, dict]:
@@ -618,8 +630,11 @@ def run_variant(
         "attention": record.attention,
         "params": count_params(model),
         "train": train_row,
-        "fp": data.zero_shot(model),
     }
+    if name == "softmax" and args.inject_outlier:
+        row["injected_outlier"] = injected(model, args.inject_outlier)
+        log(f"{name}: outlier channel injected: {row['injected_outlier']}")
+    row["fp"] = data.zero_shot(model)
     log(f"{name}: fp top-1 {row['fp']['top1']:.3f}; outliers")
     row["outliers"] = outlier_summary(model, samples)
     if curve:
@@ -636,16 +651,7 @@ def run_variant(
         if calibration == args.export_calibration:
             exported = quantized
     row["ptq_sim"] = ptq
-    row["artifacts"] = {"calibration": args.export_calibration}
-    for target in args.targets:
-        log(f"{name}: {target} int8 export")
-        row["artifacts"][target] = artifact_top1(
-            target, model, record, exported, samples, data, work / name / "export"
-        )
-    if name == "softmax" and args.nncf:
-        log(f"{name}: NNCF baseline")
-        row["nncf"] = nncf_top1(model, record, samples, data, work / name / "nncf")
-    if name == "softmax" and args.plan:
+    if name == "softmax" and args.plan:  # before the exports: the plan's own are in it
         log(f"{name}: the mixed-precision plan within {args.max_drop} points")
         row["plan"] = mixed_plan(
             model,
@@ -658,7 +664,21 @@ def run_variant(
             ptq[args.export_calibration],
             row["fp"],
         )
-        row["plan"]["host"] = host_latency(model, record, samples, work / name, args)
+    row["artifacts"] = {"calibration": args.export_calibration}
+    for target in args.targets:
+        log(f"{name}: {target} int8 export")
+        row["artifacts"][target] = artifact_top1(
+            target, model, record, exported, samples, data, work / name / "export"
+        )
+    if name == "softmax" and args.nncf:
+        log(f"{name}: NNCF baseline")
+        row["nncf"] = nncf_top1(model, record, samples, data, work / name / "nncf")
+    if name == "softmax" and args.plan:
+        plan = row["plan"]
+        if not plan["float_layers"]:  # global W8A8 fits: the plan is its files
+            plan["artifacts"] = {t: row["artifacts"][t] for t in args.targets}
+        folder = "plan" if plan["float_layers"] else "export"
+        plan["host"] = host_latency(model, record, samples, work / name, folder, args)
     if setting.qat_steps:
         qat_cfg = QatConfig(
             steps=setting.qat_steps,
@@ -939,6 +959,12 @@ def main() -> None:
         help="the mixed-precision plan's budget: points of headline top-1 (softmax model)",
     )
     parser.add_argument("--no-plan", dest="plan", action="store_false", help="skip the plan")
+    parser.add_argument(
+        "--inject-outlier",
+        metavar="MLP=SCALE",
+        help="give the softmax model an outlier channel first, e.g. image.blocks.1.mlp=200 "
+        "(the first hidden channel of that MLP scaled, its projection column unscaled)",
+    )
     parser.add_argument("--runs", type=int, default=100, help="timed runs per file (host latency)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs before them")
     args = parser.parse_args()

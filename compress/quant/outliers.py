@@ -274,6 +274,20 @@ def measure_heldout(
     return measure_outliers(model, sample_batches(images, tokens, batch_size))
 
 
+@torch.no_grad()
+def inject_outlier(mlp: nn.Module, scale: float, channel: int = 0) -> None:
+    """Give an MLP (``fc`` → activation → ``proj``, in place) an outlier channel: ``fc``'s
+    output ``channel`` scaled by ``scale`` and ``proj``'s input column by ``1 / scale``. The MLP
+    computes about what it did (exactly for a positive input to the activation; a GELU's small
+    negative outputs go to zero), while per-tensor int8 spends the range of ``fc``'s output and
+    ``proj``'s input on that one channel: a model with an outlier where one is wanted, for
+    tests and benchmarks."""
+    mlp.fc.weight[channel] *= scale
+    if mlp.fc.bias is not None:
+        mlp.fc.bias[channel] *= scale
+    mlp.proj.weight[:, channel] /= scale
+
+
 # ---------------------------------------------------------------------------------------------
 # Presentation: markdown tables and a per-layer plot.
 

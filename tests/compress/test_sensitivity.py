@@ -11,6 +11,7 @@ import torch
 
 from compress.models import ModelRecord, reparameterize
 from compress.quant.config import QuantConfig
+from compress.quant.outliers import inject_outlier
 from compress.quant.ptq import quantize
 from compress.quant.sensitivity import plan_float_layers, quantizable_layers, sensitivity
 from compress.tokenizer import Tokenizer
@@ -27,12 +28,7 @@ def _model():
     torch.manual_seed(0)
     record = ModelRecord.named("tiny")
     model = record.build().eval()
-    with torch.no_grad():  # an outlier channel between fc and proj that the output does not see
-        block = model.visual.blocks[1].mlp
-        fc1, fc2 = block.fc, block.proj
-        fc1.weight[0] *= 200
-        fc1.bias[0] *= 200
-        fc2.weight[:, 0] /= 200
+    inject_outlier(model.visual.blocks[1].mlp, 200)  # between fc and proj, unseen at the output
     size, n = record.image_size, len(CAPTIONS)
     inputs = {
         "image": torch.rand(2 * n, 3, size, size) * 2 - 1,

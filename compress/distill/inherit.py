@@ -435,7 +435,7 @@ def importance_scores(model: CLIP, batch: dict, score: str = "magnitude") -> dic
     model.eval()
     try:
         with torch.set_grad_enabled(score == "taylor"):
-            image, text, scale = model(batch["image"], batch["text"])
+            image, text, scale = model(_at_size(batch["image"], model.visual), batch["text"])
             if score == "taylor":
                 model.zero_grad(set_to_none=True)
                 clip_loss(image, text, scale).backward()
@@ -462,6 +462,15 @@ def importance_scores(model: CLIP, batch: dict, score: str = "magnitude") -> dic
         else:
             out[name]["neurons"][i] = unit_scores(value)
     return out
+
+
+def _at_size(images: torch.Tensor, tower: nn.Module) -> torch.Tensor:
+    """The calibration pictures (the student's data, at its size) resized to the size ``tower``
+    takes, e.g. a 384-px student's batch for a 336-px teacher (bicubic, as the data is)."""
+    size = getattr(tower, "image_size", None)
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    return nn.functional.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
 
 
 def inherit(

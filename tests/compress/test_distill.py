@@ -188,6 +188,12 @@ def test_importance_scores_cover_every_unit(score):
         assert sorted(scores[tower]["heads"]) == [0, 1] and scores[tower]["heads"][0].shape == (2,)
         assert scores[tower]["neurons"][1].shape == (64,)
     assert all(p.grad is None for p in model.parameters()) or score == "taylor"
+    if score == "magnitude":  # a student's pictures of another size are scored at the model's
+        images = torch.rand(4, 3, 48, 48)
+        resized = torch.nn.functional.interpolate(images, (32, 32), mode="bicubic")
+        other = importance_scores(model, {"image": images, "text": tokens}, score)
+        same = importance_scores(model, {"image": resized, "text": tokens}, score)
+        assert torch.equal(other["visual"]["hidden"], same["visual"]["hidden"])
 
 
 def test_real_size_tinyclip_inherits_from_vit_b16():

@@ -1,5 +1,5 @@
 """Weight-only quantization (w8, w4): the simulation against a hand computation, and each
-target's w8/w4 artifact of the tiny model checked against the simulation it was written from."""
+target's mixed artifacts of two tiny models (w8+w4, w4+w8) checked against the simulation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.models import ModelRecord
+from compress.models import ModelRecord, model_config
 from compress.quant.weight_only import GROUP_SIZE, quantize_tower, quantize_weight
 from compress.tokenizer import Tokenizer
 from export import exporters
@@ -77,21 +77,45 @@ def test_tower_scheme_by_layer():
         quantize_tower(tower, "w2")
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def _model(record: ModelRecord):
     torch.manual_seed(0)
-    record = ModelRecord.named("tiny_mobile")  # ViT text tower, convolutional image tower
     model = record.build().eval()
     images = torch.rand(8, 3, record.image_size, record.image_size) * 2 - 1
-    tokens = Tokenizer(record.context_length)(CAPTIONS * 2)
-    return model, record, images, tokens
+    return model, record, images, Tokenizer(record.context_length)(CAPTIONS * 2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # ViT text tower with a RepMixer (convolutions), convolutional image tower with attention
+    return _model(ModelRecord.named("tiny_mobile"))
+
+
+@pytest.fixture(scope="module")
+def bare():
+    # no blocks: a patch convolution, the token table and the projections (cheap to lower)
+    config = model_config("tiny")
+    towers = {tower: {**config[tower], "layers": 0} for tower in ("vision", "text")}
+    return _model(ModelRecord("tiny_bare", {**config, **towers}))
+
+
+# Each target's two artifacts between them lower a convolution, a linear and the token table at
+# both w8 and w4: tiny_mobile's image tower at w8 and its text tower at w4, then the bare
+# model's image tower at w4 and its text tower (the token table) at w8
+ARTIFACTS = {"tiny": "w8+w4", "bare": "w4+w8"}
+CONVS = {
+    ("tiny", "image"): "stem.0.fused",
+    ("tiny", "text"): "mixers.0.mlp.conv",
+    ("bare", "image"): "patch_embed",
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["w8", "w4"])
 @pytest.mark.parametrize("target", ["onnx", "executorch", "coreml"])
-def test_weight_only_artifact_matches_its_simulation(tiny, tmp_path, target, precision):
-    model, record, images, tokens = tiny
+@pytest.mark.parametrize("name", ["tiny", "bare"])
+def test_weight_only_artifact_matches_its_simulation(request, tmp_path, target, name):
+    model, record, images, tokens = request.getfixturevalue(name)
+    precision = ARTIFACTS[name]
+    precisions = dict(zip(("image", "text"), precision.split("+"), strict=True))
     folder = tmp_path / f"{target}-{precision}"
     summary = export_model(
         model,
@@ -102,44 +126,60 @@ def test_weight_only_artifact_matches_its_simulation(tiny, tmp_path, target, pre
         sample_images=images,
         sample_tokens=tokens,
         # a random model's texts are near-ties, so rankings flip at any rounding: cosine only
-        thresholds=replace(PARITY[precision], min_zero_shot_agreement=0.0),
+        thresholds={
+            tower: replace(PARITY[p], min_zero_shot_agreement=0.0)
+            for tower, p in precisions.items()
+        },
     )
     backend = exporters.get(target)()
-    text = json.loads((folder / "text" / "manifest.json").read_text())
-    assert text["precision"] == precision
-    layers = text["weight_only"]["layers"]
-    assert layers["token_embed"] == ("int4 per 32" if precision == "w4" else "int8 per channel")
-    assert layers["mixers.0.mlp.conv"] == "int8 per channel"  # convolutions: 8 bits at w4 too
-    for tower in ("image", "text"):
+    for tower, p in precisions.items():
+        manifest = json.loads((folder / tower / "manifest.json").read_text())
+        assert manifest["precision"] == summary[tower]["precision"] == p
+        layers = manifest["weight_only"]["layers"]
+        module = model.visual if tower == "image" else model.text
+        linears = [path for path, m in module.named_modules() if isinstance(m, nn.Linear)]
+        assert linears and all(path in layers for path in linears)
+        kinds = {kind for path, kind in layers.items() if path in linears}
+        assert kinds == ({"int4 per 32"} if p == "w4" else {"int8 per channel"})
+        if tower == "text":
+            table = "int4 per 32" if p == "w4" else "int8 per channel"
+            assert layers["token_embed"] == table
+        others = {kind for path, kind in layers.items() if path not in [*linears, "token_embed"]}
+        assert others <= {"int8 per channel"}  # convolutions: 8 bits at w4 too
+        if (name, tower) in CONVS:
+            assert layers[CONVS[name, tower]] == "int8 per channel"
         parity = summary[tower]["parity"]
-        assert parity["reference"].startswith(f"{precision} weight-only simulation")
+        assert parity["reference"].startswith(f"{p} weight-only simulation")
         if backend.runs_here() is None:
             assert parity["status"] == "passed"
-            assert parity["cosine_min"] >= PARITY[precision].min_cosine
-    if target == "onnx":  # float activations: parity at float rounding
-        ops = text["format"]["op_types"]
-        assert ops["com.microsoft::MatMulNBits"] > 0 and "MatMul" in ops  # attention stays float
-        assert ("com.microsoft::GatherBlockQuantized" in ops) == (precision == "w4")
-        assert summary["text"]["parity"]["max_abs"] < 1e-5
-    if target == "executorch":  # the token table by the quantized kernels, linears by XNNPACK
-        table = "embedding_4bit" if precision == "w4" else "embedding_byte"
-        kernels = text["format"]["kernels"]
-        assert kernels["quantized_ops_lib"] == [f"quantized_decomposed::{table}.dtype_out"]
-        assert not any("linear" in op or "mm" in op for op in kernels["portable_ops_lib"])
-    if target == "coreml":  # spec checks (Core ML runs on macOS only)
-        details = text["format"]
-        assert details["spec_checks"] == "passed"  # with exactly the simulation's weight values
-        assert details["minimum_deployment_target"] == ("iOS18" if precision == "w4" else "iOS17")
-        compressed = "blockwise_shift_scale" if precision == "w4" else "affine_dequantize"
-        assert details["op_types"][f"constexpr_{compressed}"] == len(layers)
-        int4 = sum(
-            model.text.get_submodule(path).weight.numel()
-            for path, kind in layers.items()
-            if kind.startswith("int4")
-        )
-        assert details["weight_dtypes"].get("int4", 0) == int4
+            assert parity["cosine_min"] >= PARITY[p].min_cosine
+        details = manifest["format"]
+        if target == "onnx":  # float activations: parity at float rounding
+            ops = details["op_types"]
+            assert ops["com.microsoft::MatMulNBits"] > 0
+            assert ("com.microsoft::GatherBlockQuantized" in ops) == (tower == "text" and p == "w4")
+            if name == "tiny":
+                assert "MatMul" in ops  # attention stays float
+            assert parity["max_abs"] < 1e-5
+        if target == "executorch":  # the token table by the quantized kernels, linears by XNNPACK
+            kernels = details["kernels"]
+            if tower == "text":
+                table = "embedding_4bit" if p == "w4" else "embedding_byte"
+                assert kernels["quantized_ops_lib"] == [f"quantized_decomposed::{table}.dtype_out"]
+            assert not any("linear" in op or "mm" in op for op in kernels["portable_ops_lib"])
+        if target == "coreml":  # spec checks (Core ML runs on macOS only)
+            assert details["spec_checks"] == "passed"  # with exactly the simulation's weight values
+            assert details["minimum_deployment_target"] == ("iOS18" if p == "w4" else "iOS17")
+            compressed = "blockwise_shift_scale" if p == "w4" else "affine_dequantize"
+            assert details["op_types"][f"constexpr_{compressed}"] == len(layers)
+            int4 = sum(
+                module.get_submodule(path).weight.numel()
+                for path, kind in layers.items()
+                if kind.startswith("int4")
+            )
+            assert details["weight_dtypes"].get("int4", 0) == int4
     # the tiny text tower is mostly its token table: 8 bits, or 4 with a scale per 32
     table = model.text.token_embed.weight.numel() * 4
-    assert summary["text"]["bytes"] < table * (0.3 if precision == "w8" else 0.17)
+    assert summary["text"]["bytes"] < table * (0.3 if precisions["text"] == "w8" else 0.17)
     checked = verify_export(folder)  # what `edgeclip verify` runs: hashes, samples, golden
     assert checked["precision"] == precision

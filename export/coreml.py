@@ -103,8 +103,7 @@ class CoreMLTarget:
                 )
                 quantized = None
                 if precision in ("w8", "w4"):
-                    mlmodel = compress_weights(mlmodel, module.weights)
-                    quantized = sum(w.values.numel() for w in module.weights.values())
+                    mlmodel, quantized = compress_weights(mlmodel, module.weights)
         mlmodel.save(str(path))
         return check_spec(
             path,
@@ -158,9 +157,10 @@ def deployment_target(precision: str) -> str:
     return DEPLOYMENT_TARGETS.get(precision, DEPLOYMENT_TARGET)
 
 
-def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> Any:
+def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> tuple[Any, int]:
     """``mlmodel`` (converted from a weight-only simulation at fp16) with the constants that
-    hold the simulation's quantized weights compressed to their integers.
+    hold the simulation's quantized weights compressed to their integers, and how many integer
+    values those constants hold.
 
     Each constant is found by its values (the simulation's weight cast to fp16, as the
     conversion casts it, or its transpose), and gets its own config: int8 symmetric per channel,
@@ -168,7 +168,10 @@ def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> Any:
     recomputes ``scale = max|w| / qmax`` per channel or block from the fp16 values, which are
     the simulation's ``q * scale`` rounded to fp16, and rounds back to the same integers (an
     error below half a step: fp16's relative error times at most 127). Every weight must be
-    found, and no other constant is touched.
+    found, and no other constant is touched. Layers whose fp16 weights are equal (a random
+    model's folded RepMixers: identity kernels once the 1e-5 layer scale rounds away) may share
+    one constant, which coremltools' ``const_deduplication`` pass keeps for all of them: it is
+    compressed once and checked against each layer's integers.
     """
     from coremltools.optimize.coreml import (
         OpLinearQuantizerConfig,
@@ -176,7 +179,7 @@ def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> Any:
         linear_quantize_weights,
     )
 
-    by_value = {}
+    by_value: dict[tuple, list[tuple[str, Any, np.ndarray]]] = {}
     for path, weight in weights.items():
         dense = weight.dequantize().numpy().astype(np.float16)
         config = OpLinearQuantizerConfig(
@@ -187,9 +190,12 @@ def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> Any:
             weight_threshold=0,
         )
         values = weight.values.numpy()
-        by_value[_key(dense)] = (path, config, values)
+        # layers whose weights are equal in fp16 share one constant after coremltools'
+        # const_deduplication pass: a constant stands for every layer with its values
+        by_value.setdefault(_key(dense), []).append((path, config, values))
         if dense.ndim == 2:
-            by_value[_key(np.ascontiguousarray(dense.T))] = (path, config, values.T)
+            transposed = (path, config, values.T)
+            by_value.setdefault(_key(np.ascontiguousarray(dense.T)), []).append(transposed)
     matches = {}
     for function in mlmodel._mil_program.functions.values():
         for op in _mil_operations(function):
@@ -198,31 +204,33 @@ def compress_weights(mlmodel: Any, weights: dict[str, Any]) -> Any:
                 match = by_value.get(_key(value))
                 if match is not None:
                     matches[op.name] = match
-    missing = sorted(set(weights) - {path for path, *_ in matches.values()})
+    missing = sorted(set(weights) - {path for match in matches.values() for path, *_ in match})
     if missing:
         raise ParityError(f"weights not found in the converted program: {', '.join(missing)}")
-    configs = {name: config for name, (_, config, _) in matches.items()}
+    configs = {name: match[0][1] for name, match in matches.items()}
     compressed = linear_quantize_weights(mlmodel, OptimizationConfig(op_name_configs=configs))
     _check_integers(
-        compressed, {name: (path, values) for name, (path, _, values) in matches.items()}
+        compressed,
+        {name: [(path, values) for path, _, values in match] for name, match in matches.items()},
     )
-    return compressed
+    return compressed, sum(match[0][2].size for match in matches.values())
 
 
-def _check_integers(mlmodel: Any, expected: dict[str, tuple[str, np.ndarray]]) -> None:
+def _check_integers(mlmodel: Any, expected: dict[str, list[tuple[str, np.ndarray]]]) -> None:
     """Raise unless each compressed constant (by its original name) holds exactly the
-    simulation's integers: iOS 17's ``constexpr_affine_dequantize`` (zero point 0) or iOS
-    18's ``constexpr_blockwise_shift_scale`` (no offset)."""
+    simulation's integers of each layer it stands for: iOS 17's ``constexpr_affine_dequantize``
+    (zero point 0) or iOS 18's ``constexpr_blockwise_shift_scale`` (no offset)."""
     found = {}
     for function in mlmodel._mil_program.functions.values():
         for op in _mil_operations(function):
             if op.op_type in ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"):
                 data = op.inputs.get("quantized_data", op.inputs.get("data"))
                 found[op.name.removesuffix("_quantized")] = data.val
-    for name, (path, values) in expected.items():
+    for name, layers in expected.items():
         data = found.get(name)
-        if data is None or not np.array_equal(data.astype(np.int16), values.astype(np.int16)):
-            raise ParityError(f"{path}: coremltools did not write the simulation's integers")
+        for path, values in layers:
+            if data is None or not np.array_equal(data.astype(np.int16), values.astype(np.int16)):
+                raise ParityError(f"{path}: coremltools did not write the simulation's integers")
 
 
 def _key(array: np.ndarray) -> tuple:

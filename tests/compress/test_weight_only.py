@@ -183,3 +183,18 @@ def test_weight_only_artifact_matches_its_simulation(request, tmp_path, target, 
     assert summary["text"]["bytes"] < table * (0.3 if precisions["text"] == "w8" else 0.17)
     checked = verify_export(folder)  # what `edgeclip verify` runs: hashes, samples, golden
     assert checked["precision"] == precision
+
+
+def test_coreml_layers_with_equal_weights_share_one_constant(tmp_path):
+    # a random MobileCLIP-S0's two text RepMixers fold to the same fp16 kernel; coremltools'
+    # const_deduplication then leaves one constant for both, compressed once
+    torch.manual_seed(0)
+    tower = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    tower[2].weight.data.copy_(tower[0].weight.data)
+    simulation = quantize_tower(tower, "w8")
+    details = exporters.get("coreml")().export(
+        simulation, torch.randn(1, 32), tmp_path / "model.mlpackage", "x", "w8"
+    )
+    assert details["spec_checks"] == "passed"  # the integers of both layers, one 8-bit copy
+    assert details["op_types"]["constexpr_affine_dequantize"] == 1
+    assert 32 * 32 <= details["weight_dtypes"]["int8"] < 2 * 32 * 32

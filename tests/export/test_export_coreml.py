@@ -165,7 +165,7 @@ def test_no_op_slice_converts(tmp_path):
 
 
 def test_unknown_precision(tmp_path):
-    with pytest.raises(ValueError, match="'int4'; expected fp32, fp16 or int8"):
+    with pytest.raises(ValueError, match="'int4'; expected fp32, fp16, int8, w8, w4"):
         CoreMLTarget().export(
             torch.nn.Identity(), torch.rand(1, 4), tmp_path / "model.mlpackage", "x", "int4"
         )

@@ -35,6 +35,10 @@ KERNEL_LIBRARIES = {"quantized_decomposed": "quantized_ops_lib"}
 PORTABLE = "portable_ops_lib"
 # ExecuTorch's ScalarType codes (c10 numbering) of the dtypes a tower takes or gives
 DTYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
+# The most taps XNNPACK's depthwise kernels take (5×5). A depthwise convolution with more runs
+# as a grouped IGEMM one output channel at a time: a 7×7 one over 64 channels of 64×64 took 40 ms
+# (fp32 and int8 alike) where three of ≤ 25 taps summed take 2 ms (ExecuTorch 1.5.1, x86).
+DEPTHWISE_TAPS = 25
 
 
 @exporters.register("executorch")
@@ -76,6 +80,9 @@ class ExecuTorchTarget:
             else:
                 traced = at_precision(module.eval(), precision, keep_fp32=FP32_LAYERS)
             program = torch.export.export(traced, (example,))
+            graph = program.module()  # a copy: an int8 export leaves its simulation as it is
+            if split_depthwise(graph):
+                program = torch.export.export(graph, (example,))
             edge = to_edge_transform_and_lower(
                 program, partitioner=[XnnpackPartitioner()], generate_etrecord=True
             )
@@ -193,6 +200,97 @@ def links(program: Any) -> dict[str, Any]:
         "backends": sorted({delegate.id for delegate in plan.delegates}),
         "kernels": {library: sorted(ops) for library, ops in sorted(kernels.items())},
     }
+
+
+def split_depthwise(graph: torch.fx.GraphModule) -> int:
+    """Rewrite, in place, each depthwise convolution of more than :data:`DEPTHWISE_TAPS` taps
+    into a sum of centred ones that XNNPACK runs as depthwise kernels; returns how many.
+
+    A k×k kernel splits along its rows (its columns if a row pair does not fit): a centre block
+    of as many rows as fit, then each pair of rows ±i from the centre as a 2-row convolution
+    dilated by 2i (7×7: 3×7, then 2×7 at dilations 4 and 6). Each part keeps the stride and the
+    output grid (its padding less its first row's offset); the bias goes with the centre. In
+    an int8 graph the parts run in float on the dequantized input and weights, and their sum is
+    quantized where the convolution's output was: the simulation's arithmetic in another order.
+    """
+    split = 0
+    for node in list(graph.graph.nodes):
+        found = _depthwise_split(graph, node)
+        if found is None:
+            continue
+        axis, parts, weight = found
+        x, _, bias, stride, padding, _, groups = node.args
+        with graph.graph.inserting_before(node):
+            total = None
+            for index, (offsets, dilation) in enumerate(parts):
+                name = f"_depthwise{split}_part{index}"
+                graph.register_buffer(name, weight.index_select(axis, torch.tensor(offsets)))
+                pad, dil = list(padding), [1, 1]
+                pad[axis - 2] -= offsets[0]  # the part's taps start this far into the kernel
+                dil[axis - 2] = dilation
+                args = (x, graph.graph.get_attr(name), bias, stride, pad, dil, groups)
+                part = graph.graph.call_function(torch.ops.aten.conv2d.default, args)
+                bias = None
+                add = (total, part)
+                total = part if total is None else graph.graph.call_function(ADD, add)
+        node.replace_all_uses_with(total)
+        graph.graph.erase_node(node)
+        split += 1
+    if split:
+        before = {n.target for n in graph.graph.nodes if n.op == "get_attr"}
+        graph.graph.eliminate_dead_code()
+        for target in before - {n.target for n in graph.graph.nodes if n.op == "get_attr"}:
+            owner, _, name = target.rpartition(".")  # the weights the parts replaced
+            delattr(graph.get_submodule(owner), name)
+        graph.recompile()
+    return split
+
+
+ADD = torch.ops.aten.add.Tensor
+
+
+def _depthwise_split(
+    graph: torch.fx.GraphModule, node: torch.fx.Node
+) -> tuple[int, list[tuple[list[int], int]], torch.Tensor] | None:
+    """For a depthwise ``conv2d`` node with more than :data:`DEPTHWISE_TAPS` taps: the axis of
+    its weight it splits along (2 rows, 3 columns), each part's kernel offsets along it and
+    their dilation, and the float weight (dequantized in an int8 graph); else None."""
+    if node.target != torch.ops.aten.conv2d.default or len(node.args) != 7:
+        return None
+    _, weight_node, _, _, padding, dilation, _ = node.args
+    weight = _constant(graph, weight_node)
+    if weight is None or weight.dim() != 4 or weight.shape[1] != 1 or list(dilation) != [1, 1]:
+        return None
+    kh, kw = weight.shape[2:]
+    if kh * kw <= DEPTHWISE_TAPS:
+        return None
+    for axis, size, across in ((2, kh, kw), (3, kw, kh)):
+        if size % 2 == 0 or 2 * across > DEPTHWISE_TAPS:
+            continue  # an even kernel has no centre; a row pair that does not fit
+        centre, half = size // 2, (DEPTHWISE_TAPS // across - 1) // 2
+        parts = [(list(range(centre - half, centre + half + 1)), 1)]
+        parts += [([centre - i, centre + i], 2 * i) for i in range(half + 1, centre + 1)]
+        if padding[axis - 2] < centre - half:
+            return None  # a part would need negative padding
+        return axis, parts, weight
+    return None
+
+
+def _constant(graph: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
+    """A weight's value: a module attribute, or one dequantized from int8 attributes."""
+    if not isinstance(node, torch.fx.Node):
+        return None
+    if node.op == "get_attr":
+        value = graph
+        for name in node.target.split("."):
+            value = getattr(value, name)
+        return value.detach() if isinstance(value, torch.Tensor) else None
+    if node.op == "call_function" and "dequantize" in str(node.target):
+        args = [_constant(graph, a) if isinstance(a, torch.fx.Node) else a for a in node.args]
+        if any(a is None for a in args):
+            return None
+        return node.target(*args, **node.kwargs)
+    return None
 
 
 def _method(path: Path):

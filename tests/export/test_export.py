@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -465,6 +466,63 @@ def test_executorch_fp16_keeps_wide_layer_norms_right(tmp_path):
     assert not [op for op in portable if op.startswith("aten::gelu")]  # XNNPACK runs it, in fp32
     parity = compare(module(x).detach().numpy(), target.load(tmp_path / "model.pte")(x.numpy()))
     assert parity["cosine_min"] >= 0.9999
+
+
+class _LargeDepthwise(torch.nn.Module):
+    """MobileCLIP's large depthwise kernels: 7×7 (as in its ConvMLPs), 7×7 stride 2 with two
+    outputs per channel (its downsamples), 1×31 as a wide text mixer's (split along its columns),
+    between 1×1s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 1),
+            torch.nn.Conv2d(8, 8, 7, padding=3, groups=8),
+            torch.nn.GELU(),
+            torch.nn.Conv2d(8, 16, 7, stride=2, padding=3, groups=8),
+            torch.nn.Conv2d(16, 16, (1, 31), padding=(0, 15), groups=16),
+            torch.nn.Conv2d(16, 4, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x).flatten(1)
+
+
+def test_large_depthwise_convolutions_split_into_xnnpack_sized_ones():
+    """XNNPACK runs depthwise kernels of more than 25 taps as grouped IGEMMs (20× slower); the
+    ExecuTorch target sums centred parts of ≤ 25 taps instead, with the same outputs."""
+    from export.executorch import DEPTHWISE_TAPS, split_depthwise
+
+    torch.manual_seed(0)
+    module, x = _LargeDepthwise().eval(), torch.randn(2, 3, 20, 20)
+    graph = torch.export.export(module, (x,)).module()
+    assert split_depthwise(graph) == 3
+    convs = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    taps = [attrgetter(n.args[1].target)(graph).shape[2:].numel() for n in convs]
+    assert len(convs) == 2 + 3 + 3 + 4 and max(taps) <= DEPTHWISE_TAPS
+    assert torch.allclose(graph(x), module(x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_int8_large_depthwise_convolutions_match_their_simulation(tmp_path):
+    """In an int8 program the parts run in float on the dequantized int8 weights and their sum
+    is quantized where the convolution's was: the simulation's arithmetic, reordered."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from compress.quant.config import QuantConfig
+    from compress.quant.ptq import prepare_graph, quantizer
+
+    torch.manual_seed(0)
+    module, x = _LargeDepthwise().eval(), torch.rand(2, 3, 20, 20)
+    prepared = prepare_graph(torch.export.export(module, (x,)).module(), quantizer(QuantConfig()))
+    prepared.eval()(x)
+    simulation = convert_pt2e(prepared.graph)
+    for name in ("train", "eval"):  # as compress.quant.ptq.convert gives it
+        vars(simulation).pop(name, None)
+    target = exporters.get("executorch")()
+    target.export(simulation, x, tmp_path / "model.pte", "x", "int8")
+    parity = compare(simulation(x).numpy(), target.load(tmp_path / "model.pte")(x.numpy()))
+    assert parity["cosine_min"] >= 0.9999, parity
 
 
 def test_a_sigmoid_trained_model_ships_its_logit_bias(samples, tmp_path):

@@ -15,7 +15,12 @@ take less than ``--min-seconds``) after ``--warmup`` untimed ones, and the max-a
 cosine to the eager output on the same input. A target whose runtime cannot run here (Core ML off
 macOS) gets size, export time and what its exporter checks without running it (Core ML: the
 saved spec read back: inputs, outputs, precision, weight dtypes), and its reason in place of the
-latency.
+latency. A tower's cases (eager and every artifact, w8/w4 included) are timed interleaved: one
+call of each in turn, the order reversed every round, so that the drift of a shared CPU falls on
+all of them alike; beside the wall times, the CPU time per call (``cpu_p50_ms``). ``--ops`` adds
+each ExecuTorch artifact's time per operator kind from an ETDump of a separate profiled pass
+(``ops_ms``: XNNPACK kernels by kind, ops outside the delegate as portable kernels).
+``--executorch-threads`` sets the ExecuTorch runtime's thread pool (default: one per core).
 
 int8 is the W8A8 PT2E graph (:func:`compress.quant.ptq.quantize`, min-max calibration on
 ``--calibration-batches`` batches of 8 random images and random token rows, so that no range is
@@ -34,12 +39,14 @@ tower and target. Everything is measured in one
 run, because timings on a shared CPU drift by ±20% between runs; progress goes to stderr.
 
 Run: python benchmarks/export_targets.py [--models mobileclip_s0 pe_core_s16_384] [--targets onnx]
-     [--towers text] [--precisions fp32 w8 w4] [--runs 50] [--out FILE]
+     [--towers text] [--precisions fp32 w8 w4] [--runs 50] [--ops] [--executorch-threads 1]
+     [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import json
@@ -65,6 +72,7 @@ from compress.tokenizer import EOT_ID
 from edgeclip.recipe import QuantConfig, load_recipe
 from export import exporters
 from export.manifest import library_versions
+from export.profile.etdump import etdump_ops
 
 DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
 MODELS = ("demo_student", "mobileclip_s0", "tinyclip_vit_8m_16", "pe_core_s16_384")
@@ -76,7 +84,8 @@ OPEN_CLIP = {"pe_core_s16_384": "PE-Core-S-16-384"}
 PUBLISHED = {"pe_core_s16_384": {"image": "0.02B", "text": "0.04B"}}
 INPUT_NAMES = {"image": "image", "text": "tokens"}
 
-Measure = Callable[[Callable[[], object]], dict]  # times a call: latency() with its settings
+# times calls interleaved: latency() with its settings, a latency dict per named call
+Measure = Callable[[dict[str, Callable[[], object]]], dict[str, dict]]
 
 
 def build(name: str) -> CLIP:
@@ -139,24 +148,40 @@ def calibration(model: CLIP, batches: int, batch_size: int = 8) -> list[dict]:
     return out
 
 
-def latency(run: Callable[[], object], runs: int, warmup: int, min_seconds: float) -> dict:
-    """Wall time of ``run()`` in milliseconds after ``warmup`` untimed calls: at least ``runs``
-    calls and at least ``min_seconds`` of them, so that a brief stall elsewhere on a shared
-    machine cannot move the median of a sub-millisecond model."""
-    for _ in range(warmup):
-        run()
-    times = []
-    deadline = time.perf_counter() + min_seconds
-    while len(times) < runs or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
+def latency(
+    calls: dict[str, Callable[[], object]], runs: int, warmup: int, min_seconds: float
+) -> dict[str, dict]:
+    """Wall time in milliseconds of each named call, after ``warmup`` untimed calls of each:
+    interleaved rounds of one call each, in reversed order every other round (a drift of the
+    shared machine's speed, or a neighbour's burst, reaches every case alike), at least
+    ``runs`` rounds and at least ``min_seconds`` per case, so that a brief stall cannot move
+    the median of a sub-millisecond model. Beside the wall times: the median CPU time of this
+    process per call (``cpu_p50_ms``), which the time other jobs hold the cores does not add
+    to (the latency itself where the runtime runs one thread)."""
+    for run in calls.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    deadline = time.perf_counter() + min_seconds * len(calls)
+    while len(times[order[0]]) < runs or time.perf_counter() < deadline:
+        for name in order:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            calls[name]()
+            times[name].append((time.perf_counter() - start) * 1e3)
+            cpu[name].append((time.process_time() - start_cpu) * 1e3)
+        order.reverse()
+    return {name: _stats(sorted(times[name]), cpu[name]) for name in calls}
+
+
+def _stats(times: list[float], cpu: list[float]) -> dict:
     return {
         "p50_ms": round(statistics.median(times), 3),
         "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
         "mean_ms": round(statistics.fmean(times), 3),
         "min_ms": round(times[0], 3),
+        "cpu_p50_ms": round(statistics.median(cpu), 3),
         "runs": len(times),
     }
 
@@ -194,38 +219,54 @@ def bench_target(
     x: torch.Tensor,
     input_name: str,
     reference: np.ndarray,
-    measure: Measure,
+    folder: Path,
     fp32_reference: np.ndarray | None = None,
-) -> dict:
-    """Export ``module`` with one target at one precision into a temporary folder; measure it
-    (its parity to ``reference``, and its cosine to ``fp32_reference`` where that differs)."""
+) -> tuple[dict, Callable[[], object] | None]:
+    """Export ``module`` with one target at one precision into ``folder``; its row (size,
+    export and load time, first inference, parity to ``reference`` and, where that differs, the
+    cosine to ``fp32_reference``) and the call that runs it (None where it cannot run here)."""
     target = exporters.get(target_name)()
-    with tempfile.TemporaryDirectory(prefix=f"bench-{target_name}-") as folder:
-        path = Path(folder) / target.file_name
-        with torch_export_quiet():
-            details, export_s = timed(lambda: target.export(module, x, path, input_name, precision))
-        row = {"bytes": size_bytes(path), "export_s": round(export_s, 2)}
-        if details.get("kernels"):  # ExecuTorch: the operators no delegate took, by library
-            row["kernels"] = details["kernels"]
-        if "spec_checks" in details:  # Core ML: its saved spec read back (a failure raises)
-            keys = ("spec_checks", "compute_precision", "weight_dtypes")
-            row |= {key: details[key] for key in keys}
-        unrunnable = target.runs_here()
-        if unrunnable is not None:
-            return row | {"latency": unrunnable}
-        batch = x.numpy()
-        with torch_export_quiet():
-            runner, load_s = timed(lambda: target.load(path))
-            out, first_s = timed(lambda: runner(batch))
-            row |= {
-                "load_s": round(load_s, 3),
-                "first_inference_ms": round(first_s * 1e3, 2),
-                "latency": measure(lambda: runner(batch)),
-                **parity(np.asarray(out), reference),
-            }
-        if fp32_reference is not None:
-            row["vs_fp32"] = {"cosine_min": parity(np.asarray(out), fp32_reference)["cosine_min"]}
-        return row
+    path = folder / target.file_name
+    with torch_export_quiet():
+        details, export_s = timed(lambda: target.export(module, x, path, input_name, precision))
+    row = {"bytes": size_bytes(path), "export_s": round(export_s, 2)}
+    if details.get("kernels"):  # ExecuTorch: the operators no delegate took, by library
+        row["kernels"] = details["kernels"]
+    if "spec_checks" in details:  # Core ML: its saved spec read back (a failure raises)
+        keys = ("spec_checks", "compute_precision", "weight_dtypes")
+        row |= {key: details[key] for key in keys}
+    unrunnable = target.runs_here()
+    if unrunnable is not None:
+        return row | {"latency": unrunnable}, None
+    batch = x.numpy()
+    with torch_export_quiet():
+        runner, load_s = timed(lambda: target.load(path))
+        out, first_s = timed(lambda: runner(batch))
+    row |= {
+        "load_s": round(load_s, 3),
+        "first_inference_ms": round(first_s * 1e3, 2),
+        **parity(np.asarray(out), reference),
+    }
+    if fp32_reference is not None:
+        row["vs_fp32"] = {"cosine_min": parity(np.asarray(out), fp32_reference)["cosine_min"]}
+    return row, lambda: runner(batch)
+
+
+def executorch_ops(folder: Path, x: torch.Tensor, runs: int) -> dict[str, float]:
+    """Milliseconds per inference by operator kind of the ExecuTorch program in ``folder``: an
+    ETDump of ``runs`` runs of a separately loaded, profiled program, read with its ETRecord."""
+    from executorch.runtime import Runtime
+
+    # debug_buffer_size=0: events only (a too-small buffer aborts the process)
+    program = Runtime.get().load_program(
+        str(folder / "model.pte"), enable_etdump=True, debug_buffer_size=0
+    )
+    method = program.load_method("forward")
+    for _ in range(runs):
+        method.execute([x.contiguous()])
+    program.write_etdump_result_to_file(str(folder / "etdump.bin"), str(folder / "etdump.debug"))
+    ops = etdump_ops(folder / "etdump.bin", folder / "etrecord.bin")
+    return {kind: round(ms, 3) for kind, ms in sorted(ops.items(), key=lambda kv: -kv[1])}
 
 
 def bench_tower(
@@ -237,40 +278,64 @@ def bench_tower(
     targets: list[str],
     measure: Measure,
     precisions: list[str],
+    ops_runs: int = 0,
 ) -> dict:
-    """The eager fp32 reference and every target × precision for one tower; int8 exports
-    ``int8`` (the tower's converted PT2E graph), checked against its simulation in PyTorch,
-    and w8/w4 the tower's weight-only simulation, checked against it."""
+    """The eager fp32 reference and every target × precision for one tower, timed together;
+    int8 exports ``int8`` (the tower's converted PT2E graph), checked against its simulation in
+    PyTorch, and w8/w4 the tower's weight-only simulation, checked against it. With
+    ``ops_runs``, ExecuTorch rows get their per-operator times (``ops_ms``)."""
     # built outside inference mode: exporters trace it, and inference tensors refuse tracing
     weight_only = {p: quantize_tower(module, p) for p in WEIGHT_ONLY if p in precisions}
     with torch.inference_mode():
         reference = module(x).numpy()
         simulated = int8(x).numpy() if int8 is not None else None
-        entry = {
-            "input_shape": list(x.shape),
-            "eager_fp32": measure(lambda: module(x)),
-        }
         weight_only_out = {p: sim(x).numpy() for p, sim in weight_only.items()}
-    for target in targets:
-        for precision in exporters.get(target).precisions:
-            if precision not in precisions or precision == "int8" and int8 is None:
-                continue
-            print(f"{label} {target}-{precision}", file=sys.stderr, flush=True)  # progress
-            try:
-                if precision == "int8":
-                    row = bench_target(
-                        target, precision, int8, x, input_name, simulated, measure, reference
+    entry: dict = {"input_shape": list(x.shape)}
+    calls: dict[str, Callable[[], object]] = {
+        "eager_fp32": torch.inference_mode()(lambda: module(x))
+    }
+    folders: dict[str, Path] = {}
+    with contextlib.ExitStack() as stack:
+        for target in targets:
+            for precision in exporters.get(target).precisions:
+                if precision not in precisions or precision == "int8" and int8 is None:
+                    continue
+                case = f"{target}-{precision}"
+                print(f"{label} {case}", file=sys.stderr, flush=True)  # progress
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+                try:
+                    if precision == "int8":
+                        row, call = bench_target(
+                            target, precision, int8, x, input_name, simulated, folder, reference
+                        )
+                    elif precision in WEIGHT_ONLY:
+                        sim, out = weight_only[precision], weight_only_out[precision]
+                        row, call = bench_target(
+                            target, precision, sim, x, input_name, out, folder, reference
+                        )
+                    else:
+                        row, call = bench_target(
+                            target, precision, module, x, input_name, reference, folder
+                        )
+                except Exception as error:  # one failed case must not lose the run's other rows
+                    row, call = (
+                        {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"},
+                        None,
                     )
-                elif precision in WEIGHT_ONLY:
-                    sim, out = weight_only[precision], weight_only_out[precision]
-                    row = bench_target(
-                        target, precision, sim, x, input_name, out, measure, reference
-                    )
+                entry[case] = row
+                if call is not None:
+                    calls[case], folders[case] = call, folder
+        print(f"{label} timing {len(calls)} cases interleaved", file=sys.stderr, flush=True)
+        with torch_export_quiet():
+            for case, stats in measure(calls).items():
+                if case == "eager_fp32":
+                    entry[case] = stats
                 else:
-                    row = bench_target(target, precision, module, x, input_name, reference, measure)
-            except Exception as error:  # one failed case must not lose the run's other rows
-                row = {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
-            entry[f"{target}-{precision}"] = row
+                    entry[case]["latency"] = stats
+            if ops_runs:
+                for case, folder in folders.items():
+                    if case.startswith("executorch-"):
+                        entry[case]["ops_ms"] = executorch_ops(folder, x, ops_runs)
     return entry
 
 
@@ -281,6 +346,7 @@ def bench_model(
     calibration_batches: int,
     towers: list[str],
     precisions: list[str],
+    ops_runs: int = 0,
 ) -> dict:
     model = build(name)
     inputs = examples(model)
@@ -303,6 +369,7 @@ def bench_model(
             targets,
             measure,
             precisions,
+            ops_runs,
         )
         for tower, module in modules.items()
         if tower in towers
@@ -334,8 +401,8 @@ def fp16_vs_fp32(results: dict, targets: list[str]) -> dict:
 def int8_vs_fp32(results: dict, targets: list[str]) -> dict:
     """Per model, tower and target: the int8 file's size over the fp32 one's (goal ≤ 0.3) and
     the p50 speed-up, fp32 p50 over int8 p50 (goal ≥ 2 on at least one runtime for the
-    real-size image towers), with both p50s; where a side has no latency (an error, or a runtime
-    that cannot run here), only what was measured."""
+    real-size image towers), with both p50s, and the same of the CPU-time medians; where a side
+    has no latency (an error, or a runtime that cannot run here), only what was measured."""
     table = {}
     for model, towers in results.items():
         for tower, entry in _towers(towers):
@@ -351,6 +418,8 @@ def int8_vs_fp32(results: dict, targets: list[str]) -> dict:
                 if isinstance(slow, dict) and isinstance(fast, dict):
                     row["speedup_p50"] = round(slow["p50_ms"] / fast["p50_ms"], 2)
                     row["p50_ms"] = {"fp32": slow["p50_ms"], "int8": fast["p50_ms"]}
+                    row["speedup_cpu_p50"] = round(slow["cpu_p50_ms"] / fast["cpu_p50_ms"], 2)
+                    row["cpu_p50_ms"] = {"fp32": slow["cpu_p50_ms"], "int8": fast["cpu_p50_ms"]}
                 if "error" in int8:
                     row["error"] = int8["error"]
                 table.setdefault(model, {}).setdefault(tower, {})[target] = row
@@ -360,7 +429,8 @@ def int8_vs_fp32(results: dict, targets: list[str]) -> dict:
 def weight_only_vs_fp32(results: dict, targets: list[str]) -> dict:
     """Per model, tower, target and weight-only precision: the file's size over the fp32 one's
     (goal for w4 ≤ 0.16 on the real-size text towers), its parity to the simulation (min
-    cosine, max-abs) and its cosine to fp32, and the p50 speed-up over fp32 where both ran."""
+    cosine, max-abs) and its cosine to fp32, and the p50 speed-up over fp32 where both ran (of
+    the wall times and of the CPU times)."""
     table = {}
     for model, towers in results.items():
         for tower, entry in _towers(towers):
@@ -380,6 +450,11 @@ def weight_only_vs_fp32(results: dict, targets: list[str]) -> dict:
                     if isinstance(slow, dict) and isinstance(fast, dict):
                         row["speedup_p50"] = round(slow["p50_ms"] / fast["p50_ms"], 2)
                         row["p50_ms"] = {"fp32": slow["p50_ms"], precision: fast["p50_ms"]}
+                        row["speedup_cpu_p50"] = round(slow["cpu_p50_ms"] / fast["cpu_p50_ms"], 2)
+                        row["cpu_p50_ms"] = {
+                            "fp32": slow["cpu_p50_ms"],
+                            precision: fast["cpu_p50_ms"],
+                        }
                     elif isinstance(fast, str):
                         row["latency"] = fast
                     table.setdefault(model, {}).setdefault(tower, {}).setdefault(target, {})[
@@ -420,23 +495,47 @@ def main() -> None:
         help="random batches of 8 that calibrate the int8 ranges; 0 skips int8",
     )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch's")
+    parser.add_argument(
+        "--executorch-threads", type=int, help="the ExecuTorch runtime's (default: one per core)"
+    )
+    parser.add_argument(
+        "--ops",
+        type=int,
+        nargs="?",
+        const=10,
+        default=0,
+        help="ExecuTorch rows: time per operator kind from an ETDump of this many runs (10)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.executorch_threads:
+        from executorch.extension.pybindings import _C
+
+        _C._unsafe_reset_threadpool(args.executorch_threads)
     start = time.perf_counter()
     measure = functools.partial(
         latency, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds
     )
     results = {
         name: bench_model(
-            name, args.targets, measure, args.calibration_batches, args.towers, args.precisions
+            name,
+            args.targets,
+            measure,
+            args.calibration_batches,
+            args.towers,
+            args.precisions,
+            args.ops,
         )
         for name in args.models
     }
     summary = {
         "machine": machine(),  # CPU, capability, fp32 and bf16 GEMM rates
         "torch_threads": torch.get_num_threads(),
-        "runtime_threads": "defaults: onnxruntime one per physical core, ExecuTorch one per core",
+        "runtime_threads": "onnxruntime: one per physical core; ExecuTorch: "
+        + (str(args.executorch_threads) if args.executorch_threads else "one per core"),
+        "timing": "each tower's cases interleaved, one call each per round, order reversed "
+        "every round",
         "batch": 1,
         "runs": args.runs,
         "warmup": args.warmup,

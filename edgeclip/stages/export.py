@@ -24,7 +24,7 @@ def run(ctx: Context, out: Path) -> dict:
     listed = [f"{target}-{precision}" for target, precision in cfg.artifacts()]
     # The artifacts with an int8 tower share one converted INT8 model; the others need only the
     # model. Exporting is mostly single-threaded Python (graph capture, lowering passes), so the
-    # two groups run side by side where there are two cores: about 40% off the stage.
+    # two groups run side by side where there are two cores.
     groups = [[a for a in cfg.artifacts() if _has_int8(a[1]) == int8] for int8 in (False, True)]
     exported, simulated = {}, None
     for artifacts, int8_simulation in _in_workers(ctx, [g for g in groups if g]):
